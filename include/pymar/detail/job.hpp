@@ -1,0 +1,102 @@
+// The boundary between the templates in the public headers and the library in src/: a job is
+// described here without the user's types, run by the library, and handed back as encoded partials.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace pymar {
+
+/// What `map` does when its timeout passes before every slice has a partial value.
+enum class OnTimeout {
+  fail,             ///< throw pymar::TimeoutError
+  compute_locally,  ///< compute the missing slices on this machine, with a warning
+};
+
+namespace detail {
+
+/// One slice as a kernel sees it, on a worker or in local mode.
+struct SliceInput {
+  std::size_t offset = 0;
+  std::size_t limit = 0;
+  std::string_view params;   ///< msgpack-encoded source parameters, empty when the source has none
+  std::string_view payload;  ///< the slice's elements, for in-memory sources
+};
+
+/// Runs `reduce_fn(map_fn(source))` for one (producer, source) pair over one slice and appends
+/// the encoded partial value to `out`. Throws whatever the user's code throws.
+using Kernel = void (*)(const SliceInput& input, std::string& out);
+
+/// Checks that bytes decode as the job's value type; throws DecodeError if not. Used on the
+/// producer so that a malformed partial from a worker is rejected before it is counted.
+using PartialCheck = void (*)(std::string_view encoded);
+
+/// How an in-memory slice travels.
+enum class PayloadKind : std::uint8_t {
+  none = 0,     ///< a registered source: only offsets and parameters travel
+  raw = 1,      ///< trivially copyable elements: the slice's bytes, sent without a copy
+  msgpack = 2,  ///< other elements: the slice encoded as a msgpack array
+};
+
+/// The producer-side view of in-memory data.
+struct MemoryData {
+  PayloadKind kind = PayloadKind::none;
+  /// raw: element i occupies [base + i * element_size, base + (i + 1) * element_size) and stays
+  /// valid until `map` returns.
+  const std::byte* base = nullptr;
+  std::size_t element_size = 0;
+  /// msgpack: appends the encoding of elements [offset, offset + limit) to `out`.
+  std::function<void(std::size_t offset, std::size_t limit, std::string& out)> encode_slice;
+
+  /// The bytes a worker receives for slice [offset, offset + limit), when kind is raw.
+  std::string_view raw_slice(std::size_t offset, std::size_t limit) const {
+    return {reinterpret_cast<const char*>(base + offset * element_size), limit * element_size};
+  }
+};
+
+/// Everything the library needs to run one `map` call.
+struct JobRequest {
+  std::string producer;  ///< registered producer name
+  std::string source;    ///< registered source name
+  std::string params;    ///< encoded source parameters
+  std::size_t length = 0;  ///< full_length() of the source
+  std::size_t parts = 0;   ///< WORKERS_NUMBER of the producer
+  Kernel kernel = nullptr;
+  PartialCheck check_partial = nullptr;
+  MemoryData memory;
+  bool speculate = true;  ///< a late slice may run twice (first result wins): no side effects
+  std::optional<std::chrono::nanoseconds> timeout;
+  OnTimeout on_timeout = OnTimeout::fail;
+};
+
+/// The encoded partial values of a finished job, in slice order.
+class Partials {
+ public:
+  explicit Partials(std::size_t count = 0) : spans_(count) {}
+  std::size_t size() const noexcept { return spans_.size(); }
+  std::string_view operator[](std::size_t slice) const {
+    return std::string_view(arena_).substr(spans_[slice].first, spans_[slice].second);
+  }
+  void set(std::size_t slice, std::string_view bytes) {
+    spans_[slice] = {arena_.size(), bytes.size()};
+    arena_.append(bytes);
+  }
+
+ private:
+  std::string arena_;  // one buffer for all partials: no allocation per slice
+  std::vector<std::pair<std::size_t, std::size_t>> spans_;
+};
+
+/// Runs a job on the workers, or locally when there are none; blocks until every slice has a
+/// partial value. Throws SliceError, TimeoutError, Interrupted or Error.
+Partials run_job(const JobRequest& request);
+
+}  // namespace detail
+}  // namespace pymar

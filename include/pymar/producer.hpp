@@ -1,0 +1,82 @@
+// Producer: the user's map_fn and reduce_fn, and `map`, which runs them over a factory's data.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <optional>
+#include <typeinfo>
+#include <vector>
+
+#include "pymar/codec.hpp"
+#include "pymar/detail/job.hpp"
+#include "pymar/detail/kernel.hpp"
+#include "pymar/error.hpp"
+#include "pymar/registry.hpp"
+
+namespace pymar {
+
+/// Base of a user's producer, Derived being the user's class (registered with REGISTER_PRODUCER).
+/// Derived provides:
+///  - `static auto map_fn(auto&& elements)`: a slice's elements in, a range of values out;
+///  - `static Value reduce_fn(auto&& values)`: a range of values in, one value out. It is applied
+///    to map_fn's output on the worker, and to the vector of partial values on the producer, so
+///    it must accept both and return the same type;
+///  - optionally `static constexpr std::size_t WORKERS_NUMBER`: how many slices to cut a job
+///    into (at most full_length() of them; 4 when not given), and `SPECULATIVE` (below).
+template <class Derived>
+struct Producer {
+  static constexpr std::size_t WORKERS_NUMBER = 4;
+  /// Whether a slice that is late may be computed a second time on an idle worker (the first
+  /// result counts). Set to false in a producer whose map_fn has side effects.
+  static constexpr bool SPECULATIVE = true;
+
+  /// Runs the job over `factory`'s data on the workers (or locally when there are none) and
+  /// returns `reduce_fn` of the partial values, reduced in slice order. Throws SliceError when
+  /// user code failed on a slice, Interrupted when the producer is interrupted.
+  template <class Factory>
+  auto map(const Factory& factory) const {
+    return run(factory, std::nullopt, OnTimeout::fail);
+  }
+
+  /// As map(factory), but after `timeout` either throws TimeoutError (OnTimeout::fail) or
+  /// computes the slices still missing on this machine (OnTimeout::compute_locally).
+  template <class Factory, class Rep, class Period>
+  auto map(const Factory& factory, std::chrono::duration<Rep, Period> timeout,
+           OnTimeout on_timeout = OnTimeout::fail) const {
+    return run(factory, std::chrono::duration_cast<std::chrono::nanoseconds>(timeout), on_timeout);
+  }
+
+ private:
+  template <class Factory>
+  static auto run(const Factory& factory, std::optional<std::chrono::nanoseconds> timeout,
+                  OnTimeout on_timeout) {
+    using Source = typename Factory::source_type;
+    using Kernel = detail::KernelFor<Derived, Source>;
+    using Value = typename detail::ValueFor<Derived, Source>::type;
+    static_assert(Derived::WORKERS_NUMBER > 0, "WORKERS_NUMBER must be at least 1");
+    if (!Kernel::registered) throw Error("the kernel registry is unavailable");
+
+    detail::JobRequest request;
+    request.producer = detail::registered_name(detail::EntryKind::producer, typeid(Derived));
+    request.source = detail::registered_name(detail::EntryKind::source, typeid(Source));
+    request.params = factory.encoded_params();
+    request.length = factory.full_length();
+    request.parts = Derived::WORKERS_NUMBER;
+    request.kernel = &Kernel::run;
+    request.check_partial = [](std::string_view encoded) { (void)decode<Value>(encoded); };
+    request.memory = factory.memory();
+    request.speculate = Derived::SPECULATIVE;
+    request.timeout = timeout;
+    request.on_timeout = on_timeout;
+
+    const detail::Partials partials = detail::run_job(request);
+    std::vector<Value> values;
+    values.reserve(partials.size());
+    for (std::size_t slice = 0; slice < partials.size(); ++slice) {
+      values.push_back(decode<Value>(partials[slice]));
+    }
+    return static_cast<Value>(Derived::reduce_fn(values));
+  }
+};
+
+}  // namespace pymar

@@ -1,0 +1,12 @@
+// Pymar: write a Producer and a DataSource, register them, and `map` a job over many machines.
+#pragma once
+
+#include "pymar/algorithm.hpp"
+#include "pymar/codec.hpp"
+#include "pymar/data_source.hpp"
+#include "pymar/error.hpp"
+#include "pymar/factory.hpp"
+#include "pymar/main.hpp"
+#include "pymar/producer.hpp"
+#include "pymar/registry.hpp"
+#include "pymar/version.hpp"

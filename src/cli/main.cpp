@@ -1,0 +1,369 @@
+// pymar::main: the command line on top, wiring the roles together. A task binary runs as the
+// producer (the default) or as a worker pool; nothing here knows about slices.
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "common/build_id.hpp"
+#include "common/log.hpp"
+#include "common/registry.hpp"
+#include "pool/supervisor.hpp"
+#include "producer/dispatcher.hpp"
+#include "producer/runtime.hpp"
+#include "pymar/error.hpp"
+#include "pymar/main.hpp"
+#include "pymar/version.hpp"
+#include "worker/worker.hpp"
+
+namespace pymar::detail {
+namespace {
+
+constexpr unsigned kDefaultPort = 7627;
+
+struct Settings {
+  bool produce = false;
+  bool worker = false;
+  bool list = false;
+  bool local = false;
+  std::string queue;
+  std::optional<unsigned> workers;
+  std::vector<std::string> producers;
+  std::vector<std::string> sources;
+  double grace = 2.0;
+  double heartbeat = 1.0;
+  double liveness = 5.0;
+  unsigned max_attempts = 3;
+  unsigned retries = 0;
+  unsigned credit = 2;
+  bool no_speculation = false;
+  bool verbose = false;
+  bool quiet = false;
+};
+
+struct Address {
+  std::string host;
+  unsigned port = kDefaultPort;
+};
+
+/// Splits HOST[:PORT] (either part may be empty). Throws CLI::ValidationError.
+Address parse_queue(const std::string& text, const std::string& default_host) {
+  Address a{default_host, kDefaultPort};
+  if (text.empty()) return a;
+  const auto colon = text.rfind(':');
+  const std::string host = text.substr(0, colon);
+  if (!host.empty()) a.host = host;
+  if (colon != std::string::npos) {
+    const std::string port = text.substr(colon + 1);
+    try {
+      std::size_t used = 0;
+      const unsigned long value = std::stoul(port, &used);
+      if (used != port.size() || value > 65535) throw std::invalid_argument(port);
+      a.port = static_cast<unsigned>(value);
+    } catch (const std::exception&) {
+      throw CLI::ValidationError("--queue", "port '" + port + "' is not a number from 0 to 65535");
+    }
+  }
+  return a;
+}
+
+std::chrono::milliseconds to_ms(double seconds) {
+  return std::chrono::milliseconds(static_cast<std::int64_t>(seconds * 1000));
+}
+
+int list_registry() {
+  fmt::print("producers:\n");
+  for (const std::string& name : producer_names()) fmt::print("  {}\n", name);
+  fmt::print("sources:\n");
+  for (const std::string& name : source_names()) fmt::print("  {}\n", name);
+  return 0;
+}
+
+int usage_error(const std::string& message) {
+  fmt::print(stderr, "{}: error: {} (see --help)\n", task_name(), message);
+  return 2;
+}
+
+int check_names(const std::vector<std::string>& wanted, const std::vector<std::string>& known,
+                const char* what) {
+  for (const std::string& name : wanted) {
+    if (std::find(known.begin(), known.end(), name) == known.end()) {
+      return usage_error(fmt::format("unknown {} '{}' (this binary has: {})", what, name,
+                                     fmt::join(known, ", ")));
+    }
+  }
+  return 0;
+}
+
+// --- worker pool -----------------------------------------------------------------------------
+
+int run_worker_pool(const Settings& s) {
+  init_logging("pool", s.verbose);
+  if (s.quiet) spdlog::set_level(spdlog::level::warn);
+  if (int status = check_names(s.producers, producer_names(), "producer")) return status;
+  if (int status = check_names(s.sources, source_names(), "data source")) return status;
+  const Address address = parse_queue(s.queue, "127.0.0.1");
+  WorkerOptions worker;
+  worker.endpoint = fmt::format("tcp://{}:{}", address.host, address.port);
+  worker.heartbeat = to_ms(s.heartbeat);
+  worker.liveness = to_ms(s.liveness);
+  worker.credit = s.credit;
+  worker.only_producers = s.producers;
+  worker.only_sources = s.sources;
+  worker.exit_on_stop = true;
+  const unsigned processes = s.workers.value_or(std::max(1u, std::thread::hardware_concurrency()));
+  spdlog::info("{} worker process(es) of {} (build {}) serving the producer at {}", processes,
+               task_name(), build_fingerprint(), worker.endpoint);
+  PoolOptions pool;
+  pool.processes = processes;
+  pool.run_worker = [&](const WorkerSlot& slot) {
+    init_logging("worker", s.verbose);
+    if (s.quiet) spdlog::set_level(spdlog::level::warn);
+    WorkerOptions options = worker;
+    options.predecessor = slot.predecessor;
+    options.crash_record = slot.crash_record;
+    options.stop_fd = slot.stop_fd;
+    return run_worker(options);
+  };
+  return run_pool(pool);
+}
+
+// --- producer --------------------------------------------------------------------------------
+
+/// A worker pool started for one producer run (`--produce -w N`), stopped when it ends.
+class EmbeddedPool {
+ public:
+  EmbeddedPool(const Settings& s, unsigned processes, std::uint16_t port) {
+    std::vector<std::string> args = {task_name(),
+                                     "--worker",
+                                     "-q",
+                                     fmt::format("127.0.0.1:{}", port),
+                                     "-w",
+                                     std::to_string(processes),
+                                     "--heartbeat",
+                                     fmt::format("{}", s.heartbeat),
+                                     "--liveness",
+                                     fmt::format("{}", s.liveness),
+                                     "--credit",
+                                     std::to_string(s.credit)};
+    args.push_back(s.verbose ? "-v" : "--quiet");
+    std::vector<char*> argv;
+    for (std::string& arg : args) argv.push_back(arg.data());
+    argv.push_back(nullptr);
+    std::fflush(nullptr);
+    const pid_t parent = getpid();
+    pid_ = fork();
+    if (pid_ < 0) throw Error(fmt::format("cannot start the worker pool: {}", std::strerror(errno)));
+    if (pid_ == 0) {
+      // Only async-signal-safe calls until exec: this process has threads.
+      prctl(PR_SET_PDEATHSIG, SIGTERM);
+      if (getppid() != parent) _exit(0);
+      sigset_t none;
+      sigemptyset(&none);
+      sigprocmask(SIG_SETMASK, &none, nullptr);
+      execv("/proc/self/exe", argv.data());
+      _exit(127);
+    }
+  }
+
+  ~EmbeddedPool() {
+    kill(pid_, SIGTERM);
+    int status = 0;
+    waitpid(pid_, &status, 0);
+  }
+
+  EmbeddedPool(const EmbeddedPool&) = delete;
+  EmbeddedPool& operator=(const EmbeddedPool&) = delete;
+
+ private:
+  pid_t pid_ = -1;
+};
+
+int run_job_safely(const std::function<int()>& job) {
+  try {
+    return job();
+  } catch (const Interrupted&) {
+    return 130;
+  } catch (const Error& e) {
+    spdlog::error("{}", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    spdlog::error("the job threw {}: {}", type_name(typeid(e)), e.what());
+    return 1;
+  }
+}
+
+int run_producer(const Settings& s, const std::function<int()>& job) {
+  init_logging("producer", s.verbose);
+  if (s.quiet) spdlog::set_level(spdlog::level::warn);
+  if (s.local) {
+    use_dispatcher(nullptr, false);
+    spdlog::info("--local: computing on this machine's {} cores", std::thread::hardware_concurrency());
+    return run_job_safely(job);
+  }
+
+  // Signals are read by the dispatcher's thread, so every thread must block them.
+  sigset_t stop;
+  sigemptyset(&stop);
+  sigaddset(&stop, SIGINT);
+  sigaddset(&stop, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop, nullptr);
+  const int stop_fd = signalfd(-1, &stop, SFD_NONBLOCK | SFD_CLOEXEC);
+
+  const Address address = parse_queue(s.queue, "*");
+  DispatcherOptions options;
+  options.bind = fmt::format("tcp://{}:{}", address.host,
+                             address.port == 0 ? std::string("*") : std::to_string(address.port));
+  options.grace = to_ms(s.grace);
+  options.interrupt_fd = stop_fd;
+  options.on_idle_interrupt = [] { std::_Exit(130); };
+  options.scheduler.heartbeat = to_ms(s.heartbeat);
+  options.scheduler.liveness = to_ms(s.liveness);
+  options.scheduler.max_attempts = s.max_attempts;
+  options.scheduler.error_retries = s.retries;
+  options.scheduler.speculate = !s.no_speculation;
+  options.scheduler.build = build_fingerprint();
+
+  int status = 0;
+  {
+    std::optional<Dispatcher> dispatcher;
+    try {
+      dispatcher.emplace(options);
+    } catch (const Error& e) {
+      spdlog::error("{}", e.what());
+      return 1;
+    }
+    spdlog::info("listening on {} (build {})", dispatcher->endpoint(), build_fingerprint());
+    std::optional<EmbeddedPool> pool;
+    if (s.workers.value_or(0) > 0) pool.emplace(s, *s.workers, dispatcher->port());
+    use_dispatcher(&*dispatcher);
+    status = run_job_safely(job);
+    use_dispatcher(nullptr);
+  }
+  ::close(stop_fd);
+  return status;
+}
+
+}  // namespace
+
+int run_main(int argc, char** argv, std::function<int()> job) {
+  const std::vector<std::string> errors = registration_errors();
+  if (!errors.empty()) {
+    for (const std::string& e : errors) fmt::print(stderr, "{}: error: {}\n", task_name(), e);
+    return 1;
+  }
+
+  Settings s;
+  CLI::App app(fmt::format(
+      "{0}: a Pymar task. Run it as the producer (the default), which runs the job and spreads "
+      "its slices over workers, or as a pool of worker processes serving a producer.",
+      task_name()));
+  app.name(task_name());
+  app.footer(fmt::format(
+      "Examples:\n"
+      "  {0} --produce -w 4           run the job here with 4 worker processes of its own\n"
+      "  {0} --worker -q HOST -w 8    serve the producer on HOST with 8 worker processes\n"
+      "  {0} --produce                run the job on the workers that serve this machine\n"
+      "  {0} --local                  run the job on this machine's cores, no network\n"
+      "With no worker within --grace seconds the producer computes locally, with a warning.\n"
+      "Exit status: 0 done, 1 the job failed, 2 usage error, 130 interrupted.\n",
+      task_name()));
+  app.set_version_flag("--version",
+                       fmt::format("{} (pymar {}, protocol {}, build {})", task_name(), version(),
+                                   protocol_version(), build_fingerprint()));
+  auto* produce = app.add_flag("--produce", s.produce, "run the job (the default)");
+  auto* worker = app.add_flag("--worker", s.worker, "serve as a pool of worker processes");
+  auto* list = app.add_flag("--list", s.list, "print the registered producers and sources");
+  produce->excludes(worker)->excludes(list);
+  worker->excludes(list);
+  app.add_option("-q,--queue", s.queue,
+                 fmt::format("producer address HOST[:PORT]; the producer listens on it (default "
+                             "*:{0}, port 0 picks a free one), workers connect to it (default "
+                             "127.0.0.1:{0})",
+                             kDefaultPort))
+      ->envname("PYMAR_QUEUE")
+      ->type_name("HOST[:PORT]");
+  app.add_option("-w,--workers", s.workers,
+                 "worker processes: of the pool (default: one per core), or started by the "
+                 "producer for its run (default: none)")
+      ->check(CLI::Range(1u, 4096u))
+      ->type_name("N");
+  app.add_option("-p,--producer", s.producers, "worker: serve only this producer (repeatable)")
+      ->type_name("NAME");
+  app.add_option("-s,--source", s.sources, "worker: serve only this data source (repeatable)")
+      ->type_name("NAME");
+  app.add_flag("--local", s.local, "producer: compute on this machine only, no network")
+      ->excludes(worker);
+  app.add_option("--grace", s.grace,
+                 "producer: seconds to wait for a worker before computing locally")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 86400.0))
+      ->type_name("SECONDS");
+  app.add_option("--heartbeat", s.heartbeat, "seconds between heartbeats when otherwise silent")
+      ->capture_default_str()
+      ->check(CLI::Range(0.01, 3600.0))
+      ->type_name("SECONDS");
+  app.add_option("--liveness", s.liveness,
+                 "seconds of silence after which a peer is given up on (at least 2 heartbeats)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.02, 86400.0))
+      ->type_name("SECONDS");
+  app.add_option("--max-attempts", s.max_attempts,
+                 "producer: a slice whose worker dies this many times fails the job")
+      ->capture_default_str()
+      ->check(CLI::Range(1u, 1000u))
+      ->type_name("N");
+  app.add_option("--retries", s.retries,
+                 "producer: times to retry a slice whose user code threw before failing the job")
+      ->capture_default_str()
+      ->check(CLI::Range(0u, 1000u))
+      ->type_name("N");
+  app.add_option("--credit", s.credit, "worker: batches of slices queued per worker process")
+      ->capture_default_str()
+      ->check(CLI::Range(1u, 64u))
+      ->type_name("N");
+  app.add_flag("--no-speculation", s.no_speculation,
+               "producer: never run a late slice a second time on an idle worker");
+  app.add_flag("-v,--verbose", s.verbose, "log every slice and message (to stderr)");
+  app.add_flag("--quiet", s.quiet, "log only warnings and errors");
+
+  try {
+    app.parse(argc, argv);
+    if (s.liveness < 2 * s.heartbeat) {
+      throw CLI::ValidationError("--liveness", "must be at least twice --heartbeat");
+    }
+    if (!s.worker && (!s.producers.empty() || !s.sources.empty())) {
+      throw CLI::ValidationError("-p/-s", "only apply with --worker");
+    }
+    parse_queue(s.queue, "");
+  } catch (const CLI::CallForHelp&) {
+    fmt::print("{}", app.help());
+    return 0;
+  } catch (const CLI::CallForAllHelp&) {
+    fmt::print("{}", app.help());
+    return 0;
+  } catch (const CLI::CallForVersion& e) {
+    fmt::print("{}\n", e.what());
+    return 0;
+  } catch (const CLI::ParseError& e) {
+    return usage_error(e.what());
+  }
+
+  if (s.list) return list_registry();
+  if (s.worker) return run_worker_pool(s);
+  return run_producer(s, job);
+}
+
+}  // namespace pymar::detail

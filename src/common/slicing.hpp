@@ -1,0 +1,19 @@
+// Cutting a job into slices.
+#pragma once
+
+#include <cstddef>
+#include <vector>
+
+namespace pymar::detail {
+
+struct Part {
+  std::size_t offset = 0;
+  std::size_t limit = 0;
+  bool operator==(const Part&) const = default;
+};
+
+/// Cuts [0, length) into min(parts, length) contiguous parts whose sizes differ by at most one,
+/// the larger ones first. Every element is in exactly one part; no part is empty.
+std::vector<Part> split(std::size_t length, std::size_t parts);
+
+}  // namespace pymar::detail

@@ -1,0 +1,214 @@
+#include "pool/supervisor.hpp"
+
+#include <signal.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <new>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "common/clock.hpp"
+#include "common/log.hpp"
+#include "pymar/error.hpp"
+
+namespace pymar::detail {
+namespace {
+
+constexpr std::chrono::milliseconds kQuickDeath{1000};  // a worker dying sooner is crash-looping
+constexpr std::chrono::milliseconds kMaxBackoff{10000};
+constexpr std::chrono::milliseconds kStopTimeout{10000};
+
+struct Slot {
+  pid_t pid = 0;
+  Clock::time_point started;
+  std::chrono::milliseconds backoff{0};
+  std::optional<Clock::time_point> restart_at;
+  std::optional<wire::Predecessor> predecessor;
+};
+
+std::string signal_name(int signal) {
+  const char* abbrev = sigabbrev_np(signal);
+  return abbrev ? fmt::format("SIG{}", abbrev) : fmt::format("signal {}", signal);
+}
+
+class Pool {
+ public:
+  explicit Pool(const PoolOptions& options) : options_(options), slots_(options.processes) {
+    const std::size_t bytes = sizeof(CrashRecord) * std::max(1u, options.processes);
+    void* shared = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (shared == MAP_FAILED) throw Error(fmt::format("mmap: {}", std::strerror(errno)));
+    records_ = static_cast<CrashRecord*>(shared);
+    for (unsigned i = 0; i < options.processes; ++i) new (&records_[i]) CrashRecord();
+    records_bytes_ = bytes;
+  }
+
+  ~Pool() { munmap(records_, records_bytes_); }
+
+  int run() {
+    sigset_t signals;
+    sigemptyset(&signals);
+    for (int s : {SIGCHLD, SIGINT, SIGTERM, SIGHUP}) sigaddset(&signals, s);
+    sigprocmask(SIG_BLOCK, &signals, nullptr);
+
+    for (unsigned i = 0; i < slots_.size(); ++i) spawn(i);
+    bool stopping = false;
+    Clock::time_point stop_deadline{};
+    while (true) {
+      std::optional<Clock::time_point> wake_at;
+      for (const Slot& slot : slots_) {
+        if (slot.restart_at && !stopping) wake_at = std::min(wake_at.value_or(*slot.restart_at), *slot.restart_at);
+      }
+      if (stopping) wake_at = stop_deadline;
+      siginfo_t info;
+      int signal;
+      if (wake_at) {
+        const auto wait = std::max(Clock::duration::zero(), *wake_at - Clock::now());
+        const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(wait).count();
+        const timespec timeout{static_cast<time_t>(ns / 1000000000), static_cast<long>(ns % 1000000000)};
+        signal = sigtimedwait(&signals, &info, &timeout);
+      } else {
+        signal = sigwaitinfo(&signals, &info);
+      }
+      if (signal == SIGINT || signal == SIGTERM || signal == SIGHUP) {
+        if (stopping) {
+          spdlog::warn("second {}: killing the workers", signal_name(signal));
+          kill_all(SIGKILL);
+        } else {
+          spdlog::info("{}: stopping {} worker process(es)", signal_name(signal), running());
+          stopping = true;
+          stop_deadline = Clock::now() + kStopTimeout;
+          kill_all(SIGTERM);
+        }
+      }
+      reap(stopping);
+      const Clock::time_point now = Clock::now();
+      if (stopping) {
+        if (running() == 0) break;
+        if (now >= stop_deadline) {
+          spdlog::warn("workers still running {} s after SIGTERM: killing them",
+                       kStopTimeout.count() / 1000);
+          kill_all(SIGKILL);
+          stop_deadline = now + kStopTimeout;
+        }
+        continue;
+      }
+      for (unsigned i = 0; i < slots_.size(); ++i) {
+        if (slots_[i].restart_at && now >= *slots_[i].restart_at) spawn(i);
+      }
+    }
+    spdlog::info("worker pool stopped");
+    return 0;
+  }
+
+ private:
+  void spawn(unsigned index) {
+    Slot& slot = slots_[index];
+    slot.restart_at.reset();
+    records_[index].in_slice.store(0);
+    std::fflush(nullptr);  // nothing buffered is written twice
+    const pid_t parent = getpid();
+    const pid_t pid = fork();
+    if (pid < 0) {
+      spdlog::error("cannot start a worker process: {}", std::strerror(errno));
+      slot.restart_at = Clock::now() + std::chrono::seconds(1);
+      return;
+    }
+    if (pid == 0) {
+      // Die with the pool, whichever way it goes.
+      prctl(PR_SET_PDEATHSIG, SIGTERM);
+      if (getppid() != parent) std::_Exit(0);
+      sigset_t stop;
+      sigemptyset(&stop);
+      sigaddset(&stop, SIGTERM);
+      sigaddset(&stop, SIGINT);
+      const int stop_fd = signalfd(-1, &stop, SFD_NONBLOCK | SFD_CLOEXEC);
+      WorkerSlot worker{index, slot.predecessor, &records_[index], stop_fd};
+      int status = 1;
+      try {
+        status = options_.run_worker(worker);
+      } catch (const std::exception& e) {
+        spdlog::error("worker failed: {}", e.what());
+      }
+      std::fflush(nullptr);
+      std::_Exit(status);
+    }
+    slot.pid = pid;
+    slot.started = Clock::now();
+    spdlog::debug("started worker process {} in slot {}", pid, index);
+  }
+
+  void reap(bool stopping) {
+    int status = 0;
+    pid_t pid;
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+      auto slot = std::find_if(slots_.begin(), slots_.end(), [&](const Slot& s) { return s.pid == pid; });
+      if (slot == slots_.end()) continue;
+      const auto index = static_cast<unsigned>(slot - slots_.begin());
+      slot->pid = 0;
+      if (stopping) continue;
+      wire::Predecessor p;
+      p.pid = pid;
+      if (WIFSIGNALED(status)) p.signal = WTERMSIG(status);
+      if (WIFEXITED(status)) p.exit_code = WEXITSTATUS(status);
+      const CrashRecord& record = records_[index];
+      p.in_slice = record.in_slice.load(std::memory_order_acquire) != 0;
+      p.job = {record.session.load(), record.seq.load()};
+      p.slice = record.slice.load();
+      const std::string how = p.signal != 0 ? "killed by " + signal_name(p.signal)
+                                            : fmt::format("exited with status {}", p.exit_code);
+      if (p.in_slice) {
+        spdlog::warn("worker process {} {} while computing slice {} of job {}; restarting it", pid,
+                     how, p.slice, p.job.seq);
+      } else {
+        spdlog::warn("worker process {} {}; restarting it", pid, how);
+      }
+      slot->predecessor = p;
+      const auto lived = Clock::now() - slot->started;
+      slot->backoff = lived < kQuickDeath
+                          ? std::min(kMaxBackoff, std::max(std::chrono::milliseconds(100), slot->backoff * 2))
+                          : std::chrono::milliseconds(0);
+      if (slot->backoff.count() > 0) {
+        spdlog::warn("worker in slot {} died {} ms after starting; next start in {} ms", index,
+                     std::chrono::duration_cast<std::chrono::milliseconds>(lived).count(),
+                     slot->backoff.count());
+      }
+      slot->restart_at = Clock::now() + slot->backoff;
+    }
+  }
+
+  void kill_all(int signal) {
+    for (const Slot& slot : slots_) {
+      if (slot.pid > 0) kill(slot.pid, signal);
+    }
+  }
+
+  std::size_t running() const {
+    return static_cast<std::size_t>(
+        std::count_if(slots_.begin(), slots_.end(), [](const Slot& s) { return s.pid > 0; }));
+  }
+
+  const PoolOptions& options_;
+  std::vector<Slot> slots_;
+  CrashRecord* records_ = nullptr;
+  std::size_t records_bytes_ = 0;
+};
+
+}  // namespace
+
+int run_pool(const PoolOptions& options) {
+  Pool pool(options);
+  return pool.run();
+}
+
+}  // namespace pymar::detail

@@ -1,0 +1,31 @@
+// The worker pool: a parent process that keeps N worker processes running. It knows processes,
+// not slices: it restarts a worker that dies and tells the next one how its predecessor ended.
+#pragma once
+
+#include <functional>
+#include <optional>
+
+#include "wire/protocol.hpp"
+#include "worker/worker.hpp"
+
+namespace pymar::detail {
+
+/// What a worker process is started with.
+struct WorkerSlot {
+  unsigned index = 0;
+  std::optional<wire::Predecessor> predecessor;  ///< how the previous process in this slot ended
+  CrashRecord* crash_record = nullptr;           ///< shared with the supervisor
+  int stop_fd = -1;                              ///< a signalfd for SIGTERM and SIGINT
+};
+
+struct PoolOptions {
+  unsigned processes = 1;
+  /// Runs in each forked child; returns its exit status.
+  std::function<int(const WorkerSlot&)> run_worker;
+};
+
+/// Forks the workers and supervises them until SIGINT or SIGTERM, which it passes on; a second
+/// signal kills them at once. Returns the pool's exit status.
+int run_pool(const PoolOptions& options);
+
+}  // namespace pymar::detail

@@ -1,0 +1,371 @@
+#include "producer/dispatcher.hpp"
+
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <random>
+#include <variant>
+
+#include <fmt/format.h>
+#include <zmq_addon.hpp>
+
+#include "common/log.hpp"
+#include "producer/runtime.hpp"
+#include "pymar/error.hpp"
+#include "pymar/version.hpp"
+
+namespace pymar::detail {
+namespace {
+
+// Below this size a payload is copied: ZeroMQ would copy it into the message anyway, and the
+// release callback would cost more than it saves.
+constexpr std::size_t kZeroCopyMinBytes = 16 << 10;
+
+// Messages taken from the socket before timers get a turn.
+constexpr int kReceiveBurst = 512;
+
+template <class... F>
+struct Overloaded : F... {
+  using F::operator()...;
+};
+template <class... F>
+Overloaded(F...) -> Overloaded<F...>;
+
+std::uint64_t random_session() {
+  std::random_device device;
+  return (static_cast<std::uint64_t>(device()) << 32) ^ device();
+}
+
+}  // namespace
+
+DispatcherOptions with_session(DispatcherOptions options) {
+  if (options.scheduler.session == 0) options.scheduler.session = random_session();
+  return options;
+}
+
+Dispatcher::Dispatcher(DispatcherOptions options)
+    : options_(with_session(std::move(options))), context_(1), scheduler_(options_.scheduler, *this) {
+  wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (wake_fd_ < 0) throw Error(fmt::format("eventfd: {}", std::strerror(errno)));
+  bind_router();
+  current_id_.session = options_.scheduler.session;
+  thread_ = std::thread([this] { loop(); });
+}
+
+Dispatcher::~Dispatcher() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  wake();
+  if (thread_.joinable()) thread_.join();
+  router_.reset();
+  context_.close();  // returns once ZeroMQ has released every payload it held
+  ::close(wake_fd_);
+}
+
+void Dispatcher::bind_router() {
+  router_ = std::make_unique<zmq::socket_t>(context_, zmq::socket_type::router);
+  router_->set(zmq::sockopt::linger, 200);  // a CANCEL on its way is worth a short wait at exit
+  router_->set(zmq::sockopt::router_handover, 1);
+  router_->set(zmq::sockopt::maxmsgsize, options_.max_message_bytes);
+  router_->set(zmq::sockopt::tcp_keepalive, 1);
+  router_->set(zmq::sockopt::sndhwm, 0);  // in flight per worker is bounded by its credit
+  std::string endpoint = options_.bind;
+  if (port_ != 0) {
+    // Re-binding after a reset: the same port, so that workers reconnect to it.
+    endpoint = endpoint.substr(0, endpoint.rfind(':') + 1) + std::to_string(port_);
+  }
+  try {
+    router_->bind(endpoint);
+  } catch (const zmq::error_t& e) {
+    std::string hint;
+    if (e.num() == EADDRINUSE) hint = " (is another producer running? choose a port with -q HOST:PORT)";
+    throw Error(fmt::format("cannot listen on {}: {}{}", endpoint, e.what(), hint));
+  }
+  endpoint_ = router_->get(zmq::sockopt::last_endpoint);
+  port_ = static_cast<std::uint16_t>(std::stoul(endpoint_.substr(endpoint_.rfind(':') + 1)));
+}
+
+void Dispatcher::wake() {
+  const std::uint64_t one = 1;
+  [[maybe_unused]] ssize_t n = ::write(wake_fd_, &one, sizeof one);
+}
+
+void Dispatcher::release_payload(void*, void* hint) {
+  auto* self = static_cast<Dispatcher*>(hint);
+  if (self->payloads_in_flight_.fetch_sub(1) == 1) self->wake();
+}
+
+JobOutcome Dispatcher::run(const JobRequest& request) {
+  std::unique_lock lock(mutex_);
+  if (interrupted_) throw Interrupted();
+  submitted_ = &request;
+  outcome_.reset();
+  lock.unlock();
+  wake();
+  lock.lock();
+  finished_.wait(lock, [&] { return outcome_.has_value(); });
+  JobOutcome outcome = std::move(*outcome_);
+  outcome_.reset();
+  return outcome;
+}
+
+// --- the I/O loop ----------------------------------------------------------------------------
+
+void Dispatcher::loop() {
+  while (true) {
+    Clock::time_point deadline = scheduler_.next_deadline();
+    if (job_deadline_ && !finishing_) deadline = std::min(deadline, *job_deadline_);
+    if (finishing_) deadline = std::min(deadline, drain_deadline_);
+    const Clock::time_point now = Clock::now();
+    std::chrono::milliseconds timeout(-1);
+    if (deadline != Clock::time_point::max()) {
+      timeout = std::max(std::chrono::milliseconds(0),
+                         std::chrono::ceil<std::chrono::milliseconds>(deadline - now));
+    }
+    zmq::pollitem_t items[] = {
+        {router_->handle(), 0, ZMQ_POLLIN, 0},
+        {nullptr, wake_fd_, ZMQ_POLLIN, 0},
+        {nullptr, options_.interrupt_fd, ZMQ_POLLIN, 0},
+    };
+    const int count = options_.interrupt_fd >= 0 ? 3 : 2;
+    try {
+      zmq::poll(items, count, timeout);
+    } catch (const zmq::error_t& e) {
+      if (e.num() != EINTR) throw;
+    }
+    const Clock::time_point after = Clock::now();
+    if (items[0].revents & ZMQ_POLLIN) receive(after);
+    if (items[1].revents & ZMQ_POLLIN) {
+      std::uint64_t value;
+      [[maybe_unused]] ssize_t n = ::read(wake_fd_, &value, sizeof value);
+      {
+        std::lock_guard lock(mutex_);
+        if (stopping_) break;
+      }
+      take_commands(after);
+    }
+    if (count == 3 && (items[2].revents & ZMQ_POLLIN)) on_interrupt(after);
+    if (after >= scheduler_.next_deadline()) scheduler_.tick(after);
+    check_job(after);
+  }
+  if (current_ != nullptr) scheduler_.finish_job();  // tell workers to drop what they hold
+}
+
+void Dispatcher::receive(Clock::time_point now) {
+  for (int i = 0; i < kReceiveBurst; ++i) {
+    frames_.clear();
+    const auto received =
+        zmq::recv_multipart(*router_, std::back_inserter(frames_), zmq::recv_flags::dontwait);
+    if (!received) return;
+    handle(frames_[0], frames_, now);
+  }
+}
+
+void Dispatcher::handle(zmq::message_t& identity_frame, std::vector<zmq::message_t>& frames,
+                        Clock::time_point now) {
+  const std::string identity = identity_frame.to_string();
+  auto garbage = [&](std::string_view why) {
+    ++garbage_count_;
+    if (garbage_senders_.insert(identity).second) {
+      spdlog::warn("dropped a malformed message from peer '{}': {} (further ones are counted)",
+                   identity, why);
+    }
+    scheduler_.on_garbage(identity, now);
+  };
+  if (frames.size() < 2) return garbage("no header frame");
+
+  wire::Message message;
+  try {
+    message = wire::decode(frames[1].to_string_view(), frames.size() - 2);
+  } catch (const wire::ProtocolError& e) {
+    if (e.foreign_version()) {
+      send(identity, wire::Refuse{fmt::format("the producer speaks protocol version {}, not {}",
+                                              protocol_version(), *e.foreign_version())});
+    }
+    return garbage(e.what());
+  }
+  std::visit(Overloaded{
+                 [&](const wire::Ready& m) { scheduler_.on_ready(identity, m, now); },
+                 [&](const wire::Result& m) {
+                   values_.clear();
+                   for (std::size_t i = 2; i < frames.size(); ++i) {
+                     values_.push_back(frames[i].to_string_view());
+                   }
+                   scheduler_.on_result(identity, m, values_, now);
+                 },
+                 [&](const wire::Heartbeat&) { scheduler_.on_heartbeat(identity, now); },
+                 [&](const wire::Bye& m) { scheduler_.on_bye(identity, m.reason, now); },
+                 [&](const auto& m) {
+                   garbage(fmt::format("a {} message, which workers do not send",
+                                       wire::type_name(wire::Message(m))));
+                 },
+             },
+             message);
+}
+
+void Dispatcher::take_commands(Clock::time_point now) {
+  const JobRequest* job = nullptr;
+  {
+    std::lock_guard lock(mutex_);
+    job = std::exchange(submitted_, nullptr);
+  }
+  if (job == nullptr) return;
+  current_ = job;
+  current_id_ = {current_id_.session, next_job_++};
+  job_started_ = now;
+  job_deadline_.reset();
+  if (job->timeout) {
+    job_deadline_ = now + std::chrono::duration_cast<Clock::duration>(*job->timeout);
+  }
+  garbage_count_ = 0;
+  scheduler_.start_job(*job, current_id_, options_.grace, now);
+  spdlog::info("job {}: {} over {}, {} elements in {} slices, {} worker(s) connected",
+               current_id_.seq, job->producer, job->source, job->length,
+               scheduler_.slices_total(), scheduler_.live_workers());
+}
+
+void Dispatcher::on_interrupt(Clock::time_point now) {
+  signalfd_siginfo info;
+  [[maybe_unused]] ssize_t n = ::read(options_.interrupt_fd, &info, sizeof info);
+  if (interrupted_.exchange(true)) {
+    spdlog::warn("second interrupt: exiting now");
+    std::_Exit(130);
+  }
+  producer_interrupted() = true;
+  spdlog::warn("interrupted (signal {}): stopping", info.ssi_signo);
+  if (current_ == nullptr) {
+    if (options_.on_idle_interrupt) options_.on_idle_interrupt();
+    return;
+  }
+  check_job(now);
+}
+
+void Dispatcher::check_job(Clock::time_point now) {
+  if (finishing_) {
+    if (payloads_in_flight_.load() == 0) return deliver(now);
+    if (now >= drain_deadline_) {
+      // A stalled worker's connection still holds payloads that point into the caller's memory,
+      // which `map` may not return before ZeroMQ lets go of. Closing the socket makes it let go;
+      // the workers reconnect to the new one on their own.
+      spdlog::warn("a stalled connection still holds {} slice payload(s); resetting the socket",
+                   payloads_in_flight_.load());
+      router_->set(zmq::sockopt::linger, 0);
+      router_.reset();
+      for (int attempt = 0;; ++attempt) {
+        try {
+          bind_router();
+          break;
+        } catch (const Error&) {
+          if (attempt == 50) throw;
+          std::this_thread::sleep_for(std::chrono::milliseconds(20));  // the old listener closes
+        }
+      }
+      drain_deadline_ = Clock::time_point::max();
+    }
+    return;
+  }
+  if (current_ == nullptr) return;
+  JobEnd end;
+  switch (scheduler_.state()) {
+    case JobState::done:
+      end = JobEnd::done;
+      break;
+    case JobState::failed:
+      end = JobEnd::failed;
+      break;
+    case JobState::no_workers:
+      end = JobEnd::no_workers;
+      break;
+    default:
+      if (interrupted_) {
+        end = JobEnd::interrupted;
+      } else if (job_deadline_ && now >= *job_deadline_) {
+        end = JobEnd::timed_out;
+      } else {
+        return;
+      }
+  }
+  JobOutcome outcome;
+  outcome.end = end;
+  outcome.missing = scheduler_.missing_slices();
+  outcome.failure = scheduler_.failure();
+  outcome.partials = scheduler_.take_partials();
+  outcome.seconds = std::chrono::duration<double>(now - job_started_).count();
+  const DropCounts drops = scheduler_.drops();
+  const std::size_t reruns = scheduler_.reruns();
+  scheduler_.finish_job();
+  static constexpr const char* kEnds[] = {"done", "failed", "found no workers", "timed out",
+                                          "interrupted"};
+  spdlog::info("job {} {} after {:.3f} s: {} of {} slices, {} re-run", current_id_.seq,
+               kEnds[static_cast<int>(end)], outcome.seconds, outcome.partials.size() -
+               outcome.missing.size(), outcome.partials.size(), reruns);
+  if (drops.stale + drops.duplicate + drops.late + drops.malformed + garbage_count_ > 0) {
+    spdlog::info("job {} dropped {} late, {} duplicate, {} stale and {} malformed result(s), and "
+                 "{} malformed message(s)",
+                 current_id_.seq, drops.late, drops.duplicate, drops.stale, drops.malformed,
+                 garbage_count_);
+  }
+  current_ = nullptr;
+  job_deadline_.reset();
+  finishing_ = std::move(outcome);
+  drain_deadline_ = now + options_.scheduler.liveness;
+  if (payloads_in_flight_.load() == 0) deliver(now);
+}
+
+void Dispatcher::deliver(Clock::time_point) {
+  std::lock_guard lock(mutex_);
+  outcome_ = std::move(finishing_);
+  finishing_.reset();
+  finished_.notify_all();
+}
+
+// --- outbox --------------------------------------------------------------------------------
+
+void Dispatcher::send(const std::string& worker, const wire::Message& message) {
+  header_.clear();
+  wire::encode(message, header_);
+  (void)router_->send(zmq::buffer(worker), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+  (void)router_->send(zmq::buffer(header_), zmq::send_flags::dontwait);
+}
+
+void Dispatcher::send_assign(const std::string& worker, const wire::Assign& assign,
+                             const JobRequest& job) {
+  header_.clear();
+  wire::encode(assign, header_);
+  const bool has_payload = assign.payload != PayloadKind::none;
+  (void)router_->send(zmq::buffer(worker), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+  (void)router_->send(zmq::buffer(header_), has_payload ? zmq::send_flags::sndmore | zmq::send_flags::dontwait
+                                                        : zmq::send_flags::dontwait);
+  if (!has_payload) return;
+  for (std::size_t i = 0; i < assign.slices.size(); ++i) {
+    const wire::SliceRange& slice = assign.slices[i];
+    zmq::message_t payload;
+    if (assign.payload == PayloadKind::raw) {
+      const std::string_view bytes = job.memory.raw_slice(slice.offset, slice.limit);
+      if (bytes.size() >= kZeroCopyMinBytes) {
+        ++payloads_in_flight_;
+        payload = zmq::message_t(const_cast<char*>(bytes.data()), bytes.size(), &release_payload,
+                                 this);
+      } else {
+        payload = zmq::message_t(bytes.data(), bytes.size());
+      }
+    } else {
+      auto* encoded = new std::string;
+      job.memory.encode_slice(slice.offset, slice.limit, *encoded);
+      payload = zmq::message_t(
+          encoded->data(), encoded->size(),
+          [](void*, void* hint) { delete static_cast<std::string*>(hint); }, encoded);
+    }
+    const bool last = i + 1 == assign.slices.size();
+    (void)router_->send(payload, last ? zmq::send_flags::dontwait
+                                      : zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+  }
+}
+
+}  // namespace pymar::detail

@@ -1,0 +1,114 @@
+// The producer's I/O thread: owns the ROUTER socket, feeds the scheduler with what workers say,
+// sends what it decides, and hands each finished job back to the thread that called `map`.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <unordered_set>
+#include <vector>
+
+#include <zmq.hpp>
+
+#include "producer/scheduler.hpp"
+
+namespace pymar::detail {
+
+struct DispatcherOptions {
+  std::string bind = "tcp://*:7627";  ///< ZeroMQ endpoint to bind; port "*" picks a free one
+  SchedulerConfig scheduler;
+  std::chrono::milliseconds grace{2000};    ///< wait this long for a worker before going local
+  std::int64_t max_message_bytes = 256 << 20;  ///< larger messages from a peer cut it off
+  int interrupt_fd = -1;  ///< readable when the producer is asked to stop (a signalfd), or -1
+  std::function<void()> on_idle_interrupt;  ///< called on interrupt when no job is running
+};
+
+enum class JobEnd { done, failed, no_workers, timed_out, interrupted };
+
+struct JobOutcome {
+  JobEnd end = JobEnd::done;
+  Partials partials;
+  std::vector<std::size_t> missing;  ///< slices without a partial value
+  std::optional<SliceError::Details> failure;
+  double seconds = 0;
+};
+
+class Dispatcher final : private Outbox {
+ public:
+  /// Binds and starts the I/O thread. Throws pymar::Error when the endpoint cannot be bound.
+  explicit Dispatcher(DispatcherOptions options);
+  ~Dispatcher() override;
+  Dispatcher(const Dispatcher&) = delete;
+  Dispatcher& operator=(const Dispatcher&) = delete;
+
+  /// The bound endpoint, with the port actually chosen ("tcp://0.0.0.0:7627").
+  const std::string& endpoint() const { return endpoint_; }
+  std::uint16_t port() const { return port_; }
+
+  /// Runs a job on the workers until it is done, fails, times out, finds no worker for the grace
+  /// period, or the producer is interrupted. `request` must stay valid until it returns.
+  JobOutcome run(const JobRequest& request);
+
+  bool interrupted() const { return interrupted_.load(); }
+
+ private:
+  void loop();
+  void bind_router();
+  void receive(Clock::time_point now);
+  void handle(zmq::message_t& identity, std::vector<zmq::message_t>& frames,
+              Clock::time_point now);
+  void take_commands(Clock::time_point now);
+  void on_interrupt(Clock::time_point now);
+  void check_job(Clock::time_point now);
+  void deliver(Clock::time_point now);
+  void wake();
+  static void release_payload(void* data, void* hint);
+
+  // Outbox
+  void send(const std::string& worker, const wire::Message& message) override;
+  void send_assign(const std::string& worker, const wire::Assign& assign,
+                   const JobRequest& job) override;
+
+  DispatcherOptions options_;
+  zmq::context_t context_;
+  std::unique_ptr<zmq::socket_t> router_;
+  std::string endpoint_;
+  std::uint16_t port_ = 0;
+  int wake_fd_ = -1;
+  Scheduler scheduler_;
+  std::thread thread_;
+
+  // Shared with the calling thread.
+  std::mutex mutex_;
+  std::condition_variable finished_;
+  const JobRequest* submitted_ = nullptr;
+  std::optional<JobOutcome> outcome_;
+  bool stopping_ = false;
+  std::atomic<bool> interrupted_{false};
+
+  // I/O thread only.
+  const JobRequest* current_ = nullptr;
+  wire::JobId current_id_;
+  std::uint64_t next_job_ = 1;
+  Clock::time_point job_started_;
+  std::optional<Clock::time_point> job_deadline_;
+  std::optional<JobOutcome> finishing_;  // waiting for zero-copy payloads to be released
+  Clock::time_point drain_deadline_;
+  std::string header_;  // reused encoding buffer
+  std::vector<zmq::message_t> frames_;
+  std::vector<std::string_view> values_;
+  std::unordered_set<std::string> garbage_senders_;  // each is logged once
+  std::size_t garbage_count_ = 0;
+
+  // Payloads sent zero-copy from the job's memory that ZeroMQ still holds.
+  std::atomic<std::size_t> payloads_in_flight_{0};
+};
+
+}  // namespace pymar::detail

@@ -1,0 +1,471 @@
+#include "producer/scheduler.hpp"
+
+#include <string.h>
+
+#include <algorithm>
+#include <utility>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "common/log.hpp"
+
+namespace pymar::detail {
+namespace {
+
+std::string describe_end(const wire::Predecessor& p) {
+  if (p.signal != 0) {
+    const char* abbrev = sigabbrev_np(p.signal);
+    return abbrev ? fmt::format("killed by SIG{}", abbrev) : fmt::format("killed by signal {}", p.signal);
+  }
+  return fmt::format("exited with status {}", p.exit_code);
+}
+
+double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+}  // namespace
+
+Scheduler::Scheduler(SchedulerConfig config, Outbox& outbox)
+    : config_(std::move(config)), outbox_(outbox) {}
+
+// --- workers -------------------------------------------------------------------------------
+
+void Scheduler::on_ready(const std::string& id, const wire::Ready& ready, Clock::time_point now) {
+  if (ready.build != config_.build) {
+    const std::string reason = fmt::format(
+        "this worker runs build {} of '{}', the producer runs build {}: start workers from the same "
+        "binary as the producer",
+        ready.build, ready.task, config_.build);
+    if (refused_.insert(id).second) {
+      spdlog::error("refused worker {} (pid {} on {}): it runs build {} of '{}', this producer runs "
+                    "build {}",
+                    id, ready.pid, ready.host, ready.build, ready.task, config_.build);
+    }
+    outbox_.send(id, wire::Refuse{reason});
+    return;
+  }
+  if (ready.predecessor) record_crash(ready, now);
+  if (workers_.contains(id)) drop_worker(id, "registered again", now);
+
+  Worker w;
+  w.id = id;
+  w.info = ready;
+  w.producers.insert(ready.producers.begin(), ready.producers.end());
+  w.sources.insert(ready.sources.begin(), ready.sources.end());
+  w.last_heard = now;
+  w.last_sent = now;
+  auto [it, inserted] = workers_.emplace(id, std::move(w));
+  spdlog::debug("worker {} joined (pid {} on {}, credit {}); {} worker(s)", id, ready.pid,
+                ready.host, ready.credit, workers_.size());
+  if (state_ == JobState::running) {
+    update_eligibility(now);
+    assign_to(it->second, now);
+  }
+}
+
+void Scheduler::record_crash(const wire::Ready& ready, Clock::time_point now) {
+  const wire::Predecessor& p = *ready.predecessor;
+  const std::string how = describe_end(p);
+  for (const auto& [id, w] : workers_) {
+    if (w.info.host == ready.host && w.info.pid == p.pid) {
+      drop_worker(std::string(id), how, now);  // copy: drop_worker erases the entry
+      break;
+    }
+  }
+  if (!p.in_slice || state_ != JobState::running || !(p.job == job_id_) ||
+      p.slice >= slices_.size()) {
+    return;
+  }
+  SliceState& s = slices_[p.slice];
+  if (s.done) return;
+  ++s.crashes;
+  spdlog::warn("slice {} was running when worker pid {} on {} {} (attempt {} of {})", p.slice,
+               p.pid, ready.host, how, s.crashes, config_.max_attempts);
+  if (s.crashes >= config_.max_attempts) {
+    fail(static_cast<std::uint32_t>(p.slice), ready.host, p.pid,
+         p.signal != 0 ? fmt::format("signal SIG{}", sigabbrev_np(p.signal) ? sigabbrev_np(p.signal) : "?")
+                       : "exit",
+         fmt::format("the worker process {} while computing this slice, on each of {} attempts",
+                     how, s.crashes),
+         s.crashes + s.errors);
+  }
+}
+
+void Scheduler::on_result(const std::string& id, const wire::Result& result,
+                          std::span<const std::string_view> values, Clock::time_point now) {
+  auto it = workers_.find(id);
+  if (it == workers_.end()) {
+    ++drops_.late;
+    spdlog::info("dropped a late result of batch {} from worker {}, given up on earlier",
+                 result.batch, id);
+    outbox_.send(id, wire::Who{});
+    return;
+  }
+  Worker& w = it->second;
+  w.last_heard = now;
+  auto b = w.batches.find(result.batch);
+  if (b == w.batches.end() || !(b->second.job == result.job)) {
+    if (!(result.job == job_id_)) {
+      ++drops_.stale;
+      spdlog::debug("dropped a result of another job from worker {}", id);
+    } else {
+      ++drops_.duplicate;
+      spdlog::debug("dropped a result of unknown batch {} from worker {}", result.batch, id);
+    }
+    return;
+  }
+  Batch batch = std::move(b->second);
+  w.batches.erase(b);
+
+  bool matches = result.outcomes.size() == batch.slices.size();
+  for (std::size_t i = 0; matches && i < batch.slices.size(); ++i) {
+    matches = result.outcomes[i].slice == batch.slices[i];
+  }
+  if (!matches) {
+    ++drops_.malformed;
+    spdlog::warn("worker {} answered batch {} with slices that were not in it; re-queued them", id,
+                 result.batch);
+    for (std::uint32_t s : batch.slices) release(s);
+    assign_all(now);
+    return;
+  }
+
+  std::size_t next_value = 0;
+  for (std::size_t i = 0; i < batch.slices.size() && state_ == JobState::running; ++i) {
+    const wire::Outcome& outcome = result.outcomes[i];
+    const std::uint32_t slice = batch.slices[i];
+    SliceState& s = slices_[slice];
+    if (outcome.ok) {
+      const std::string_view value = values[next_value++];
+      if (s.done) {
+        --s.copies;
+        ++drops_.duplicate;
+        continue;
+      }
+      try {
+        job_->check_partial(value);
+      } catch (const std::exception& e) {
+        ++drops_.malformed;
+        spdlog::warn("worker {} sent a partial value for slice {} that does not decode ({}); "
+                     "slice re-queued",
+                     id, slice, e.what());
+        release(slice);
+        continue;
+      }
+      --s.copies;
+      s.done = true;
+      ++done_count_;
+      partials_.set(slice, value);
+      // A running mean of kernel time per slice sizes the next batches.
+      ++timed_slices_;
+      mean_slice_ns_ += (static_cast<double>(outcome.compute_ns) - mean_slice_ns_) /
+                        static_cast<double>(std::min<std::size_t>(timed_slices_, 64));
+    } else {
+      --s.copies;
+      if (s.done) continue;
+      ++s.errors;
+      if (s.errors > config_.error_retries) {
+        fail(slice, w.info.host, w.info.pid, outcome.error_type, outcome.error_message,
+             s.errors + s.crashes);
+        return;
+      }
+      spdlog::warn("slice {} threw {} on worker {}: {} (attempt {} of {}); retrying", slice,
+                   outcome.error_type, id, outcome.error_message, s.errors,
+                   config_.error_retries + 1);
+      if (s.copies == 0) requeue(slice);
+    }
+  }
+  if (state_ != JobState::running) return;
+  if (done_count_ == slices_.size()) {
+    state_ = JobState::done;
+    return;
+  }
+  assign_to(w, now);
+  if (pending_.empty()) speculate_to(w, now);
+}
+
+void Scheduler::on_heartbeat(const std::string& id, Clock::time_point now) {
+  auto it = workers_.find(id);
+  if (it != workers_.end()) {
+    it->second.last_heard = now;
+  } else if (!refused_.contains(id)) {
+    outbox_.send(id, wire::Who{});  // a worker of an earlier producer run: ask it to register
+  }
+}
+
+void Scheduler::on_bye(const std::string& id, std::string_view reason, Clock::time_point now) {
+  if (!workers_.contains(id)) return;
+  drop_worker(id, fmt::format("it is leaving: {}", reason), now);
+}
+
+void Scheduler::on_garbage(const std::string& id, Clock::time_point now) {
+  auto it = workers_.find(id);
+  if (it != workers_.end()) it->second.last_heard = now;
+}
+
+void Scheduler::drop_worker(const std::string& id, std::string_view why, Clock::time_point now) {
+  auto it = workers_.find(id);
+  if (it == workers_.end()) return;
+  std::vector<std::uint32_t> requeued;
+  for (const auto& [batch_id, batch] : it->second.batches) {
+    if (state_ != JobState::running || !(batch.job == job_id_)) continue;
+    for (std::uint32_t s : batch.slices) {
+      if (release(s)) requeued.push_back(s);
+    }
+  }
+  std::sort(requeued.begin(), requeued.end());
+  if (requeued.empty()) {
+    spdlog::debug("worker {} (pid {} on {}) left: {}", id, it->second.info.pid,
+                 it->second.info.host, why);
+  } else {
+    spdlog::warn("worker {} (pid {} on {}) lost: {}; re-queued slices {}", id,
+                 it->second.info.pid, it->second.info.host, why, fmt::join(requeued, ", "));
+  }
+  workers_.erase(it);
+  if (state_ == JobState::running) {
+    update_eligibility(now);
+    assign_all(now);
+  }
+}
+
+bool Scheduler::release(std::uint32_t slice) {
+  SliceState& s = slices_[slice];
+  if (s.copies > 0) --s.copies;
+  return s.copies == 0 && requeue(slice);
+}
+
+bool Scheduler::requeue(std::uint32_t slice) {
+  SliceState& s = slices_[slice];
+  if (s.done || s.queued) return false;
+  s.queued = true;
+  pending_.push_front(slice);  // first out again, so a lost slice does not wait behind the rest
+  ++reruns_;
+  return true;
+}
+
+void Scheduler::fail(std::uint32_t slice, const std::string& host, std::int64_t pid,
+                     std::string type, std::string message, unsigned attempts) {
+  SliceError::Details d;
+  d.slice = slice;
+  d.offset = slices_[slice].part.offset;
+  d.limit = slices_[slice].part.limit;
+  d.host = host;
+  d.pid = pid;
+  d.exception_type = std::move(type);
+  d.message = std::move(message);
+  d.attempts = attempts;
+  failure_ = std::move(d);
+  state_ = JobState::failed;
+}
+
+// --- time --------------------------------------------------------------------------------
+
+void Scheduler::tick(Clock::time_point now) {
+  std::vector<std::string> silent;
+  for (const auto& [id, w] : workers_) {
+    if (now - w.last_heard >= config_.liveness) silent.push_back(id);
+  }
+  for (const std::string& id : silent) {
+    drop_worker(id,
+                fmt::format("silent for {:.1f} s", seconds(now - workers_.at(id).last_heard)),
+                now);
+  }
+  for (auto& [id, w] : workers_) {
+    if (now - w.last_sent >= config_.heartbeat) send(w, wire::Heartbeat{config_.session}, now);
+  }
+  if (state_ != JobState::running) return;
+  update_eligibility(now);
+  if (unserved_since_ && now - *unserved_since_ >= grace_) {
+    state_ = JobState::no_workers;
+    return;
+  }
+  assign_all(now);
+  if (pending_.empty()) {
+    for (auto& [id, w] : workers_) speculate_to(w, now);
+  }
+}
+
+Clock::time_point Scheduler::next_deadline() const {
+  Clock::time_point next = Clock::time_point::max();
+  for (const auto& [id, w] : workers_) {
+    next = std::min({next, w.last_sent + config_.heartbeat, w.last_heard + config_.liveness});
+  }
+  if (state_ == JobState::running) {
+    if (unserved_since_) next = std::min(next, *unserved_since_ + grace_);
+    if (config_.speculate && pending_.empty() && mean_slice_ns_ > 0) {
+      // Look for stragglers a few times per expected batch time.
+      const auto step = std::chrono::nanoseconds(static_cast<std::int64_t>(
+          std::clamp(mean_slice_ns_ * static_cast<double>(batch_size()), 1e6, 1e8)));
+      next = std::min(next, Clock::now() + step);
+    }
+  }
+  return next;
+}
+
+// --- jobs --------------------------------------------------------------------------------
+
+void Scheduler::start_job(const JobRequest& request, wire::JobId id,
+                          std::chrono::milliseconds grace, Clock::time_point now) {
+  job_ = &request;
+  job_id_ = id;
+  state_ = JobState::running;
+  const std::vector<Part> parts = split(request.length, request.parts);
+  slices_.assign(parts.size(), SliceState{});
+  pending_.clear();
+  for (std::uint32_t i = 0; i < parts.size(); ++i) {
+    slices_[i].part = parts[i];
+    slices_[i].queued = true;
+    pending_.push_back(i);
+  }
+  done_count_ = 0;
+  partials_ = Partials(parts.size());
+  failure_.reset();
+  mean_slice_ns_ = 0;
+  timed_slices_ = 0;
+  drops_ = {};
+  reruns_ = 0;
+  grace_ = grace;
+  unserved_since_.reset();
+  if (parts.empty()) {
+    state_ = JobState::done;
+    return;
+  }
+  update_eligibility(now);
+  assign_all(now);
+}
+
+void Scheduler::finish_job() {
+  for (auto& [id, w] : workers_) {
+    const auto held = std::erase_if(w.batches, [&](const auto& entry) {
+      return entry.second.job == job_id_;
+    });
+    if (held > 0) outbox_.send(id, wire::Cancel{job_id_});
+  }
+  state_ = JobState::idle;
+  job_ = nullptr;
+  pending_.clear();
+}
+
+Partials Scheduler::take_partials() { return std::exchange(partials_, Partials()); }
+
+std::vector<std::size_t> Scheduler::missing_slices() const {
+  std::vector<std::size_t> missing;
+  for (std::size_t i = 0; i < slices_.size(); ++i) {
+    if (!slices_[i].done) missing.push_back(i);
+  }
+  return missing;
+}
+
+// --- assignment --------------------------------------------------------------------------
+
+bool Scheduler::serves(const Worker& w) const {
+  return job_ != nullptr && w.producers.contains(job_->producer) &&
+         w.sources.contains(job_->source);
+}
+
+void Scheduler::update_eligibility(Clock::time_point now) {
+  const bool any = std::any_of(workers_.begin(), workers_.end(),
+                               [&](const auto& entry) { return serves(entry.second); });
+  if (any) {
+    unserved_since_.reset();
+  } else if (!unserved_since_) {
+    unserved_since_ = now;
+    if (!workers_.empty()) {
+      spdlog::warn("{} worker(s) connected, but none serves producer '{}' over source '{}'",
+                   workers_.size(), job_->producer, job_->source);
+    }
+  }
+}
+
+std::size_t Scheduler::batch_size() const {
+  if (mean_slice_ns_ <= 0) return 1;  // cost unknown yet: one slice at a time
+  const auto by_time = static_cast<std::size_t>(
+      std::chrono::duration<double, std::nano>(config_.batch_target).count() /
+      std::max(mean_slice_ns_, 1.0));
+  const std::size_t fair_share = pending_.size() / (2 * std::max<std::size_t>(workers_.size(), 1));
+  return std::max<std::size_t>(1, std::min({config_.max_batch, by_time, fair_share}));
+}
+
+std::size_t Scheduler::assign_to(Worker& w, Clock::time_point now, std::size_t max_batches) {
+  if (state_ != JobState::running || !serves(w)) return 0;
+  std::size_t sent = 0;
+  while (sent < max_batches && w.batches.size() < w.info.credit && !pending_.empty()) {
+    const std::size_t size = batch_size();
+    wire::Assign assign{job_id_, next_batch_++, job_->producer, job_->source, job_->params,
+                        job_->memory.kind, {}};
+    Batch batch{job_id_, {}, now};
+    while (assign.slices.size() < size && !pending_.empty()) {
+      const std::uint32_t slice = pending_.front();
+      pending_.pop_front();
+      SliceState& s = slices_[slice];
+      s.queued = false;
+      if (s.done) continue;
+      ++s.copies;
+      assign.slices.push_back({slice, s.part.offset, s.part.limit});
+      batch.slices.push_back(slice);
+    }
+    if (batch.slices.empty()) break;
+    outbox_.send_assign(w.id, assign, *job_);
+    w.last_sent = now;
+    w.batches.emplace(assign.batch, std::move(batch));
+    ++sent;
+  }
+  return sent;
+}
+
+void Scheduler::assign_all(Clock::time_point now) {
+  // One batch per worker per round, so that the first worker does not take everything.
+  bool progress = true;
+  while (progress && !pending_.empty() && state_ == JobState::running) {
+    progress = false;
+    for (auto& [id, w] : workers_) progress |= assign_to(w, now, 1) > 0;
+  }
+}
+
+bool Scheduler::speculate_to(Worker& w, Clock::time_point now) {
+  if (!config_.speculate || !job_->speculate || state_ != JobState::running || !serves(w) ||
+      !w.batches.empty() || mean_slice_ns_ <= 0) {
+    return false;
+  }
+  // The batch most overdue against its expected time, held by another worker alone.
+  const Batch* straggler = nullptr;
+  double worst = 0;
+  for (const auto& [id, other] : workers_) {
+    if (id == w.id) continue;
+    for (const auto& [batch_id, batch] : other.batches) {
+      if (!(batch.job == job_id_)) continue;
+      const double expected = mean_slice_ns_ * static_cast<double>(batch.slices.size());
+      const double elapsed = std::chrono::duration<double, std::nano>(now - batch.sent).count();
+      const double overdue = elapsed / (2 * expected + 5e6);  // > 1: well past its time
+      if (overdue > 1 && overdue > worst) {
+        worst = overdue;
+        straggler = &batch;
+      }
+    }
+  }
+  if (straggler == nullptr) return false;
+  wire::Assign assign{job_id_, next_batch_++, job_->producer, job_->source, job_->params,
+                      job_->memory.kind, {}};
+  Batch copy{job_id_, {}, now};
+  for (std::uint32_t slice : straggler->slices) {
+    SliceState& s = slices_[slice];
+    if (s.done || s.copies > 1) continue;
+    ++s.copies;
+    assign.slices.push_back({slice, s.part.offset, s.part.limit});
+    copy.slices.push_back(slice);
+  }
+  if (copy.slices.empty()) return false;
+  spdlog::debug("slices {} are late; running a copy on worker {}", fmt::join(copy.slices, ", "),
+                w.id);
+  outbox_.send_assign(w.id, assign, *job_);
+  w.last_sent = now;
+  w.batches.emplace(assign.batch, std::move(copy));
+  return true;
+}
+
+void Scheduler::send(Worker& w, const wire::Message& message, Clock::time_point now) {
+  outbox_.send(w.id, message);
+  w.last_sent = now;
+}
+
+}  // namespace pymar::detail

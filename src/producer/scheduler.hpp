@@ -1,0 +1,168 @@
+// The producer's scheduler: which slice goes to which worker, what came back, who is alive.
+// A state machine without sockets or threads: events in (a worker's message, the passing of
+// time), messages out through an Outbox. The dispatcher drives it; tests drive it directly.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "common/clock.hpp"
+#include "common/slicing.hpp"
+#include "pymar/detail/job.hpp"
+#include "pymar/error.hpp"
+#include "wire/protocol.hpp"
+
+namespace pymar::detail {
+
+struct SchedulerConfig {
+  std::chrono::milliseconds heartbeat{1000};  ///< send a heartbeat after this much silence
+  std::chrono::milliseconds liveness{5000};   ///< drop a worker silent for this long
+  unsigned max_attempts = 3;   ///< a slice that crashes its worker this often fails the job
+  unsigned error_retries = 0;  ///< extra attempts for a slice whose user code threw
+  std::chrono::microseconds batch_target{2000};  ///< aim for batches computing this long
+  std::size_t max_batch = 1024;                  ///< slices in one ASSIGN at most
+  bool speculate = true;  ///< re-run a straggling slice on an idle worker; first result wins
+  std::string build;      ///< our build fingerprint; workers of another build are refused
+  std::uint64_t session = 0;  ///< this producer run's id, sent in heartbeats
+};
+
+/// Where the scheduler's messages go. The dispatcher implements it over ZeroMQ; tests record.
+class Outbox {
+ public:
+  virtual ~Outbox() = default;
+  /// Sends a message without payload frames.
+  virtual void send(const std::string& worker, const wire::Message& message) = 0;
+  /// Sends an ASSIGN followed by the payload frames of its slices, taken from `job.memory`.
+  virtual void send_assign(const std::string& worker, const wire::Assign& assign,
+                           const JobRequest& job) = 0;
+};
+
+/// Counters of what was dropped, for logs and tests.
+struct DropCounts {
+  std::size_t stale = 0;       ///< results of another job
+  std::size_t duplicate = 0;   ///< results of a slice already counted
+  std::size_t late = 0;        ///< results from a worker that had been given up on
+  std::size_t malformed = 0;   ///< results whose value did not decode, or out of place
+};
+
+enum class JobState {
+  idle,        ///< no job
+  running,
+  done,        ///< every slice has a partial value
+  failed,      ///< a slice failed for good; see failure()
+  no_workers,  ///< no worker able to serve the job for the grace period
+};
+
+class Scheduler {
+ public:
+  Scheduler(SchedulerConfig config, Outbox& outbox);
+
+  // --- worker events ---------------------------------------------------------------------
+  void on_ready(const std::string& worker, const wire::Ready& ready, Clock::time_point now);
+  void on_result(const std::string& worker, const wire::Result& result,
+                 std::span<const std::string_view> values, Clock::time_point now);
+  void on_heartbeat(const std::string& worker, Clock::time_point now);
+  void on_bye(const std::string& worker, std::string_view reason, Clock::time_point now);
+  /// A message from `worker` that did not decode: it is alive, but what it said is dropped.
+  void on_garbage(const std::string& worker, Clock::time_point now);
+
+  /// Heartbeats out, silent workers dropped, stragglers copied. Call at next_deadline().
+  void tick(Clock::time_point now);
+  Clock::time_point next_deadline() const;
+
+  // --- jobs --------------------------------------------------------------------------------
+  /// Starts a job; `request` must outlive it. The grace period starts now.
+  void start_job(const JobRequest& request, wire::JobId id, std::chrono::milliseconds grace,
+                 Clock::time_point now);
+  JobState state() const { return state_; }
+  /// Ends the job (done, failed or abandoned): workers holding its slices are told to drop them.
+  void finish_job();
+  /// Partial values so far, with the indices of the slices that have none.
+  Partials take_partials();
+  std::vector<std::size_t> missing_slices() const;
+  std::size_t slices_done() const { return done_count_; }
+  std::size_t slices_total() const { return slices_.size(); }
+  const std::optional<SliceError::Details>& failure() const { return failure_; }
+
+  // --- introspection -----------------------------------------------------------------------
+  const DropCounts& drops() const { return drops_; }
+  std::size_t live_workers() const { return workers_.size(); }
+  std::size_t reruns() const { return reruns_; }
+
+ private:
+  struct Batch {
+    wire::JobId job;
+    std::vector<std::uint32_t> slices;
+    Clock::time_point sent;
+  };
+
+  struct Worker {
+    std::string id;
+    wire::Ready info;
+    std::unordered_set<std::string> producers;
+    std::unordered_set<std::string> sources;
+    Clock::time_point last_heard;
+    Clock::time_point last_sent;
+    std::unordered_map<std::uint64_t, Batch> batches;  // in flight, by batch id
+  };
+
+  struct SliceState {
+    Part part;
+    std::uint32_t copies = 0;   // batches holding it in flight
+    std::uint16_t crashes = 0;  // workers that died while computing it
+    std::uint16_t errors = 0;   // times user code threw on it
+    bool done = false;
+    bool queued = false;
+    Clock::time_point started;  // when its current first copy was sent
+  };
+
+  bool serves(const Worker& w) const;
+  /// Sends `w` up to `max_batches` batches, within its credit. Returns how many it sent.
+  std::size_t assign_to(Worker& w, Clock::time_point now, std::size_t max_batches = SIZE_MAX);
+  void assign_all(Clock::time_point now);
+  bool speculate_to(Worker& w, Clock::time_point now);
+  std::size_t batch_size() const;
+  void send(Worker& w, const wire::Message& message, Clock::time_point now);
+  /// Forgets a worker; its slices in flight go back to the front of the queue.
+  void drop_worker(const std::string& id, std::string_view why, Clock::time_point now);
+  /// One copy of `slice` is no longer in flight; re-queues it when it was the last.
+  bool release(std::uint32_t slice);
+  bool requeue(std::uint32_t slice);
+  void record_crash(const wire::Ready& ready, Clock::time_point now);
+  void fail(std::uint32_t slice, const std::string& host, std::int64_t pid, std::string type,
+            std::string message, unsigned attempts);
+  void update_eligibility(Clock::time_point now);
+
+  SchedulerConfig config_;
+  Outbox& outbox_;
+  std::unordered_map<std::string, Worker> workers_;
+  std::unordered_set<std::string> refused_;  // workers of another build: told once, then ignored
+  std::uint64_t next_batch_ = 1;
+
+  // The current job.
+  const JobRequest* job_ = nullptr;
+  wire::JobId job_id_;
+  JobState state_ = JobState::idle;
+  std::vector<SliceState> slices_;
+  std::deque<std::uint32_t> pending_;
+  std::size_t done_count_ = 0;
+  Partials partials_;
+  std::optional<SliceError::Details> failure_;
+  double mean_slice_ns_ = 0;  // running mean of kernel time per slice, for batch sizes
+  std::size_t timed_slices_ = 0;
+  std::chrono::milliseconds grace_{0};
+  std::optional<Clock::time_point> unserved_since_;  // no eligible worker since then
+  DropCounts drops_;
+  std::size_t reruns_ = 0;
+};
+
+}  // namespace pymar::detail

@@ -1,0 +1,412 @@
+#include "wire/protocol.hpp"
+
+#include <fmt/format.h>
+
+#include "pymar/codec.hpp"
+#include "pymar/version.hpp"
+
+namespace pymar::wire {
+namespace {
+
+enum class Type : std::uint8_t {
+  ready = 1,
+  assign = 2,
+  result = 3,
+  heartbeat = 4,
+  bye = 5,
+  cancel = 6,
+  refuse = 7,
+  who = 8,
+};
+
+using Packer = msgpack::packer<detail::StringSink>;
+
+void pack_text(Packer& p, std::string_view text, std::size_t max = kMaxTextBytes) {
+  p.pack(text.substr(0, max));
+}
+
+void pack_names(Packer& p, const std::vector<std::string>& names) {
+  const std::size_t count = std::min(names.size(), kMaxNames);
+  p.pack_array(static_cast<std::uint32_t>(count));
+  for (std::size_t i = 0; i < count; ++i) pack_text(p, names[i]);
+}
+
+struct Encoder {
+  Packer& p;
+
+  void header(Type type, std::uint32_t fields) {
+    p.pack_array(2 + fields);
+    p.pack(protocol_version());
+    p.pack(static_cast<std::uint8_t>(type));
+  }
+
+  void operator()(const Ready& m) {
+    header(Type::ready, 8);
+    pack_text(p, m.build);
+    pack_text(p, m.task);
+    pack_text(p, m.host);
+    p.pack(m.pid);
+    p.pack(m.credit);
+    pack_names(p, m.producers);
+    pack_names(p, m.sources);
+    if (!m.predecessor) {
+      p.pack_nil();
+    } else {
+      const Predecessor& d = *m.predecessor;
+      p.pack_array(7);
+      p.pack(d.pid);
+      p.pack(d.signal);
+      p.pack(d.exit_code);
+      p.pack(d.in_slice);
+      p.pack(d.job.session);
+      p.pack(d.job.seq);
+      p.pack(d.slice);
+    }
+  }
+
+  void operator()(const Assign& m) {
+    header(Type::assign, 8);
+    p.pack(m.job.session);
+    p.pack(m.job.seq);
+    p.pack(m.batch);
+    pack_text(p, m.producer);
+    pack_text(p, m.source);
+    p.pack_bin(static_cast<std::uint32_t>(m.params.size()));
+    p.pack_bin_body(m.params.data(), static_cast<std::uint32_t>(m.params.size()));
+    p.pack(static_cast<std::uint8_t>(m.payload));
+    p.pack_array(static_cast<std::uint32_t>(m.slices.size()));
+    for (const SliceRange& s : m.slices) {
+      p.pack_array(3);
+      p.pack(s.index);
+      p.pack(s.offset);
+      p.pack(s.limit);
+    }
+  }
+
+  void operator()(const Result& m) {
+    header(Type::result, 4);
+    p.pack(m.job.session);
+    p.pack(m.job.seq);
+    p.pack(m.batch);
+    p.pack_array(static_cast<std::uint32_t>(m.outcomes.size()));
+    for (const Outcome& o : m.outcomes) {
+      if (o.ok) {
+        p.pack_array(3);
+      } else {
+        p.pack_array(5);
+      }
+      p.pack(o.slice);
+      p.pack(o.ok);
+      p.pack(o.compute_ns);
+      if (!o.ok) {
+        pack_text(p, o.error_type, kMaxErrorMessageBytes);
+        pack_text(p, o.error_message, kMaxErrorMessageBytes);
+      }
+    }
+  }
+
+  void operator()(const Heartbeat& m) {
+    header(Type::heartbeat, 1);
+    p.pack(m.session);
+  }
+
+  void operator()(const Bye& m) {
+    header(Type::bye, 1);
+    pack_text(p, m.reason);
+  }
+
+  void operator()(const Cancel& m) {
+    header(Type::cancel, 2);
+    p.pack(m.job.session);
+    p.pack(m.job.seq);
+  }
+
+  void operator()(const Refuse& m) {
+    header(Type::refuse, 1);
+    pack_text(p, m.reason);
+  }
+
+  void operator()(const Who&) { header(Type::who, 0); }
+};
+
+// Reads the fields of one msgpack array in order, checking each one's type.
+class Fields {
+ public:
+  Fields(const msgpack::object& array, const char* what, std::size_t min_size,
+         std::size_t max_size)
+      : what_(what) {
+    if (array.type != msgpack::type::ARRAY) fail("expected an array");
+    items_ = array.via.array.ptr;
+    size_ = array.via.array.size;
+    if (size_ < min_size || size_ > max_size) {
+      fail(fmt::format("expected {} to {} fields, got {}", min_size, max_size, size_));
+    }
+  }
+
+  std::size_t size() const { return size_; }
+  bool done() const { return next_ == size_; }
+
+  const msgpack::object& next() {
+    if (next_ >= size_) fail("missing field");
+    return items_[next_++];
+  }
+
+  std::uint64_t u64() {
+    const msgpack::object& o = next();
+    if (o.type != msgpack::type::POSITIVE_INTEGER) fail("expected an unsigned integer");
+    return o.via.u64;
+  }
+
+  std::int64_t i64() {
+    const msgpack::object& o = next();
+    if (o.type == msgpack::type::POSITIVE_INTEGER) {
+      if (o.via.u64 > static_cast<std::uint64_t>(INT64_MAX)) fail("integer out of range");
+      return static_cast<std::int64_t>(o.via.u64);
+    }
+    if (o.type != msgpack::type::NEGATIVE_INTEGER) fail("expected an integer");
+    return o.via.i64;
+  }
+
+  std::uint32_t u32() {
+    const std::uint64_t v = u64();
+    if (v > UINT32_MAX) fail("integer out of range");
+    return static_cast<std::uint32_t>(v);
+  }
+
+  std::int32_t i32() {
+    const std::int64_t v = i64();
+    if (v < INT32_MIN || v > INT32_MAX) fail("integer out of range");
+    return static_cast<std::int32_t>(v);
+  }
+
+  bool boolean() {
+    const msgpack::object& o = next();
+    if (o.type != msgpack::type::BOOLEAN) fail("expected a boolean");
+    return o.via.boolean;
+  }
+
+  std::string text() {
+    const msgpack::object& o = next();
+    if (o.type != msgpack::type::STR) fail("expected a string");
+    return std::string(o.via.str.ptr, o.via.str.size);
+  }
+
+  std::string binary() {
+    const msgpack::object& o = next();
+    if (o.type != msgpack::type::BIN) fail("expected binary data");
+    return std::string(o.via.bin.ptr, o.via.bin.size);
+  }
+
+  std::vector<std::string> names() {
+    Fields list(next(), what_, 0, kMaxNames);
+    std::vector<std::string> out;
+    out.reserve(list.size());
+    while (!list.done()) out.push_back(list.text());
+    return out;
+  }
+
+  [[noreturn]] void fail(const std::string& why) const {
+    throw ProtocolError(fmt::format("{}: field {}: {}", what_, next_, why));
+  }
+
+ private:
+  const char* what_;
+  const msgpack::object* items_ = nullptr;
+  std::size_t size_ = 0;
+  std::size_t next_ = 0;
+};
+
+JobId job_id(Fields& f) {
+  JobId id;
+  id.session = f.u64();
+  id.seq = f.u64();
+  return id;
+}
+
+Ready decode_ready(Fields& f) {
+  Ready m;
+  m.build = f.text();
+  m.task = f.text();
+  m.host = f.text();
+  m.pid = f.i64();
+  m.credit = f.u32();
+  m.producers = f.names();
+  m.sources = f.names();
+  const msgpack::object& pred = f.next();
+  if (pred.type != msgpack::type::NIL) {
+    Fields d(pred, "READY predecessor", 7, 7);
+    Predecessor p;
+    p.pid = d.i64();
+    p.signal = d.i32();
+    p.exit_code = d.i32();
+    p.in_slice = d.boolean();
+    p.job = job_id(d);
+    p.slice = d.u64();
+    m.predecessor = p;
+  }
+  if (m.credit == 0) f.fail("credit must be at least 1");
+  return m;
+}
+
+Assign decode_assign(Fields& f, std::size_t payload_frames) {
+  Assign m;
+  m.job = job_id(f);
+  m.batch = f.u64();
+  m.producer = f.text();
+  m.source = f.text();
+  m.params = f.binary();
+  const std::uint64_t kind = f.u64();
+  if (kind > static_cast<std::uint64_t>(detail::PayloadKind::msgpack)) f.fail("unknown payload kind");
+  m.payload = static_cast<detail::PayloadKind>(kind);
+  Fields slices(f.next(), "ASSIGN slices", 1, kMaxSlicesPerBatch);
+  m.slices.reserve(slices.size());
+  while (!slices.done()) {
+    Fields s(slices.next(), "ASSIGN slice", 3, 3);
+    SliceRange range;
+    range.index = s.u64();
+    range.offset = s.u64();
+    range.limit = s.u64();
+    if (range.offset + range.limit < range.offset) s.fail("offset + limit overflows");
+    m.slices.push_back(range);
+  }
+  const std::size_t expected = m.payload == detail::PayloadKind::none ? 0 : m.slices.size();
+  if (payload_frames != expected) {
+    f.fail(fmt::format("expected {} payload frames, got {}", expected, payload_frames));
+  }
+  return m;
+}
+
+Result decode_result(Fields& f, std::size_t payload_frames) {
+  Result m;
+  m.job = job_id(f);
+  m.batch = f.u64();
+  Fields outcomes(f.next(), "RESULT outcomes", 1, kMaxSlicesPerBatch);
+  m.outcomes.reserve(outcomes.size());
+  std::size_t ok_count = 0;
+  while (!outcomes.done()) {
+    Fields o(outcomes.next(), "RESULT outcome", 3, 5);
+    Outcome out;
+    out.slice = o.u64();
+    out.ok = o.boolean();
+    out.compute_ns = o.u64();
+    if (out.ok) {
+      if (!o.done()) o.fail("a successful outcome has no error fields");
+      ++ok_count;
+    } else {
+      out.error_type = o.text();
+      out.error_message = o.text();
+    }
+    m.outcomes.push_back(std::move(out));
+  }
+  if (payload_frames != ok_count) {
+    f.fail(fmt::format("expected {} value frames, got {}", ok_count, payload_frames));
+  }
+  return m;
+}
+
+}  // namespace
+
+void encode(const Message& message, std::string& out) {
+  detail::StringSink sink{out};
+  Packer packer(sink);
+  std::visit(Encoder{packer}, message);
+}
+
+std::string encode(const Message& message) {
+  std::string out;
+  encode(message, out);
+  return out;
+}
+
+Message decode(std::string_view header, std::size_t payload_frames) {
+  if (header.size() > kMaxHeaderBytes) {
+    throw ProtocolError(fmt::format("header of {} bytes exceeds the limit", header.size()));
+  }
+  DecodeLimits limits;
+  limits.max_array = kMaxSlicesPerBatch;
+  limits.max_map = 0;
+  limits.max_str = kMaxTextBytes;
+  limits.max_bin = kMaxHeaderBytes;
+  limits.max_depth = 4;
+  msgpack::object_handle handle;
+  try {
+    handle = detail::unpack_bounded(header, limits);
+  } catch (const DecodeError& e) {
+    throw ProtocolError(std::string("header: ") + e.what());
+  }
+  const msgpack::object& root = handle.get();
+  if (root.type != msgpack::type::ARRAY || root.via.array.size < 2) {
+    throw ProtocolError("header: not a message");
+  }
+  const msgpack::object& version = root.via.array.ptr[0];
+  if (version.type != msgpack::type::POSITIVE_INTEGER) throw ProtocolError("header: no version");
+  if (version.via.u64 != protocol_version()) {
+    throw ProtocolError(fmt::format("protocol version {} (this build speaks {})", version.via.u64,
+                                    protocol_version()),
+                        version.via.u64);
+  }
+  const msgpack::object& type = root.via.array.ptr[1];
+  if (type.type != msgpack::type::POSITIVE_INTEGER) throw ProtocolError("header: no type");
+
+  auto fields = [&](const char* what, std::size_t count) {
+    Fields f(root, what, 2 + count, 2 + count);
+    f.u64();  // version, checked above
+    f.u64();  // type
+    return f;
+  };
+  auto no_payload = [&](const char* what) {
+    if (payload_frames != 0) {
+      throw ProtocolError(fmt::format("{}: unexpected {} payload frames", what, payload_frames));
+    }
+  };
+
+  switch (static_cast<Type>(type.via.u64)) {
+    case Type::ready: {
+      no_payload("READY");
+      Fields f = fields("READY", 8);
+      return decode_ready(f);
+    }
+    case Type::assign: {
+      Fields f = fields("ASSIGN", 8);
+      return decode_assign(f, payload_frames);
+    }
+    case Type::result: {
+      Fields f = fields("RESULT", 4);
+      return decode_result(f, payload_frames);
+    }
+    case Type::heartbeat: {
+      no_payload("HEARTBEAT");
+      Fields f = fields("HEARTBEAT", 1);
+      return Heartbeat{f.u64()};
+    }
+    case Type::bye: {
+      no_payload("BYE");
+      Fields f = fields("BYE", 1);
+      return Bye{f.text()};
+    }
+    case Type::cancel: {
+      no_payload("CANCEL");
+      Fields f = fields("CANCEL", 2);
+      return Cancel{job_id(f)};
+    }
+    case Type::refuse: {
+      no_payload("REFUSE");
+      Fields f = fields("REFUSE", 1);
+      return Refuse{f.text()};
+    }
+    case Type::who: {
+      no_payload("WHO");
+      fields("WHO", 0);
+      return Who{};
+    }
+  }
+  throw ProtocolError(fmt::format("header: unknown message type {}", type.via.u64));
+}
+
+const char* type_name(const Message& message) {
+  static constexpr const char* names[] = {"READY", "ASSIGN", "RESULT", "HEARTBEAT",
+                                          "BYE",   "CANCEL", "REFUSE", "WHO"};
+  return names[message.index()];
+}
+
+}  // namespace pymar::wire

@@ -1,0 +1,137 @@
+// The wire: message types, their encoding, and the one place where bytes from a peer are decoded
+// and checked. It knows nothing of who sends a message or why. See doc/protocol.md.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "pymar/detail/job.hpp"
+
+namespace pymar::wire {
+
+/// Job ids are unique across producer runs: a random session per producer process and a counter.
+struct JobId {
+  std::uint64_t session = 0;
+  std::uint64_t seq = 0;
+  bool operator==(const JobId&) const = default;
+};
+
+/// Why the process before this one in a pool slot ended, reported in the next READY so that the
+/// producer re-queues at once and counts a crash against the slice that was running.
+struct Predecessor {
+  std::int64_t pid = 0;
+  std::int32_t signal = 0;     ///< the signal that killed it, 0 if it exited
+  std::int32_t exit_code = 0;  ///< its exit status, when it exited
+  bool in_slice = false;       ///< whether it was computing a slice when it ended
+  JobId job;                   ///< that slice's job
+  std::uint64_t slice = 0;     ///< that slice's index
+};
+
+/// Worker -> producer: I can take work. Sent on connect and whenever asked (WHO).
+struct Ready {
+  std::string build;  ///< build fingerprint of the task binary
+  std::string task;   ///< task binary name, for messages
+  std::string host;
+  std::int64_t pid = 0;
+  std::uint32_t credit = 0;  ///< batches this worker accepts in flight
+  std::vector<std::string> producers;  ///< names this worker serves
+  std::vector<std::string> sources;
+  std::optional<Predecessor> predecessor;
+};
+
+struct SliceRange {
+  std::uint64_t index = 0;
+  std::uint64_t offset = 0;
+  std::uint64_t limit = 0;
+};
+
+/// Producer -> worker: compute these slices. Followed by one payload frame per slice when
+/// `payload` is not none.
+struct Assign {
+  JobId job;
+  std::uint64_t batch = 0;
+  std::string producer;
+  std::string source;
+  std::string params;
+  detail::PayloadKind payload = detail::PayloadKind::none;
+  std::vector<SliceRange> slices;
+};
+
+struct Outcome {
+  std::uint64_t slice = 0;
+  bool ok = false;
+  std::uint64_t compute_ns = 0;  ///< time spent in the kernel
+  std::string error_type;        ///< when !ok: demangled exception type
+  std::string error_message;     ///< when !ok: what()
+};
+
+/// Worker -> producer: the outcomes of one batch, in its order. Followed by one frame holding the
+/// encoded partial value for each outcome that is ok.
+struct Result {
+  JobId job;
+  std::uint64_t batch = 0;
+  std::vector<Outcome> outcomes;
+};
+
+/// Both ways, while there is nothing else to say. The producer sends its session id.
+struct Heartbeat {
+  std::uint64_t session = 0;
+};
+
+/// Worker -> producer: I am going away; re-queue my slices now.
+struct Bye {
+  std::string reason;
+};
+
+/// Producer -> worker: drop what you hold of this job.
+struct Cancel {
+  JobId job;
+};
+
+/// Producer -> worker: you cannot serve me (another build, another protocol version).
+struct Refuse {
+  std::string reason;
+};
+
+/// Producer -> worker: I do not know you; send READY.
+struct Who {};
+
+using Message = std::variant<Ready, Assign, Result, Heartbeat, Bye, Cancel, Refuse, Who>;
+
+/// A message that could not be decoded. `version` is set when the only problem is a protocol
+/// version other than ours, so that a READY of another version can still be answered.
+class ProtocolError : public std::runtime_error {
+ public:
+  explicit ProtocolError(const std::string& what, std::optional<std::uint64_t> version = {})
+      : std::runtime_error(what), version_(version) {}
+  std::optional<std::uint64_t> foreign_version() const noexcept { return version_; }
+
+ private:
+  std::optional<std::uint64_t> version_;
+};
+
+/// Bounds on what a peer may send.
+inline constexpr std::size_t kMaxHeaderBytes = 1 << 20;
+inline constexpr std::size_t kMaxSlicesPerBatch = 1 << 16;
+inline constexpr std::size_t kMaxNames = 4096;
+inline constexpr std::size_t kMaxTextBytes = 64 << 10;
+inline constexpr std::size_t kMaxErrorMessageBytes = 4 << 10;  // longer messages are cut on send
+
+/// The header frame of `message`, encoded.
+std::string encode(const Message& message);
+void encode(const Message& message, std::string& out);
+
+/// Decodes a header frame followed by `payload_frames` more frames, checking that their number is
+/// what the header announces. Throws ProtocolError on anything malformed.
+Message decode(std::string_view header, std::size_t payload_frames);
+
+/// The name of a message type, for logs.
+const char* type_name(const Message& message);
+
+}  // namespace pymar::wire

@@ -1,0 +1,418 @@
+#include "worker/worker.hpp"
+
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <unordered_set>
+#include <variant>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <zmq.hpp>
+#include <zmq_addon.hpp>
+
+#include "common/build_id.hpp"
+#include "common/clock.hpp"
+#include "common/log.hpp"
+#include "common/registry.hpp"
+#include "pymar/error.hpp"
+
+namespace pymar::detail {
+namespace {
+
+/// One ASSIGN as the compute thread receives it.
+struct Task {
+  wire::Assign assign;
+  std::vector<zmq::message_t> payloads;
+};
+
+/// One batch's outcomes, with the encoded values of the successful ones.
+struct Done {
+  wire::Result result;
+  std::string values;  // concatenated
+  std::vector<std::size_t> value_sizes;
+};
+
+struct JobIdHash {
+  std::size_t operator()(const wire::JobId& id) const noexcept {
+    return std::hash<std::uint64_t>()(id.session * 31 + id.seq);
+  }
+};
+
+std::vector<std::string> served(const std::vector<std::string>& registered,
+                                const std::vector<std::string>& only) {
+  if (only.empty()) return registered;
+  std::vector<std::string> out;
+  for (const std::string& name : registered) {
+    if (std::find(only.begin(), only.end(), name) != only.end()) out.push_back(name);
+  }
+  return out;
+}
+
+class Worker {
+ public:
+  explicit Worker(const WorkerOptions& options)
+      : options_(options),
+        producers_(served(producer_names(), options.only_producers)),
+        sources_(served(source_names(), options.only_sources)),
+        predecessor_(options.predecessor) {
+    done_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (done_fd_ < 0) throw Error(fmt::format("eventfd: {}", std::strerror(errno)));
+  }
+
+  ~Worker() {
+    ::close(done_fd_);
+  }
+
+  int run() {
+    compute_ = std::thread([this] { compute_loop(); });
+    connect();
+    spdlog::info("waiting for a producer at {}", options_.endpoint);
+    const int status = serve();
+    leave();
+    return status;
+  }
+
+ private:
+  // --- the I/O side ------------------------------------------------------------------------
+
+  void connect() {
+    socket_ = std::make_unique<zmq::socket_t>(context_, zmq::socket_type::dealer);
+    identity_ = fmt::format("{}/{}/{}", host_name(), getpid(), ++generation_);
+    socket_->set(zmq::sockopt::routing_id, identity_);
+    socket_->set(zmq::sockopt::linger, 0);
+    socket_->set(zmq::sockopt::reconnect_ivl, 100);
+    socket_->set(zmq::sockopt::reconnect_ivl_max, 1000);
+    socket_->set(zmq::sockopt::tcp_keepalive, 1);
+    socket_->connect(options_.endpoint);
+    const Clock::time_point now = Clock::now();
+    last_heard_ = now;
+    connected_to_producer_ = false;
+    send_ready(now);
+  }
+
+  void send_ready(Clock::time_point now) {
+    wire::Ready ready;
+    ready.build = build_fingerprint();
+    ready.task = task_name();
+    ready.host = host_name();
+    ready.pid = getpid();
+    ready.credit = options_.credit;
+    ready.producers = producers_;
+    ready.sources = sources_;
+    ready.predecessor = predecessor_;
+    send(ready, now);
+  }
+
+  void send(const wire::Message& message, Clock::time_point now) {
+    header_.clear();
+    wire::encode(message, header_);
+    (void)socket_->send(zmq::buffer(header_), zmq::send_flags::dontwait);
+    last_sent_ = now;
+  }
+
+  int serve() {
+    std::vector<zmq::message_t> frames;
+    while (true) {
+      const Clock::time_point now = Clock::now();
+      Clock::time_point deadline;
+      if (refused_until_) {
+        deadline = *refused_until_;
+      } else {
+        deadline = std::min(last_sent_ + options_.heartbeat, last_heard_ + options_.liveness);
+      }
+      const auto timeout = std::max(std::chrono::milliseconds(0),
+                                    std::chrono::ceil<std::chrono::milliseconds>(deadline - now));
+      zmq::pollitem_t items[] = {
+          {socket_->handle(), 0, ZMQ_POLLIN, 0},
+          {nullptr, done_fd_, ZMQ_POLLIN, 0},
+          {nullptr, options_.stop_fd, ZMQ_POLLIN, 0},
+      };
+      try {
+        zmq::poll(items, options_.stop_fd >= 0 ? 3 : 2, timeout);
+      } catch (const zmq::error_t& e) {
+        if (e.num() != EINTR) throw;
+      }
+      if (options_.stop_fd >= 0 && (items[2].revents & ZMQ_POLLIN)) return 0;
+      const Clock::time_point after = Clock::now();
+      if (items[0].revents & ZMQ_POLLIN) {
+        for (int i = 0; i < 256; ++i) {
+          frames.clear();
+          if (!zmq::recv_multipart(*socket_, std::back_inserter(frames),
+                                   zmq::recv_flags::dontwait)) {
+            break;
+          }
+          handle(frames, after);
+        }
+      }
+      if (items[1].revents & ZMQ_POLLIN) send_results(after);
+      on_time(after);
+    }
+  }
+
+  void on_time(Clock::time_point now) {
+    if (refused_until_) {
+      if (now >= *refused_until_) {
+        refused_until_.reset();
+        last_heard_ = now;
+        send_ready(now);  // perhaps a producer of our build runs there now
+      }
+      return;
+    }
+    if (now - last_heard_ >= options_.liveness) {
+      // The producer is gone, or never came: start afresh with a new socket, so that nothing
+      // queued for the old connection lingers, and offer ourselves again.
+      if (connected_to_producer_) {
+        spdlog::warn("producer at {} silent for {:.1f} s; reconnecting", options_.endpoint,
+                     std::chrono::duration<double>(now - last_heard_).count());
+      }
+      drop_queued_tasks();
+      connect();
+      return;
+    }
+    if (now - last_sent_ >= options_.heartbeat) send(wire::Heartbeat{0}, now);
+  }
+
+  void handle(std::vector<zmq::message_t>& frames, Clock::time_point now) {
+    wire::Message message;
+    try {
+      message = wire::decode(frames[0].to_string_view(), frames.size() - 1);
+    } catch (const wire::ProtocolError& e) {
+      ++garbage_;
+      if (garbage_ == 1 || (garbage_ & (garbage_ - 1)) == 0) {  // 1st, 2nd, 4th, 8th...
+        spdlog::warn("dropped a malformed message from the producer ({} so far): {}", garbage_,
+                     e.what());
+      }
+      return;
+    }
+    last_heard_ = now;
+    if (!connected_to_producer_) {
+      connected_to_producer_ = true;
+      predecessor_.reset();  // reported to a producer that listens
+      spdlog::info("connected to producer at {}", options_.endpoint);
+    }
+    if (auto* assign = std::get_if<wire::Assign>(&message)) {
+      Task task{std::move(*assign), {}};
+      task.payloads.reserve(frames.size() - 1);
+      for (std::size_t i = 1; i < frames.size(); ++i) task.payloads.push_back(std::move(frames[i]));
+      std::lock_guard lock(mutex_);
+      if (!cancelled_.contains(task.assign.job)) tasks_.push_back(std::move(task));
+      task_ready_.notify_one();
+    } else if (auto* cancel = std::get_if<wire::Cancel>(&message)) {
+      std::lock_guard lock(mutex_);
+      if (cancelled_.size() > 1024) cancelled_.clear();
+      cancelled_.insert(cancel->job);
+      std::erase_if(tasks_, [&](const Task& t) { return t.assign.job == cancel->job; });
+    } else if (std::holds_alternative<wire::Who>(message)) {
+      send_ready(now);
+    } else if (auto* refuse = std::get_if<wire::Refuse>(&message)) {
+      if (refuse->reason != last_refusal_) {
+        spdlog::error("refused by the producer at {}: {}", options_.endpoint, refuse->reason);
+        last_refusal_ = refuse->reason;
+      }
+      refused_until_ = now + 6 * options_.liveness;
+      drop_queued_tasks();
+    } else if (!std::holds_alternative<wire::Heartbeat>(message)) {
+      spdlog::warn("dropped a {} message, which producers do not send", wire::type_name(message));
+    }
+  }
+
+  void send_results(Clock::time_point now) {
+    std::uint64_t value;
+    [[maybe_unused]] ssize_t n = ::read(done_fd_, &value, sizeof value);
+    std::deque<Done> ready;
+    {
+      std::lock_guard lock(mutex_);
+      ready.swap(done_);
+    }
+    for (Done& d : ready) {
+      header_.clear();
+      wire::encode(d.result, header_);
+      const bool has_values = !d.value_sizes.empty();
+      (void)socket_->send(zmq::buffer(header_), has_values ? zmq::send_flags::sndmore
+                                                           : zmq::send_flags::none);
+      std::size_t offset = 0;
+      for (std::size_t i = 0; i < d.value_sizes.size(); ++i) {
+        const bool last = i + 1 == d.value_sizes.size();
+        (void)socket_->send(zmq::buffer(d.values.data() + offset, d.value_sizes[i]),
+                            last ? zmq::send_flags::none : zmq::send_flags::sndmore);
+        offset += d.value_sizes[i];
+      }
+      last_sent_ = now;
+    }
+  }
+
+  void drop_queued_tasks() {
+    std::lock_guard lock(mutex_);
+    tasks_.clear();
+  }
+
+  void leave() {
+    {
+      std::lock_guard lock(mutex_);
+      stopping_ = true;
+      tasks_.clear();
+      task_ready_.notify_all();
+    }
+    spdlog::info("leaving: telling the producer");
+    send(wire::Bye{"the worker was asked to stop"}, Clock::now());
+    socket_->set(zmq::sockopt::linger, 1000);  // give the BYE a moment to reach the producer
+    socket_.reset();
+    context_.close();
+    if (options_.exit_on_stop) std::_Exit(0);  // a kernel may still be running: do not wait
+    compute_.join();
+  }
+
+  // --- the compute side ------------------------------------------------------------------
+
+  void compute_loop() {
+    std::map<std::pair<std::string, std::string>, KernelLookup> kernels;
+    while (true) {
+      Task task;
+      {
+        std::unique_lock lock(mutex_);
+        task_ready_.wait(lock, [&] { return stopping_ || !tasks_.empty(); });
+        if (stopping_) return;
+        task = std::move(tasks_.front());
+        tasks_.pop_front();
+      }
+      const wire::Assign& a = task.assign;
+      auto key = std::make_pair(a.producer, a.source);
+      auto found = kernels.find(key);
+      if (found == kernels.end()) {
+        found = kernels.emplace(key, lookup(a.producer, a.source)).first;
+      }
+      Done done;
+      done.result.job = a.job;
+      done.result.batch = a.batch;
+      if (!compute(task, found->second, done)) continue;  // cancelled
+      {
+        std::lock_guard lock(mutex_);
+        done_.push_back(std::move(done));
+      }
+      const std::uint64_t one = 1;
+      [[maybe_unused]] ssize_t n = ::write(done_fd_, &one, sizeof one);
+    }
+  }
+
+  KernelLookup lookup(const std::string& producer, const std::string& source) const {
+    auto serves = [](const std::vector<std::string>& names, const std::string& name) {
+      return std::find(names.begin(), names.end(), name) != names.end();
+    };
+    KernelLookup result;
+    if (!serves(producers_, producer)) {
+      result.error = fmt::format("this worker does not serve producer '{}' (it serves: {})",
+                                 producer, fmt::join(producers_, ", "));
+    } else if (!serves(sources_, source)) {
+      result.error = fmt::format("this worker does not serve data source '{}' (it serves: {})",
+                                 source, fmt::join(sources_, ", "));
+    } else {
+      result = find_kernel(producer, source);
+    }
+    if (!result.error.empty()) spdlog::warn("refusing slices: {}", result.error);
+    return result;
+  }
+
+  bool cancelled(const wire::JobId& job) {
+    std::lock_guard lock(mutex_);
+    return stopping_ || cancelled_.contains(job);
+  }
+
+  /// Runs every slice of a task; false when its job was cancelled meanwhile.
+  bool compute(const Task& task, const KernelLookup& kernel, Done& done) {
+    const wire::Assign& a = task.assign;
+    done.result.outcomes.reserve(a.slices.size());
+    for (std::size_t i = 0; i < a.slices.size(); ++i) {
+      if (cancelled(a.job)) return false;
+      const wire::SliceRange& range = a.slices[i];
+      wire::Outcome outcome;
+      outcome.slice = range.index;
+      if (kernel.kernel == nullptr) {
+        outcome.error_type = "pymar::Error";
+        outcome.error_message = kernel.error;
+        done.result.outcomes.push_back(std::move(outcome));
+        continue;
+      }
+      SliceInput input{range.offset, range.limit, a.params, {}};
+      if (!task.payloads.empty()) input.payload = task.payloads[i].to_string_view();
+      const std::size_t before = done.values.size();
+      spdlog::debug("slice {} of job {} started", range.index, a.job.seq);
+      if (CrashRecord* r = options_.crash_record) {
+        r->session.store(a.job.session, std::memory_order_relaxed);
+        r->seq.store(a.job.seq, std::memory_order_relaxed);
+        r->slice.store(range.index, std::memory_order_relaxed);
+        r->in_slice.store(1, std::memory_order_release);
+      }
+      const Clock::time_point start = Clock::now();
+      try {
+        kernel.kernel(input, done.values);
+        outcome.ok = true;
+      } catch (const std::exception& e) {
+        outcome.error_type = type_name(typeid(e));
+        outcome.error_message = e.what();
+      } catch (...) {
+        outcome.error_type = "unknown exception";
+        outcome.error_message = "a non-standard exception was thrown";
+      }
+      outcome.compute_ns = static_cast<std::uint64_t>(
+          std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count());
+      if (CrashRecord* r = options_.crash_record) r->in_slice.store(0, std::memory_order_release);
+      if (outcome.ok) {
+        done.value_sizes.push_back(done.values.size() - before);
+      } else {
+        done.values.resize(before);
+        spdlog::debug("slice {} threw {}: {}", range.index, outcome.error_type,
+                      outcome.error_message);
+      }
+      spdlog::debug("slice {} of job {} finished in {:.3f} ms", range.index, a.job.seq,
+                    static_cast<double>(outcome.compute_ns) / 1e6);
+      done.result.outcomes.push_back(std::move(outcome));
+    }
+    return true;
+  }
+
+  const WorkerOptions& options_;
+  const std::vector<std::string> producers_;
+  const std::vector<std::string> sources_;
+  std::optional<wire::Predecessor> predecessor_;
+
+  // I/O thread only.
+  zmq::context_t context_{1};
+  std::unique_ptr<zmq::socket_t> socket_;
+  std::string identity_;
+  unsigned generation_ = 0;
+  std::string header_;
+  Clock::time_point last_heard_;
+  Clock::time_point last_sent_;
+  bool connected_to_producer_ = false;
+  std::optional<Clock::time_point> refused_until_;
+  std::string last_refusal_;
+  std::size_t garbage_ = 0;
+  int done_fd_ = -1;
+
+  // Shared between the I/O thread and the compute thread.
+  std::mutex mutex_;
+  std::condition_variable task_ready_;
+  std::deque<Task> tasks_;
+  std::deque<Done> done_;
+  std::unordered_set<wire::JobId, JobIdHash> cancelled_;
+  bool stopping_ = false;
+
+  std::thread compute_;
+};
+
+}  // namespace
+
+int run_worker(const WorkerOptions& options) {
+  Worker worker(options);
+  return worker.run();
+}
+
+}  // namespace pymar::detail

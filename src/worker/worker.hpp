@@ -1,0 +1,41 @@
+// A worker process's service loop: a DEALER connected to the producer, a compute thread running
+// kernels, and heartbeats both ways so that a long map_fn is never taken for a dead worker.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "wire/protocol.hpp"
+
+namespace pymar::detail {
+
+/// What the compute thread is doing, in memory the pool supervisor shares with this process:
+/// if the process dies, the supervisor knows which slice it died on.
+struct CrashRecord {
+  std::atomic<std::uint64_t> session{0};
+  std::atomic<std::uint64_t> seq{0};
+  std::atomic<std::uint64_t> slice{0};
+  std::atomic<std::uint32_t> in_slice{0};
+};
+
+struct WorkerOptions {
+  std::string endpoint = "tcp://127.0.0.1:7627";  ///< the producer's address
+  std::chrono::milliseconds heartbeat{1000};
+  std::chrono::milliseconds liveness{5000};  ///< producer silent this long: reconnect
+  std::uint32_t credit = 2;                  ///< batches accepted in flight
+  std::vector<std::string> only_producers;   ///< serve only these (empty: all registered)
+  std::vector<std::string> only_sources;
+  std::optional<wire::Predecessor> predecessor;  ///< reported in READY until a producer answers
+  CrashRecord* crash_record = nullptr;           ///< may be null
+  int stop_fd = -1;            ///< readable when the worker should leave (signalfd or eventfd)
+  bool exit_on_stop = false;   ///< leave with _exit after saying BYE, not waiting for a kernel
+};
+
+/// Serves jobs until `stop_fd` becomes readable. Returns the process exit status.
+int run_worker(const WorkerOptions& options);
+
+}  // namespace pymar::detail
