@@ -1,0 +1,293 @@
+// The core behaviours with real binaries on real sockets: examples answer right whichever way
+// producer and workers are started, pools serve run after run, and the command line is clear.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <string>
+
+#include <zmq.hpp>
+#include <zmq_addon.hpp>
+
+#include <pymar/codec.hpp>
+
+#include "support/process.hpp"
+#include "wire/protocol.hpp"
+
+using namespace pymar::test;
+
+namespace {
+
+std::string queue(unsigned port) { return "127.0.0.1:" + std::to_string(port); }
+
+// A worker pool serving the producer at `port`.
+std::unique_ptr<Process> start_pool(const std::string& task, unsigned port, unsigned workers,
+                                    std::vector<std::string> extra = {},
+                                    std::vector<std::pair<std::string, std::string>> env = {}) {
+  std::vector<std::string> argv = {binary(task), "--worker", "-q", queue(port), "-w",
+                                   std::to_string(workers)};
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  return std::make_unique<Process>(argv, env);
+}
+
+std::unique_ptr<Process> start_producer(const std::string& task, unsigned port,
+                                        std::vector<std::string> extra = {},
+                                        std::vector<std::pair<std::string, std::string>> env = {}) {
+  std::vector<std::string> argv = {binary(task), "--produce", "-q", queue(port), "--grace", "60"};
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  return std::make_unique<Process>(argv, env);
+}
+
+// Waits for the producer to finish and returns what it printed after "Answer: ".
+std::string answer_of(Process& producer) {
+  const auto status = producer.wait();
+  INFO("producer stderr:\n" << producer.err());
+  REQUIRE(status.has_value());
+  CHECK(*status == 0);
+  const auto answer = line_after(producer.out(), "Answer: ");
+  REQUIRE(answer.has_value());
+  return *answer;
+}
+
+// The left Riemann sum of exp on [1, 10] with dx = 1e-6, in closed form.
+double integration_closed_form() {
+  const long double a = 1, dx = 1e-6L, n = 9'000'000;
+  return static_cast<double>(dx * std::exp(a) * std::expm1(n * dx) / std::expm1(dx));
+}
+
+void check_integration(const std::string& answer) {
+  const double value = std::stod(answer);
+  CHECK(std::abs(value - integration_closed_form()) / integration_closed_form() < 1e-9);
+}
+
+const std::string kSquaredSum = "333333283333335000000";
+
+}  // namespace
+
+TEST_SUITE("examples") {
+  TEST_CASE("the examples answer right with a pool of 4 started first") {
+    const unsigned port = free_port();
+    auto pool = start_pool("examples/integration", port, 4);
+    auto producer = start_producer("examples/integration", port);
+    check_integration(answer_of(*producer));
+    CHECK(pool->running());
+  }
+
+  TEST_CASE("squaredsum answers right with a pool of 4 started first") {
+    const unsigned port = free_port();
+    auto pool = start_pool("examples/squaredsum", port, 4);
+    auto producer = start_producer("examples/squaredsum", port);
+    CHECK(answer_of(*producer) == kSquaredSum);
+  }
+
+  TEST_CASE("squaredsum2 answers right with a pool of 4 started first") {
+    const unsigned port = free_port();
+    auto pool = start_pool("examples/squaredsum2", port, 4);
+    auto producer = start_producer("examples/squaredsum2", port);
+    CHECK(answer_of(*producer) == kSquaredSum);
+  }
+
+  TEST_CASE("the examples answer right with the workers started after the producer") {
+    for (const char* task : {"examples/integration", "examples/squaredsum", "examples/squaredsum2"}) {
+      CAPTURE(task);
+      const unsigned port = free_port();
+      auto producer = start_producer(task, port);
+      REQUIRE(producer->wait_for_stderr("job 1: .* 0 worker\\(s\\) connected"));
+      auto pool = start_pool(task, port, 4);
+      const std::string answer = answer_of(*producer);
+      if (std::string(task) == "examples/integration") {
+        check_integration(answer);
+      } else {
+        CHECK(answer == kSquaredSum);
+      }
+      CHECK(producer->count_stderr("computing .* locally") == 0);
+    }
+  }
+
+  TEST_CASE("--produce -w N runs the job with workers of its own and stops them") {
+    const unsigned port = free_port();
+    Process producer({binary("examples/integration"), "--produce", "-q", queue(port), "-w", "2"});
+    check_integration(answer_of(producer));
+    CHECK(producer.count_stderr("computing .* locally") == 0);
+  }
+}
+
+TEST_SUITE("pool") {
+  TEST_CASE("one pool serves two producer runs in a row") {
+    const unsigned port = free_port();
+    auto pool = start_pool("test/test_task", port, 2);
+    for (int run = 0; run < 2; ++run) {
+      auto producer = start_producer("test/test_task", port, {},
+                                     {{"TEST_JOB", "doubled"}, {"TEST_LENGTH", "1000"}});
+      CHECK(answer_of(*producer) == "999000");
+    }
+    CHECK(pool->running());
+  }
+
+  TEST_CASE("one worker serves a job of 16 slices") {
+    const unsigned port = free_port();
+    auto pool = start_pool("test/test_task", port, 1);
+    auto producer = start_producer(
+        "test/test_task", port, {},
+        {{"TEST_JOB", "doubled"}, {"TEST_LENGTH", "1000"}, {"TEST_PARTS", "16"}});
+    CHECK(answer_of(*producer) == "999000");
+  }
+
+  TEST_CASE("WORKERS_NUMBER larger than full_length() makes one slice per element") {
+    const unsigned port = free_port();
+    auto pool = start_pool("test/test_task", port, 2);
+    auto producer = start_producer("test/test_task", port, {"-v"},
+                                   {{"TEST_JOB", "doubled"}, {"TEST_LENGTH", "5"}, {"TEST_PARTS", "64"}});
+    CHECK(answer_of(*producer) == "20");
+    CHECK(producer->count_stderr("5 elements in 5 slices") == 1);
+  }
+
+  TEST_CASE("a map over 7 elements computes each element exactly once") {
+    const unsigned port = free_port();
+    auto pool = start_pool("test/test_task", port, 3);
+    auto producer = start_producer("test/test_task", port, {},
+                                   {{"TEST_JOB", "elements"}, {"TEST_LENGTH", "7"}});
+    CHECK(answer_of(*producer) == "0,1,2,3,4,5,6");
+  }
+
+  TEST_CASE("with no workers at all the producer computes locally, with a warning") {
+    const unsigned port = free_port();
+    Process producer({binary("test/test_task"), "--produce", "-q", queue(port), "--grace", "0.2"},
+                     {{"TEST_JOB", "doubled"}, {"TEST_LENGTH", "10"}});
+    CHECK(answer_of(producer) == "90");
+    CHECK(producer.count_stderr("warn.*computing 4 slice\\(s\\) locally") == 1);
+  }
+
+  TEST_CASE("--local computes on this machine without a socket") {
+    Process producer({binary("test/test_task"), "--local"},
+                     {{"TEST_JOB", "doubled"}, {"TEST_LENGTH", "10"}});
+    CHECK(answer_of(producer) == "90");
+  }
+
+  TEST_CASE("strings and maps travel through msgpack") {
+    const unsigned port = free_port();
+    auto pool = start_pool("test/test_task", port, 2);
+    auto producer = start_producer("test/test_task", port, {}, {{"TEST_JOB", "words"}});
+    CHECK(answer_of(*producer) ==
+          "(\"w1\", 6),(\"w2\", 5),(\"w3\", 4),(\"w4\", 3),(\"w5\", 2),(\"w6\", 1)");
+  }
+
+  TEST_CASE("a worker added while a job runs takes slices") {
+    const unsigned port = free_port();
+    const std::string marker = "/tmp/pymar-test-" + std::to_string(port);
+    auto first = start_pool("test/test_task", port, 1, {"-v"});
+    // Slice 0 sleeps long; the other 15 slices wait for a worker.
+    auto producer = start_producer("test/test_task", port, {},
+                                   {{"TEST_JOB", "doubled"}, {"TEST_LENGTH", "160"},
+                                    {"TEST_PARTS", "16"}, {"TEST_SLOW_AT", "0"},
+                                    {"TEST_SLOW_MS", "3000"}, {"TEST_RETRY_MS", "3000"}});
+    REQUIRE(first->wait_for_stderr("slice 0 of job 1 started"));
+    auto second = start_pool("test/test_task", port, 1, {"-v"});
+    CHECK(answer_of(*producer) == "25440");
+    CHECK(second->count_stderr("slice [0-9]+ of job 1 finished") >= 1);
+  }
+}
+
+TEST_SUITE("command line") {
+  TEST_CASE("a bad flag or value is one clear line and exit status 2") {
+    for (std::vector<std::string> args :
+         {std::vector<std::string>{"--bogus"}, {"-w", "lots"}, {"-w", "0"}, {"-q", "host:99999"},
+          {"--worker", "--produce"}, {"--liveness", "1", "--heartbeat", "1"}, {"-p", "X"}}) {
+      std::vector<std::string> argv = {binary("examples/integration")};
+      argv.insert(argv.end(), args.begin(), args.end());
+      Process p(argv);
+      CHECK(p.wait() == 2);
+      const std::string err = p.err();
+      CHECK(std::count(err.begin(), err.end(), '\n') == 1);
+      CHECK(err.starts_with("integration: error: "));
+      CHECK(p.out().empty());
+    }
+  }
+
+  TEST_CASE("--help and --version print to stdout and exit 0") {
+    Process help({binary("examples/integration"), "--help"});
+    CHECK(help.wait() == 0);
+    CHECK(help.out().find("--worker") != std::string::npos);
+    CHECK(help.out().find("--queue") != std::string::npos);
+    Process version({binary("examples/integration"), "--version"});
+    CHECK(version.wait() == 0);
+    CHECK(version.out().find("pymar 0.1.0") != std::string::npos);
+  }
+
+  TEST_CASE("--list shows what the binary registered") {
+    Process list({binary("test/test_task"), "--list"});
+    CHECK(list.wait() == 0);
+    CHECK(list.out().find("DoubleSum<16>") != std::string::npos);
+    CHECK(list.out().find("Scripted") != std::string::npos);
+  }
+
+  TEST_CASE("registering a name twice is an error at start-up naming both places") {
+    Process p({binary("test/duplicate_registration"), "--help"});
+    CHECK(p.wait() == 1);
+    CHECK(p.err().find("producer 'Twice' is registered twice") != std::string::npos);
+    CHECK(p.err().find("duplicate_registration.cpp:8 and at ") != std::string::npos);
+    CHECK(p.err().find("registered twice, as 'Twice' and as 'again::Twice'") != std::string::npos);
+  }
+
+  TEST_CASE("-p with a name the binary does not have is refused") {
+    Process p({binary("test/test_task"), "--worker", "-p", "NoSuchProducer"});
+    CHECK(p.wait() == 2);
+    CHECK(p.err().find("unknown producer 'NoSuchProducer'") != std::string::npos);
+  }
+
+  TEST_CASE("a worker asked for an unknown name refuses that slice and keeps serving") {
+    namespace wire = pymar::wire;
+    zmq::context_t context;
+    zmq::socket_t router(context, zmq::socket_type::router);
+    router.set(zmq::sockopt::linger, 0);
+    router.bind("tcp://127.0.0.1:*");
+    const std::string endpoint = router.get(zmq::sockopt::last_endpoint);
+    const unsigned port = static_cast<unsigned>(std::stoul(endpoint.substr(endpoint.rfind(':') + 1)));
+    router.set(zmq::sockopt::rcvtimeo, 30000);
+    auto pool = start_pool("test/test_task", port, 1);
+
+    auto receive = [&](std::vector<zmq::message_t>& frames) {
+      frames.clear();
+      REQUIRE(zmq::recv_multipart(router, std::back_inserter(frames)));
+      return wire::decode(frames[1].to_string_view(), frames.size() - 2);
+    };
+    std::vector<zmq::message_t> frames;
+    wire::Message first = receive(frames);
+    REQUIRE(std::holds_alternative<wire::Ready>(first));
+    const std::string worker = frames[0].to_string();
+
+    auto assign = [&](const std::string& producer, std::uint64_t batch) {
+      wire::Assign a;
+      a.job = {1, 1};
+      a.batch = batch;
+      a.producer = producer;
+      a.source = "Scripted";
+      // The fields of the task's Script parameters: 10 elements, nothing scripted.
+      a.params = pymar::encode(std::make_tuple(std::uint64_t{10}, -1, -1, "", -1, 0, 0, "", false));
+      a.slices = {{0, 0, 10}};
+      std::string header = wire::encode(a);
+      (void)router.send(zmq::buffer(worker), zmq::send_flags::sndmore);
+      (void)router.send(zmq::buffer(header));
+    };
+    auto next_result = [&]() -> wire::Result {
+      while (true) {
+        wire::Message m = receive(frames);
+        if (auto* r = std::get_if<wire::Result>(&m)) return *r;
+      }
+    };
+
+    assign("NoSuchProducer", 1);
+    wire::Result refused = next_result();
+    REQUIRE(refused.outcomes.size() == 1);
+    CHECK_FALSE(refused.outcomes[0].ok);
+    CHECK(refused.outcomes[0].error_message.find("does not serve producer 'NoSuchProducer'") !=
+          std::string::npos);
+
+    assign("DoubleSum<4>", 2);
+    wire::Result served = next_result();
+    REQUIRE(served.outcomes.size() == 1);
+    CHECK(served.outcomes[0].ok);
+    REQUIRE(frames.size() == 3);
+    CHECK(pymar::decode<std::int64_t>(frames[2].to_string_view()) == 90);
+    CHECK(pool->running());
+  }
+}

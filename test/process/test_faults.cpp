@@ -1,0 +1,2 @@
+// Fault injection with real processes and real signals: see the "faults" suite.
+#include <doctest/doctest.h>

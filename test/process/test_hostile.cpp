@@ -1,0 +1,2 @@
+// Hostile and broken input on real sockets: see the "hostile" suite.
+#include <doctest/doctest.h>

@@ -1,0 +1,81 @@
+#include <doctest/doctest.h>
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include <pymar/codec.hpp>
+
+#include "../examples/int128.hpp"
+
+namespace {
+
+struct Measurement {
+  std::string name;
+  std::vector<double> values;
+  std::int64_t count = 0;
+  MSGPACK_DEFINE(name, values, count)
+  bool operator==(const Measurement&) const = default;
+};
+
+template <class T>
+T round_trip(const T& value) {
+  return pymar::decode<T>(pymar::encode(value));
+}
+
+}  // namespace
+
+TEST_CASE("values of many kinds survive encoding") {
+  CHECK(round_trip(42) == 42);
+  CHECK(round_trip(-7LL) == -7LL);
+  CHECK(round_trip(22023.7365011063) == 22023.7365011063);
+  CHECK(round_trip(std::string("héllo")) == "héllo");
+  CHECK(round_trip(std::vector<int>{1, 2, 3}) == std::vector<int>{1, 2, 3});
+  const std::map<std::string, std::int64_t> counts{{"one", 6}, {"two", 5}};
+  CHECK(round_trip(counts) == counts);
+  const Measurement m{"temperature", {1.5, -2.25}, 2};
+  CHECK(round_trip(m) == m);
+}
+
+TEST_CASE("a user adaptor carries 128-bit integers, negative ones too") {
+  const int128 big = static_cast<int128>(333333283333335000000.0L);
+  CHECK(round_trip(big) == big);
+  const int128 negative = -big - 12345;
+  CHECK(round_trip(negative) == negative);
+  CHECK(round_trip(int128{0}) == 0);
+}
+
+TEST_CASE("bytes of the wrong shape are a DecodeError, not a crash") {
+  CHECK_THROWS_AS(pymar::decode<int>(pymar::encode(std::string("text"))), pymar::DecodeError);
+  CHECK_THROWS_AS(pymar::decode<Measurement>(pymar::encode(42)), pymar::DecodeError);
+  CHECK_THROWS_AS(pymar::decode<int>(""), pymar::DecodeError);
+}
+
+TEST_CASE("truncated or trailing bytes are a DecodeError") {
+  const std::string bytes = pymar::encode(std::vector<int>{1, 2, 3, 4});
+  CHECK_THROWS_AS(pymar::decode<std::vector<int>>(bytes.substr(0, bytes.size() - 1)),
+                  pymar::DecodeError);
+  CHECK_THROWS_AS(pymar::decode<std::vector<int>>(bytes + "x"), pymar::DecodeError);
+}
+
+TEST_CASE("a forged length cannot make the decoder allocate for it") {
+  // array32 header claiming 4 billion elements, followed by 3 bytes.
+  const std::string forged_array("\xdd\xff\xff\xff\xff\x01\x02\x03", 8);
+  CHECK_THROWS_AS(pymar::decode<std::vector<int>>(forged_array), pymar::DecodeError);
+  const std::string forged_map("\xdf\xff\xff\xff\xff\x01\x02", 7);
+  CHECK_THROWS_AS((pymar::decode<std::map<int, int>>(forged_map)), pymar::DecodeError);
+  const std::string forged_string("\xdb\xff\xff\xff\xff" "abc", 8);
+  CHECK_THROWS_AS(pymar::decode<std::string>(forged_string), pymar::DecodeError);
+}
+
+TEST_CASE("limits bound nesting depth and container sizes") {
+  std::string deep;
+  for (int i = 0; i < 100; ++i) deep += '\x91';  // fixarray of one element, nested
+  deep += '\x01';
+  CHECK_THROWS_AS(pymar::decode<msgpack::object>(deep), pymar::DecodeError);
+  pymar::DecodeLimits limits;
+  limits.max_array = 2;
+  CHECK_THROWS_AS(pymar::decode<std::vector<int>>(pymar::encode(std::vector<int>{1, 2, 3}), limits),
+                  pymar::DecodeError);
+  CHECK(pymar::decode<std::vector<int>>(pymar::encode(std::vector<int>{1, 2}), limits).size() == 2);
+}

@@ -1,0 +1,183 @@
+// map() end to end inside one process: locally, and over 1, 2 and 4 workers on threads.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <numeric>
+#include <ranges>
+#include <string>
+#include <vector>
+
+#include <pymar/pymar.hpp>
+
+#include "common/registry.hpp"
+#include "support/cluster.hpp"
+
+namespace {
+
+struct Range : pymar::DataSource {
+  struct Params {
+    std::size_t length = 0;
+    MSGPACK_DEFINE(length)
+  };
+  explicit Range(Params) {}
+  static std::size_t full_length(const Params& p) { return p.length; }
+  auto items() const { return indices(); }
+};
+
+struct Doubler : pymar::Producer<Doubler> {
+  static constexpr std::size_t WORKERS_NUMBER = 4;
+  static auto map_fn(auto&& xs) {
+    return xs | std::views::transform([](auto x) { return 2 * static_cast<long>(x); });
+  }
+  static long reduce_fn(auto&& values) { return pymar::sum<long>(values); }
+};
+
+// The elements each slice saw, to check that every element was seen exactly once.
+struct Collect : pymar::Producer<Collect> {
+  static constexpr std::size_t WORKERS_NUMBER = 3;
+  static auto map_fn(auto&& xs) {
+    return xs | std::views::transform([](auto x) { return std::vector<std::size_t>{x}; });
+  }
+  static std::vector<std::size_t> reduce_fn(auto&& lists) {
+    std::vector<std::size_t> all;
+    for (const auto& l : lists) all.insert(all.end(), l.begin(), l.end());
+    return all;
+  }
+};
+
+struct Many : pymar::Producer<Many> {
+  static constexpr std::size_t WORKERS_NUMBER = 1000;
+  static auto map_fn(auto&& xs) { return xs; }
+  static std::size_t reduce_fn(auto&& values) { return pymar::sum<std::size_t>(values); }
+};
+
+struct Lengths : pymar::Producer<Lengths> {
+  static constexpr std::size_t WORKERS_NUMBER = 2;
+  static auto map_fn(auto&& words) {
+    return words | std::views::transform([](const std::string& w) { return w.size(); });
+  }
+  static std::size_t reduce_fn(auto&& values) { return pymar::sum<std::size_t>(values); }
+};
+
+struct Thrower : pymar::Producer<Thrower> {
+  static constexpr std::size_t WORKERS_NUMBER = 5;
+  static auto map_fn(auto&& xs) {
+    return xs | std::views::transform([](auto x) {
+             if (x == 7) throw std::invalid_argument("seven is not allowed");
+             return x;
+           });
+  }
+  static std::size_t reduce_fn(auto&& values) { return pymar::sum<std::size_t>(values); }
+};
+
+}  // namespace
+
+REGISTER_DATASOURCE(Range);
+REGISTER_PRODUCER(Doubler);
+REGISTER_PRODUCER(Collect);
+REGISTER_PRODUCER(Many);
+REGISTER_PRODUCER(Lengths);
+REGISTER_PRODUCER(Thrower);
+
+TEST_CASE("local mode doubles and sums 10 elements to 90") {
+  pymar::detail::use_dispatcher(nullptr, false);
+  CHECK(Doubler().map(pymar::factory<Range>({10})) == 90);
+  std::vector<int> ten(10);
+  std::iota(ten.begin(), ten.end(), 0);
+  CHECK(Doubler().map(pymar::factory(ten)) == 90);
+}
+
+TEST_CASE("a kernel applied to a factory of 3 elements returns reduce_fn(map_fn(...))") {
+  const std::vector<long> three{4, 5, 6};
+  std::string encoded;
+  pymar::detail::SliceInput input{0, 3, {}, {reinterpret_cast<const char*>(three.data()), 24}};
+  pymar::detail::KernelFor<Doubler, pymar::detail::MemorySource<long>>::run(input, encoded);
+  CHECK(pymar::decode<long>(encoded) == Doubler::reduce_fn(Doubler::map_fn(three)));
+  CHECK(pymar::decode<long>(encoded) == 30);
+}
+
+TEST_CASE("the registry knows the names of this binary and explains unknown ones") {
+  const auto producers = pymar::detail::producer_names();
+  CHECK(std::find(producers.begin(), producers.end(), "Doubler") != producers.end());
+  CHECK(static_cast<bool>(pymar::detail::find_kernel("Doubler", "Range").kernel));
+  CHECK(pymar::detail::find_kernel("Nope", "Range").error == "unknown producer 'Nope'");
+  CHECK(pymar::detail::find_kernel("Doubler", "Nope").error == "unknown data source 'Nope'");
+  CHECK(pymar::detail::registration_errors().empty());
+  struct Unregistered : pymar::Producer<Unregistered> {};
+  CHECK_THROWS_WITH_AS(pymar::detail::registered_name(pymar::detail::EntryKind::producer,
+                                                      typeid(Unregistered)),
+                       doctest::Contains("PYMAR_REGISTER_PRODUCER"), pymar::Error);
+}
+
+namespace {
+
+void check_answers_with(unsigned workers) {
+  pymar::test::LocalCluster cluster(workers);
+  // a registered source
+  CHECK(Doubler().map(pymar::factory<Range>({1000})) == 999000);
+  // each element is computed exactly once
+  auto all = Collect().map(pymar::factory<Range>({7}));
+  std::sort(all.begin(), all.end());
+  CHECK(all == std::vector<std::size_t>{0, 1, 2, 3, 4, 5, 6});
+  // in-memory data, raw and encoded
+  std::vector<int> numbers(100000);
+  std::iota(numbers.begin(), numbers.end(), 0);
+  CHECK(Doubler().map(pymar::factory(numbers)) == 9999900000L);
+  const std::vector<std::string> words{"one", "three", "five", "", "eleven"};
+  CHECK(Lengths().map(pymar::factory(words)) == 18);
+  // more parts than elements, and many small slices
+  CHECK(Many().map(pymar::factory<Range>({10})) == 45);
+  CHECK(Many().map(pymar::factory<Range>({100000})) == 4999950000UL);
+  // several jobs in a row
+  for (std::size_t n = 1; n < 30; n += 7) {
+    CHECK(Doubler().map(pymar::factory<Range>({n})) == static_cast<long>(n * (n - 1)));
+  }
+}
+
+}  // namespace
+
+TEST_CASE("map over one worker thread gives the local answer" * doctest::timeout(60)) {
+  check_answers_with(1);
+}
+
+TEST_CASE("map over two worker threads gives the local answer" * doctest::timeout(60)) {
+  check_answers_with(2);
+}
+
+TEST_CASE("map over four worker threads gives the local answer" * doctest::timeout(60)) {
+  check_answers_with(4);
+}
+
+TEST_CASE("an exception in map_fn reaches map as a SliceError naming the slice" *
+          doctest::timeout(60)) {
+  pymar::test::LocalCluster cluster(2);
+  try {
+    (void)Thrower().map(pymar::factory<Range>({10}));
+    FAIL("map did not throw");
+  } catch (const pymar::SliceError& e) {
+    CHECK(e.details().exception_type == "std::invalid_argument");
+    CHECK(e.details().message == "seven is not allowed");
+    CHECK(e.details().offset <= 7);
+    CHECK(e.details().offset + e.details().limit > 7);
+    CHECK(e.details().pid > 0);
+  }
+  CHECK(Doubler().map(pymar::factory<Range>({10})) == 90);  // the workers still serve
+}
+
+TEST_CASE("an exception in local mode is a SliceError too") {
+  pymar::detail::use_dispatcher(nullptr, false);
+  CHECK_THROWS_AS((void)Thrower().map(pymar::factory<Range>({10})), pymar::SliceError);
+}
+
+TEST_CASE("with no worker within the grace period, map computes locally" * doctest::timeout(60)) {
+  pymar::test::LocalCluster cluster(0, std::chrono::milliseconds(50));
+  CHECK(Doubler().map(pymar::factory<Range>({10})) == 90);
+}
+
+TEST_CASE("a timeout either fails or finishes locally" * doctest::timeout(60)) {
+  pymar::test::LocalCluster cluster(0, std::chrono::seconds(60));
+  CHECK_THROWS_AS((void)Doubler().map(pymar::factory<Range>({10}), std::chrono::milliseconds(50)),
+                  pymar::TimeoutError);
+  CHECK(Doubler().map(pymar::factory<Range>({10}), std::chrono::milliseconds(50),
+                      pymar::OnTimeout::compute_locally) == 90);
+}

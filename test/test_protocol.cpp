@@ -1,0 +1,182 @@
+#include <doctest/doctest.h>
+
+#include <random>
+#include <string>
+
+#include <pymar/codec.hpp>
+#include <pymar/version.hpp>
+
+#include "wire/protocol.hpp"
+
+using namespace pymar::wire;
+
+namespace {
+
+template <class T>
+T round_trip(const T& message, std::size_t payload_frames = 0) {
+  const Message decoded = decode(encode(message), payload_frames);
+  REQUIRE(std::holds_alternative<T>(decoded));
+  return std::get<T>(decoded);
+}
+
+// A header as a peer of this version would write it, with arbitrary fields.
+template <class... Fields>
+std::string header(Fields... fields) {
+  msgpack::sbuffer buffer;
+  msgpack::packer<msgpack::sbuffer> p(buffer);
+  p.pack_array(sizeof...(fields));
+  (p.pack(fields), ...);
+  return std::string(buffer.data(), buffer.size());
+}
+
+}  // namespace
+
+TEST_CASE("READY carries the worker's build, identity, credit, names and predecessor") {
+  Ready r;
+  r.build = "abc/0.1.0";
+  r.task = "integration";
+  r.host = "node7";
+  r.pid = 4242;
+  r.credit = 2;
+  r.producers = {"Integral"};
+  r.sources = {"Points", "memory<double>"};
+  Ready back = round_trip(r);
+  CHECK(back.build == r.build);
+  CHECK(back.task == r.task);
+  CHECK(back.host == r.host);
+  CHECK(back.pid == 4242);
+  CHECK(back.credit == 2);
+  CHECK(back.producers == r.producers);
+  CHECK(back.sources == r.sources);
+  CHECK_FALSE(back.predecessor.has_value());
+
+  r.predecessor = Predecessor{4241, 11, 0, true, JobId{99, 3}, 7};
+  back = round_trip(r);
+  REQUIRE(back.predecessor.has_value());
+  CHECK(back.predecessor->pid == 4241);
+  CHECK(back.predecessor->signal == 11);
+  CHECK(back.predecessor->in_slice);
+  CHECK(back.predecessor->job == JobId{99, 3});
+  CHECK(back.predecessor->slice == 7);
+}
+
+TEST_CASE("ASSIGN carries the job, the names, the parameters and its slices") {
+  Assign a;
+  a.job = {0xfeedULL, 12};
+  a.batch = 77;
+  a.producer = "SquaredSum";
+  a.source = "memory<long>";
+  a.params = std::string("\x00\x01\xff", 3);
+  a.payload = pymar::detail::PayloadKind::raw;
+  a.slices = {{0, 0, 5}, {3, 15, 5}};
+  const Assign back = round_trip(a, 2);
+  CHECK(back.job == a.job);
+  CHECK(back.batch == 77);
+  CHECK(back.producer == a.producer);
+  CHECK(back.source == a.source);
+  CHECK(back.params == a.params);
+  CHECK(back.payload == pymar::detail::PayloadKind::raw);
+  REQUIRE(back.slices.size() == 2);
+  CHECK(back.slices[1].index == 3);
+  CHECK(back.slices[1].offset == 15);
+  CHECK(back.slices[1].limit == 5);
+}
+
+TEST_CASE("ASSIGN must be followed by exactly one payload frame per slice when it has payloads") {
+  Assign a;
+  a.payload = pymar::detail::PayloadKind::raw;
+  a.slices = {{0, 0, 5}, {1, 5, 5}};
+  CHECK_THROWS_AS(decode(encode(a), 1), ProtocolError);
+  CHECK_THROWS_AS(decode(encode(a), 3), ProtocolError);
+  a.payload = pymar::detail::PayloadKind::none;
+  CHECK_THROWS_AS(decode(encode(a), 2), ProtocolError);
+  CHECK_NOTHROW(decode(encode(a), 0));
+}
+
+TEST_CASE("RESULT carries outcomes, errors with type and message, and one frame per value") {
+  Result r;
+  r.job = {1, 2};
+  r.batch = 3;
+  r.outcomes = {{4, true, 1000, "", ""}, {5, false, 20, "std::domain_error", "bad element"}};
+  const Result back = round_trip(r, 1);
+  REQUIRE(back.outcomes.size() == 2);
+  CHECK(back.outcomes[0].ok);
+  CHECK(back.outcomes[0].compute_ns == 1000);
+  CHECK_FALSE(back.outcomes[1].ok);
+  CHECK(back.outcomes[1].error_type == "std::domain_error");
+  CHECK(back.outcomes[1].error_message == "bad element");
+  CHECK_THROWS_AS(decode(encode(r), 0), ProtocolError);
+  CHECK_THROWS_AS(decode(encode(r), 2), ProtocolError);
+}
+
+TEST_CASE("long error messages are cut on the sender's side") {
+  Result r;
+  r.outcomes = {{0, false, 0, "E", std::string(100000, 'x')}};
+  const Result back = round_trip(r);
+  CHECK(back.outcomes[0].error_message.size() == kMaxErrorMessageBytes);
+}
+
+TEST_CASE("the small messages round-trip") {
+  CHECK(round_trip(Heartbeat{0x1234}).session == 0x1234);
+  CHECK(round_trip(Bye{"stopping"}).reason == "stopping");
+  CHECK(round_trip(Cancel{{5, 6}}).job == JobId{5, 6});
+  CHECK(round_trip(Refuse{"other build"}).reason == "other build");
+  CHECK_NOTHROW(round_trip(Who{}));
+}
+
+TEST_CASE("another protocol version is recognised as such") {
+  const std::string future = header(pymar::protocol_version() + 1, 4, 0);
+  try {
+    decode(future, 0);
+    FAIL("decoded a message of another version");
+  } catch (const ProtocolError& e) {
+    REQUIRE(e.foreign_version().has_value());
+    CHECK(*e.foreign_version() == pymar::protocol_version() + 1);
+  }
+}
+
+TEST_CASE("valid msgpack of the wrong shape is rejected, field by field") {
+  const unsigned v = pymar::protocol_version();
+  CHECK_THROWS_AS(decode(header(v), 0), ProtocolError);                     // no type
+  CHECK_THROWS_AS(decode(header(v, 99), 0), ProtocolError);                 // unknown type
+  CHECK_THROWS_AS(decode(header(v, 4), 0), ProtocolError);                  // HEARTBEAT, no field
+  CHECK_THROWS_AS(decode(header(v, 4, "x"), 0), ProtocolError);             // wrong field type
+  CHECK_THROWS_AS(decode(header(v, 4, 1, 2), 0), ProtocolError);            // extra field
+  CHECK_THROWS_AS(decode(header(v, 4, -1), 0), ProtocolError);              // negative session
+  CHECK_THROWS_AS(decode(header(v, 6, 1), 0), ProtocolError);               // CANCEL, short
+  CHECK_THROWS_AS(decode(header("1", 4, 0), 0), ProtocolError);             // version as text
+  CHECK_THROWS_AS(decode(pymar::encode(std::map<int, int>{{1, 2}}), 0), ProtocolError);
+  CHECK_THROWS_AS(decode(header(v, 8), 1), ProtocolError);                  // WHO with payload
+}
+
+TEST_CASE("a READY with no credit is rejected") {
+  Ready r;
+  r.credit = 0;
+  CHECK_THROWS_AS(decode(encode(r), 0), ProtocolError);
+}
+
+TEST_CASE("random and truncated bytes never crash the decoder") {
+  std::mt19937_64 random(12345);
+  Assign a;
+  a.producer = "P";
+  a.source = "S";
+  a.slices = {{0, 0, 10}, {1, 10, 10}};
+  const std::string valid = encode(a);
+  std::size_t rejected = 0;
+  for (int i = 0; i < 20000; ++i) {
+    std::string bytes;
+    if (i % 2 == 0) {
+      bytes.resize(random() % 64);
+      for (char& c : bytes) c = static_cast<char>(random());
+    } else {
+      bytes = valid.substr(0, random() % valid.size());  // truncated
+      if (!bytes.empty() && i % 4 == 1) bytes[random() % bytes.size()] ^= static_cast<char>(1 + random() % 255);
+    }
+    try {
+      decode(bytes, random() % 3);
+    } catch (const ProtocolError&) {
+      ++rejected;
+    }
+  }
+  CHECK(rejected > 19000);
+}

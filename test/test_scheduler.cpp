@@ -1,0 +1,464 @@
+// The scheduler as a state machine: workers' messages and the passing of time in, messages out.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include <pymar/codec.hpp>
+
+#include "producer/scheduler.hpp"
+
+using namespace pymar::detail;
+using namespace pymar::wire;
+using namespace std::chrono_literals;
+
+namespace {
+
+struct Sent {
+  std::string worker;
+  Message message;
+};
+
+class RecordingOutbox : public Outbox {
+ public:
+  void send(const std::string& worker, const Message& message) override {
+    sent.push_back({worker, message});
+  }
+  void send_assign(const std::string& worker, const Assign& assign, const JobRequest&) override {
+    sent.push_back({worker, assign});
+  }
+
+  template <class T>
+  std::vector<T> taken(const std::string& worker) {
+    std::vector<T> out;
+    std::vector<Sent> rest;
+    for (Sent& s : sent) {
+      if (s.worker == worker && std::holds_alternative<T>(s.message)) {
+        out.push_back(std::get<T>(s.message));
+      } else {
+        rest.push_back(std::move(s));
+      }
+    }
+    sent = std::move(rest);
+    return out;
+  }
+
+  std::vector<Sent> sent;
+};
+
+const std::string kBuild = "build-A";
+
+Ready ready(std::uint32_t credit = 1, std::string build = kBuild, std::int64_t pid = 100) {
+  Ready r;
+  r.build = std::move(build);
+  r.task = "test";
+  r.host = "host";
+  r.pid = pid;
+  r.credit = credit;
+  r.producers = {"P"};
+  r.sources = {"S"};
+  return r;
+}
+
+JobRequest job(std::size_t length, std::size_t parts) {
+  JobRequest request;
+  request.producer = "P";
+  request.source = "S";
+  request.length = length;
+  request.parts = parts;
+  request.check_partial = [](std::string_view bytes) { (void)pymar::decode<std::int64_t>(bytes); };
+  return request;
+}
+
+// The partial value a well-behaved worker computes for a slice in these tests.
+std::string value_of(std::uint64_t slice) { return pymar::encode(std::int64_t(slice) * 10); }
+
+// Answers an ASSIGN with every slice ok.
+void answer(Scheduler& s, const std::string& worker, const Assign& a, Clock::time_point now,
+            std::uint64_t compute_ns = 1000) {
+  Result r{a.job, a.batch, {}};
+  std::vector<std::string> storage;
+  for (const SliceRange& slice : a.slices) {
+    r.outcomes.push_back({slice.index, true, compute_ns, "", ""});
+    storage.push_back(value_of(slice.index));
+  }
+  std::vector<std::string_view> values(storage.begin(), storage.end());
+  s.on_result(worker, r, values, now);
+}
+
+SchedulerConfig config() {
+  SchedulerConfig c;
+  c.build = kBuild;
+  c.session = 7;
+  c.heartbeat = 100ms;
+  c.liveness = 500ms;
+  c.speculate = false;
+  return c;
+}
+
+std::vector<std::int64_t> decoded(Partials& partials) {
+  std::vector<std::int64_t> out;
+  for (std::size_t i = 0; i < partials.size(); ++i) {
+    out.push_back(pymar::decode<std::int64_t>(partials[i]));
+  }
+  return out;
+}
+
+const Clock::time_point t0 = Clock::now();
+
+}  // namespace
+
+TEST_CASE("slices are handed to a ready worker within its credit and the job completes") {
+  RecordingOutbox out;
+  Scheduler s(config(), out);
+  s.on_ready("w1", ready(2), t0);
+  const JobRequest request = job(14, 4);
+  s.start_job(request, {7, 1}, 1s, t0);
+  auto assigns = out.taken<Assign>("w1");
+  REQUIRE(assigns.size() == 2);  // credit 2, one slice per batch while the cost is unknown
+  CHECK(assigns[0].slices[0].offset == 0);
+  CHECK(assigns[0].slices[0].limit == 4);
+  CHECK(assigns[0].producer == "P");
+  CHECK(assigns[0].source == "S");
+  while (!assigns.empty()) {
+    for (const Assign& a : assigns) answer(s, "w1", a, t0);
+    assigns = out.taken<Assign>("w1");
+  }
+  CHECK(s.state() == JobState::done);
+  CHECK(s.slices_done() == 4);
+  Partials partials = s.take_partials();
+  CHECK(decoded(partials) == std::vector<std::int64_t>{0, 10, 20, 30});
+}
+
+TEST_CASE("a job with no elements is done at once") {
+  RecordingOutbox out;
+  Scheduler s(config(), out);
+  const JobRequest request = job(0, 4);
+  s.start_job(request, {7, 1}, 1s, t0);
+  CHECK(s.state() == JobState::done);
+  CHECK(s.take_partials().size() == 0);
+}
+
+TEST_CASE("work is spread over workers, a fast worker taking more") {
+  RecordingOutbox out;
+  Scheduler s(config(), out);
+  s.on_ready("fast", ready(1), t0);
+  s.on_ready("slow", ready(1), t0);
+  const JobRequest request = job(16, 16);
+  s.start_job(request, {7, 1}, 1s, t0);
+  auto slow = out.taken<Assign>("slow");
+  REQUIRE(slow.size() == 1);
+  std::size_t fast_slices = 0;
+  for (auto fast = out.taken<Assign>("fast"); !fast.empty(); fast = out.taken<Assign>("fast")) {
+    for (const Assign& a : fast) {
+      fast_slices += a.slices.size();
+      answer(s, "fast", a, t0);
+    }
+  }
+  answer(s, "slow", slow[0], t0);
+  CHECK(s.state() == JobState::done);
+  CHECK(fast_slices == 15);
+}
+
+TEST_CASE("batches grow when slices are cheap, so that messages stay few") {
+  RecordingOutbox out;
+  Scheduler s(config(), out);
+  s.on_ready("w1", ready(2), t0);
+  const JobRequest request = job(100000, 100000);
+  s.start_job(request, {7, 1}, 1s, t0);
+  std::size_t messages = 0;
+  for (auto a = out.taken<Assign>("w1"); !a.empty(); a = out.taken<Assign>("w1")) {
+    for (const Assign& x : a) {
+      ++messages;
+      answer(s, "w1", x, t0, 100);  // 100 ns per slice
+    }
+  }
+  CHECK(s.state() == JobState::done);
+  CHECK(messages < 1000);
+}
+
+TEST_CASE("a result counts once: duplicates, other jobs and unknown batches are dropped") {
+  RecordingOutbox out;
+  Scheduler s(config(), out);
+  s.on_ready("w1", ready(1), t0);
+  const JobRequest request = job(2, 2);
+  s.start_job(request, {7, 1}, 1s, t0);
+  auto first = out.taken<Assign>("w1");
+  REQUIRE(first.size() == 1);
+  answer(s, "w1", first[0], t0);
+  answer(s, "w1", first[0], t0);  // the same batch again
+  CHECK(s.drops().duplicate == 1);
+  Assign other_job = first[0];
+  other_job.job = {7, 99};
+  answer(s, "w1", other_job, t0);
+  CHECK(s.drops().stale == 1);
+  auto second = out.taken<Assign>("w1");
+  REQUIRE(second.size() == 1);
+  answer(s, "w1", second[0], t0);
+  CHECK(s.state() == JobState::done);
+  Partials partials = s.take_partials();
+  CHECK(decoded(partials) == std::vector<std::int64_t>{0, 10});
+}
+
+TEST_CASE("a silent worker is dropped, its slice re-queued, and its late result dropped") {
+  RecordingOutbox out;
+  Scheduler s(config(), out);
+  s.on_ready("stalled", ready(1), t0);
+  const JobRequest request = job(1, 1);
+  s.start_job(request, {7, 1}, 10s, t0);
+  auto held = out.taken<Assign>("stalled");
+  REQUIRE(held.size() == 1);
+  s.on_ready("healthy", ready(1), t0 + 100ms);
+  CHECK(out.taken<Assign>("healthy").empty());  // nothing pending yet
+  s.on_heartbeat("healthy", t0 + 400ms);
+  s.tick(t0 + 600ms);
+  CHECK(s.live_workers() == 1);
+  auto rerun = out.taken<Assign>("healthy");
+  REQUIRE(rerun.size() == 1);
+  CHECK(rerun[0].slices[0].index == 0);
+  answer(s, "stalled", held[0], t0 + 700ms);  // it wakes up
+  CHECK(s.drops().late == 1);
+  CHECK(out.taken<Who>("stalled").size() == 1);  // asked to register again
+  CHECK(s.state() == JobState::running);
+  answer(s, "healthy", rerun[0], t0 + 800ms);
+  CHECK(s.state() == JobState::done);
+  CHECK(s.reruns() == 1);
+}
+
+TEST_CASE("heartbeats keep a busy worker alive and are sent to quiet ones") {
+  RecordingOutbox out;
+  Scheduler s(config(), out);
+  s.on_ready("busy", ready(1), t0);
+  const JobRequest request = job(1, 1);
+  s.start_job(request, {7, 1}, 10s, t0);
+  for (auto t = t0; t < t0 + 3s; t += 200ms) {
+    s.on_heartbeat("busy", t);
+    s.tick(t + 100ms);
+  }
+  CHECK(s.live_workers() == 1);
+  CHECK(out.taken<Heartbeat>("busy").size() >= 10);
+  CHECK(s.state() == JobState::running);
+}
+
+TEST_CASE("a worker that says goodbye has its slices re-queued at once") {
+  RecordingOutbox out;
+  Scheduler s(config(), out);
+  s.on_ready("leaving", ready(1), t0);
+  s.on_ready("staying", ready(1), t0);
+  const JobRequest request = job(2, 2);
+  s.start_job(request, {7, 1}, 10s, t0);
+  auto leaving = out.taken<Assign>("leaving");
+  REQUIRE(leaving.size() == 1);
+  auto staying = out.taken<Assign>("staying");
+  answer(s, "staying", staying[0], t0);
+  s.on_bye("leaving", "SIGTERM", t0 + 1ms);
+  auto rerun = out.taken<Assign>("staying");
+  REQUIRE(rerun.size() == 1);
+  CHECK(rerun[0].slices[0].index == leaving[0].slices[0].index);
+}
+
+TEST_CASE("a slice that crashes its worker is retried, and fails the job after max attempts") {
+  RecordingOutbox out;
+  SchedulerConfig c = config();
+  c.max_attempts = 2;
+  Scheduler s(c, out);
+  s.on_ready("w-100", ready(1, kBuild, 100), t0);
+  const JobRequest request = job(3, 3);
+  s.start_job(request, {7, 1}, 10s, t0);
+  auto held = out.taken<Assign>("w-100");
+  REQUIRE(held.size() == 1);
+  const std::uint64_t slice = held[0].slices[0].index;
+
+  // The pool restarts the process and reports how the previous one ended.
+  Ready next = ready(1, kBuild, 101);
+  next.predecessor = Predecessor{100, 11, 0, true, {7, 1}, slice};
+  s.on_ready("w-101", next, t0 + 10ms);
+  CHECK(s.state() == JobState::running);
+  CHECK(s.live_workers() == 1);
+  auto retry = out.taken<Assign>("w-101");
+  REQUIRE(retry.size() == 1);
+  CHECK(retry[0].slices[0].index == slice);  // a lost slice goes first
+
+  Ready third = ready(1, kBuild, 102);
+  third.predecessor = Predecessor{101, 11, 0, true, {7, 1}, slice};
+  s.on_ready("w-102", third, t0 + 20ms);
+  REQUIRE(s.state() == JobState::failed);
+  const auto& failure = *s.failure();
+  CHECK(failure.slice == slice);
+  CHECK(failure.pid == 101);
+  CHECK(failure.attempts == 2);
+  CHECK(failure.exception_type == "signal SIGSEGV");
+}
+
+TEST_CASE("an exception in user code fails the job with where and what") {
+  RecordingOutbox out;
+  Scheduler s(config(), out);
+  s.on_ready("w1", ready(1), t0);
+  const JobRequest request = job(4, 4);
+  s.start_job(request, {7, 1}, 10s, t0);
+  auto a = out.taken<Assign>("w1");
+  REQUIRE(a.size() == 1);
+  Result r{a[0].job, a[0].batch, {{a[0].slices[0].index, false, 5, "std::domain_error", "bad x"}}};
+  s.on_result("w1", r, {}, t0);
+  REQUIRE(s.state() == JobState::failed);
+  CHECK(s.failure()->exception_type == "std::domain_error");
+  CHECK(s.failure()->message == "bad x");
+  CHECK(s.failure()->host == "host");
+  CHECK(s.failure()->pid == 100);
+  s.finish_job();
+  CHECK(s.state() == JobState::idle);
+}
+
+TEST_CASE("with retries, a throwing slice is tried again before the job fails") {
+  RecordingOutbox out;
+  SchedulerConfig c = config();
+  c.error_retries = 1;
+  Scheduler s(c, out);
+  s.on_ready("w1", ready(1), t0);
+  const JobRequest request = job(1, 1);
+  s.start_job(request, {7, 1}, 10s, t0);
+  for (int attempt = 1; attempt <= 2; ++attempt) {
+    auto a = out.taken<Assign>("w1");
+    REQUIRE(a.size() == 1);
+    Result r{a[0].job, a[0].batch, {{0, false, 5, "E", "m"}}};
+    s.on_result("w1", r, {}, t0);
+  }
+  CHECK(s.state() == JobState::failed);
+  CHECK(s.failure()->attempts == 2);
+}
+
+TEST_CASE("a partial value that does not decode is dropped and its slice re-queued") {
+  RecordingOutbox out;
+  Scheduler s(config(), out);
+  s.on_ready("liar", ready(1), t0);
+  const JobRequest request = job(1, 1);
+  s.start_job(request, {7, 1}, 10s, t0);
+  auto a = out.taken<Assign>("liar");
+  Result r{a[0].job, a[0].batch, {{0, true, 5, "", ""}}};
+  const std::string garbage = pymar::encode(std::string("not a number"));
+  const std::string_view values[] = {garbage};
+  s.on_result("liar", r, values, t0);
+  CHECK(s.drops().malformed == 1);
+  CHECK(s.state() == JobState::running);
+  auto again = out.taken<Assign>("liar");
+  REQUIRE(again.size() == 1);
+  answer(s, "liar", again[0], t0);
+  CHECK(s.state() == JobState::done);
+}
+
+TEST_CASE("outcomes that do not match the batch are not trusted") {
+  RecordingOutbox out;
+  Scheduler s(config(), out);
+  s.on_ready("w1", ready(1), t0);
+  const JobRequest request = job(2, 2);
+  s.start_job(request, {7, 1}, 10s, t0);
+  auto a = out.taken<Assign>("w1");
+  Assign forged = a[0];
+  forged.slices[0].index = 1 - a[0].slices[0].index;
+  answer(s, "w1", forged, t0);
+  CHECK(s.drops().malformed == 1);
+  CHECK(s.slices_done() == 0);
+}
+
+TEST_CASE("a worker of another build is refused, once logged, and never given work") {
+  RecordingOutbox out;
+  Scheduler s(config(), out);
+  s.on_ready("stranger", ready(1, "build-B"), t0);
+  CHECK(out.taken<Refuse>("stranger").size() == 1);
+  CHECK(s.live_workers() == 0);
+  const JobRequest request = job(4, 4);
+  s.start_job(request, {7, 1}, 1s, t0);
+  CHECK(out.taken<Assign>("stranger").empty());
+  s.on_heartbeat("stranger", t0);
+  CHECK(out.taken<Who>("stranger").empty());
+}
+
+TEST_CASE("with no worker able to serve the job for the grace period, the job has no workers") {
+  RecordingOutbox out;
+  Scheduler s(config(), out);
+  Ready other = ready(1);
+  other.producers = {"Q"};  // serves another producer only
+  s.on_ready("w1", other, t0);
+  const JobRequest request = job(4, 4);
+  s.start_job(request, {7, 1}, 1s, t0);
+  CHECK(out.taken<Assign>("w1").empty());
+  s.on_heartbeat("w1", t0 + 400ms);
+  s.tick(t0 + 500ms);
+  CHECK(s.state() == JobState::running);
+  s.on_heartbeat("w1", t0 + 900ms);
+  s.tick(t0 + 1s);
+  CHECK(s.state() == JobState::no_workers);
+  CHECK(s.missing_slices().size() == 4);
+}
+
+TEST_CASE("a worker joining mid-job takes pending slices") {
+  RecordingOutbox out;
+  Scheduler s(config(), out);
+  const JobRequest request = job(4, 4);
+  s.start_job(request, {7, 1}, 10s, t0);
+  s.on_ready("late", ready(4), t0 + 50ms);
+  auto a = out.taken<Assign>("late");
+  std::size_t slices = 0;
+  for (const Assign& x : a) slices += x.slices.size();
+  CHECK(slices == 4);
+}
+
+TEST_CASE("a straggling slice is copied to an idle worker; the first result counts") {
+  RecordingOutbox out;
+  SchedulerConfig c = config();
+  c.speculate = true;
+  c.liveness = 60s;
+  Scheduler s(c, out);
+  s.on_ready("slow", ready(1), t0);
+  s.on_ready("fast", ready(1), t0);
+  JobRequest request = job(3, 3);
+  s.start_job(request, {7, 1}, 10s, t0);
+  auto slow = out.taken<Assign>("slow");
+  auto fast = out.taken<Assign>("fast");
+  REQUIRE(slow.size() == 1);
+  REQUIRE(fast.size() == 1);
+  answer(s, "fast", fast[0], t0 + 10ms, 10'000'000);  // 10 ms per slice
+  fast = out.taken<Assign>("fast");
+  REQUIRE(fast.size() == 1);
+  answer(s, "fast", fast[0], t0 + 20ms, 10'000'000);
+  CHECK(out.taken<Assign>("fast").empty());  // the slow one is not late yet
+  s.tick(t0 + 200ms);
+  auto copy = out.taken<Assign>("fast");
+  REQUIRE(copy.size() == 1);
+  CHECK(copy[0].slices[0].index == slow[0].slices[0].index);
+  answer(s, "fast", copy[0], t0 + 210ms, 10'000'000);
+  CHECK(s.state() == JobState::done);
+  answer(s, "slow", slow[0], t0 + 300ms);
+  CHECK(s.slices_done() == 3);
+  CHECK(s.drops().duplicate == 0);  // the job was over: the copy's twin is no longer counted
+}
+
+TEST_CASE("no speculation for a producer whose map_fn has side effects") {
+  RecordingOutbox out;
+  SchedulerConfig c = config();
+  c.speculate = true;
+  c.liveness = 60s;
+  Scheduler s(c, out);
+  s.on_ready("slow", ready(1), t0);
+  s.on_ready("fast", ready(1), t0);
+  JobRequest request = job(2, 2);
+  request.speculate = false;
+  s.start_job(request, {7, 1}, 10s, t0);
+  auto fast = out.taken<Assign>("fast");
+  answer(s, "fast", fast[0], t0 + 10ms, 10'000'000);
+  s.tick(t0 + 500ms);
+  CHECK(out.taken<Assign>("fast").empty());
+}
+
+TEST_CASE("finishing a job tells the workers holding its slices to drop them") {
+  RecordingOutbox out;
+  Scheduler s(config(), out);
+  s.on_ready("w1", ready(1), t0);
+  const JobRequest request = job(4, 4);
+  s.start_job(request, {7, 1}, 10s, t0);
+  s.finish_job();
+  auto cancels = out.taken<Cancel>("w1");
+  REQUIRE(cancels.size() == 1);
+  CHECK(cancels[0].job == JobId{7, 1});
+}
