@@ -1,0 +1,106 @@
+// Writes the seed corpus of fuzz_decode: a valid encoding of each message type and of each value
+// type, one file each, named after what it holds. The files are committed in test/fuzz/corpus/;
+// run this again (tools/fuzz.sh --seeds) when the wire changes.
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <string>
+
+#include <pymar/codec.hpp>
+
+#include "fuzz/input.hpp"
+#include "wire/protocol.hpp"
+
+namespace {
+
+namespace wire = pymar::wire;
+using pymar::fuzz::input;
+using pymar::fuzz::Target;
+
+std::string directory;
+
+void write(const std::string& name, const std::string& bytes) {
+  std::ofstream(directory + "/" + name, std::ios::binary) << bytes;
+}
+
+void message(const std::string& name, const wire::Message& m, std::uint8_t frames = 0) {
+  write("wire-" + name, input(Target::wire, frames, wire::encode(m)));
+}
+
+template <class T>
+void value(Target target, const std::string& name, const T& v, std::uint8_t frames = 0) {
+  write("value-" + name, input(target, frames, pymar::encode(v)));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    std::cerr << "usage: make_corpus DIRECTORY\n";
+    return 2;
+  }
+  directory = argv[1];
+
+  wire::Ready ready;
+  ready.build = "0123456789abcdef/0.1.0";
+  ready.task = "test_task";
+  ready.host = "node7";
+  ready.pid = 4242;
+  ready.credit = 2;
+  ready.producers = {"DoubleSum<4>", "Integral"};
+  ready.sources = {"Scripted", "memory<long>"};
+  message("ready", ready);
+  ready.predecessor = wire::Predecessor{4241, 11, 0, true, {0x1234567890abcdefULL, 3}, 7};
+  message("ready-predecessor", ready);
+
+  wire::Assign assign;
+  assign.job = {0x1234567890abcdefULL, 1};
+  assign.batch = 5;
+  assign.producer = "DoubleSum<4>";
+  assign.source = "Scripted";
+  assign.params = pymar::encode(pymar::fuzz::Params{10, -1, -1, "", -1, 0, 0, "", false});
+  assign.slices = {{0, 0, 3}, {1, 3, 3}};
+  message("assign", assign);
+  assign.source = "memory<long>";
+  assign.params.clear();
+  assign.payload = pymar::detail::PayloadKind::raw;
+  message("assign-raw", assign, 2);
+  assign.source = "memory<std::string>";
+  assign.payload = pymar::detail::PayloadKind::msgpack;
+  assign.slices = {{2, 6, 4}};
+  message("assign-msgpack", assign, 1);
+
+  wire::Result result;
+  result.job = {0x1234567890abcdefULL, 1};
+  result.batch = 5;
+  result.outcomes = {{0, true, 1500, "", ""}};
+  message("result", result, 1);
+  result.outcomes.push_back({1, false, 900, "std::domain_error", "element 4 is out of the domain"});
+  result.outcomes.push_back({2, true, 1200, "", ""});
+  message("result-error", result, 2);
+
+  message("heartbeat", wire::Heartbeat{0x1234567890abcdefULL});
+  message("bye", wire::Bye{"the worker was asked to stop"});
+  message("cancel", wire::Cancel{{0x1234567890abcdefULL, 1}});
+  message("refuse", wire::Refuse{"this worker runs build a of 't', the producer runs build b"});
+  message("who", wire::Who{});
+
+  // A header of a later protocol version, which decodes only as far as the version.
+  msgpack::sbuffer later;
+  msgpack::packer<msgpack::sbuffer>(later).pack(std::make_tuple(2, 1, "build"));
+  write("wire-version-2", input(Target::wire, 0, std::string(later.data(), later.size())));
+
+  value(Target::int64, "int64", std::int64_t{-1234567890123});
+  value(Target::real, "double", 22023.7365011059);
+  value(Target::text, "string", std::string("héllo, world"));
+  value(Target::int64_vector, "int64-vector", std::vector<std::int64_t>{1, -2, 300000, 1LL << 40});
+  value(Target::counts, "counts", std::map<std::string, std::int64_t>{{"w1", 6}, {"w2", 5}});
+  pymar::fuzz::Record record{"temperature", {1.5, -2.25}, 2, {{"a", {1, 2}}, {"b", {}}}};
+  value(Target::record, "record", record);
+  value(Target::nested, "nested",
+        std::vector<std::vector<std::vector<std::int64_t>>>{{{1, 2}, {3}}, {}, {{4, 5, 6}}}, 4);
+  value(Target::nested, "record-vector", std::vector<pymar::fuzz::Record>{record, {}}, 4);
+  value(Target::params, "params",
+        pymar::fuzz::Params{1000, 5, -1, "", 2, 1500, 0, "/tmp/m", false});
+  return 0;
+}
