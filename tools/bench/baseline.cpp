@@ -1,0 +1,143 @@
+// The baselines the framework is measured against: each example as a plain serial loop and as an
+// OpenMP loop, in one process, with no Pymar at all.
+//
+//   bench_baseline JOB MODE [REPS]
+//
+// JOB is integration, squaredsum or squaredsum2; MODE is serial or omp (OMP_NUM_THREADS threads,
+// 2 unless set). Prints the answer, then one "BENCH compute_ms X" line per repetition: the time
+// of the computation alone (for squaredsum2, the vector is built once, before the clock starts).
+// With REPS = 1 (the default) the program is also the whole-process baseline for hyperfine.
+#include <omp.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <numeric>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <fmt/format.h>
+
+namespace {
+
+using int128 = __int128_t;
+
+// The same constants as examples/integration.cpp. The point count is read at run time, as the
+// framework's slices are, so that the compiler cannot fold the loop away.
+constexpr double a = 1.0;
+constexpr double b = 10.0;
+constexpr double dx = 1e-6;
+
+std::size_t integration_points() {
+  static volatile double width = b - a;
+  return static_cast<std::size_t>(std::llround(width / dx));
+}
+
+std::size_t squaredsum_count() {
+  static volatile std::size_t count = 10'000'000;
+  return count;
+}
+
+double integration(bool parallel) {
+  const std::size_t n = integration_points();
+  double sum = 0;
+  if (parallel) {
+#pragma omp parallel for reduction(+ : sum) schedule(static)
+    for (std::size_t i = 0; i < n; ++i) sum += std::exp(a + double(i) * dx) * dx;
+  } else {
+    for (std::size_t i = 0; i < n; ++i) sum += std::exp(a + double(i) * dx) * dx;
+  }
+  return sum;
+}
+
+// OpenMP has no reduction for __int128: each thread sums its share, then the shares are added.
+template <class Square>
+int128 sum_of_squares(std::size_t n, bool parallel, Square square) {
+  int128 total = 0;
+  if (parallel) {
+#pragma omp parallel
+    {
+      int128 mine = 0;
+#pragma omp for schedule(static) nowait
+      for (std::size_t i = 0; i < n; ++i) mine += square(i);
+#pragma omp critical
+      total += mine;
+    }
+  } else {
+    for (std::size_t i = 0; i < n; ++i) total += square(i);
+  }
+  return total;
+}
+
+int128 squaredsum(bool parallel) {
+  return sum_of_squares(squaredsum_count(), parallel, [](std::size_t i) {
+    const auto x = static_cast<std::int64_t>(i);
+    return static_cast<int128>(x * x);
+  });
+}
+
+int128 squaredsum2(const std::vector<std::int64_t>& numbers, bool parallel) {
+  const std::int64_t* data = numbers.data();
+  return sum_of_squares(numbers.size(), parallel,
+                        [data](std::size_t i) { return static_cast<int128>(data[i] * data[i]); });
+}
+
+std::string text(int128 value) {
+  std::string digits;
+  const bool negative = value < 0;
+  do {
+    const int digit = static_cast<int>(value % 10);
+    digits.insert(digits.begin(), static_cast<char>('0' + (negative ? -digit : digit)));
+    value /= 10;
+  } while (value != 0);
+  return negative ? "-" + digits : digits;
+}
+
+int usage() {
+  fmt::print(stderr,
+             "usage: bench_baseline integration|squaredsum|squaredsum2 serial|omp [REPS]\n");
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 3) return usage();
+  const std::string_view job = argv[1];
+  const std::string_view mode = argv[2];
+  const int reps = argc > 3 ? std::atoi(argv[3]) : 1;
+  if ((mode != "serial" && mode != "omp") || reps < 1) return usage();
+  const bool parallel = mode == "omp";
+  if (parallel && std::getenv("OMP_NUM_THREADS") == nullptr) omp_set_num_threads(2);
+
+  std::vector<std::int64_t> numbers;
+  if (job == "squaredsum2") {
+    numbers.resize(squaredsum_count());
+    std::iota(numbers.begin(), numbers.end(), 0);
+  } else if (job != "integration" && job != "squaredsum") {
+    return usage();
+  }
+
+  std::string answer;
+  std::vector<double> times;
+  // With several repetitions, a first untimed one starts OpenMP's threads and warms the caches,
+  // as the framework's figures are taken over a warm pool.
+  for (int rep = reps > 1 ? -1 : 0; rep < reps; ++rep) {
+    const auto start = std::chrono::steady_clock::now();
+    if (job == "integration") {
+      answer = fmt::format("{:.10f}", integration(parallel));
+    } else if (job == "squaredsum") {
+      answer = text(squaredsum(parallel));
+    } else {
+      answer = text(squaredsum2(numbers, parallel));
+    }
+    const std::chrono::duration<double, std::milli> took = std::chrono::steady_clock::now() - start;
+    if (rep >= 0) times.push_back(took.count());
+  }
+  fmt::print("Answer: {}\n", answer);
+  for (double ms : times) fmt::print("BENCH compute_ms {:.4f}\n", ms);
+  return 0;
+}

@@ -1,0 +1,282 @@
+// In-process pieces of the framework with Google Benchmark: where a slice's time goes when the
+// sockets are taken away. Links the library's internals (src/).
+//
+//   wire/*        encoding and decoding ASSIGN and RESULT headers, per message
+//   scheduler/*   the producer's scheduler over a whole job of trivial slices, with a recording
+//                 outbox: its CPU cost per slice; "+wire" adds encoding and decoding both ways
+//   kernel/*      the integration kernel a worker runs (ranges, registry, encode) against the
+//                 plain loop over the same 2,250,000 points (one slice of the example)
+//   cluster/*     `map` over worker threads in this process (dispatcher, ZeroMQ over TCP
+//                 loopback): latency of 4 trivial slices, and throughput of many
+#include <benchmark/benchmark.h>
+
+#include <cmath>
+#include <cstdint>
+#include <deque>
+#include <ranges>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <spdlog/spdlog.h>
+#include <pymar/pymar.hpp>
+
+#include "producer/scheduler.hpp"
+#include "support/cluster.hpp"
+#include "wire/protocol.hpp"
+
+namespace {
+
+constexpr double a = 1.0;
+constexpr double dx = 1e-6;
+constexpr std::size_t kSlicePoints = 2'250'000;  // 9,000,000 points in 4 slices
+
+}  // namespace
+
+struct Points : pymar::DataSource {
+  static std::size_t full_length() { return 9'000'000; }
+  auto items() const {
+    return indices() | std::views::transform([](std::size_t i) { return a + double(i) * dx; });
+  }
+};
+REGISTER_DATASOURCE(Points);
+
+struct Integral : pymar::Producer<Integral> {
+  static constexpr std::size_t WORKERS_NUMBER = 4;
+  static auto map_fn(auto&& points) {
+    return points | std::views::transform([](double x) { return std::exp(x) * dx; });
+  }
+  static double reduce_fn(auto&& values) { return pymar::sum(values); }
+};
+REGISTER_PRODUCER(Integral);
+
+struct Indices : pymar::DataSource {
+  struct Params {
+    std::uint64_t count = 0;
+    MSGPACK_DEFINE(count)
+  };
+  explicit Indices(const Params&) {}
+  static std::size_t full_length(const Params& p) { return p.count; }
+  auto items() const { return indices(); }
+};
+REGISTER_DATASOURCE(Indices);
+
+struct Trivial : pymar::Producer<Trivial> {
+  static constexpr std::size_t WORKERS_NUMBER = std::size_t{1} << 24;
+  static auto map_fn(auto&& indices) {
+    return indices | std::views::transform([](std::size_t i) { return std::uint64_t(i); });
+  }
+  static std::uint64_t reduce_fn(auto&& values) { return pymar::sum<std::uint64_t>(values); }
+};
+REGISTER_PRODUCER(Trivial);
+
+namespace {
+
+using namespace pymar;
+using namespace pymar::detail;
+
+wire::Assign assign_of(std::size_t slices) {
+  wire::Assign m{
+      {0x1234'5678'9abc'def0, 7}, 42, "Trivial", "Indices", encode(Indices::Params{1000}),
+      PayloadKind::none,          {}};
+  for (std::size_t i = 0; i < slices; ++i) m.slices.push_back({i + 500'000, i + 500'000, 1});
+  return m;
+}
+
+wire::Result result_of(std::size_t slices) {
+  wire::Result m{{0x1234'5678'9abc'def0, 7}, 42, {}};
+  for (std::size_t i = 0; i < slices; ++i) m.outcomes.push_back({i + 500'000, true, 850, "", ""});
+  return m;
+}
+
+void encode_assign(benchmark::State& state) {
+  const wire::Assign m = assign_of(static_cast<std::size_t>(state.range(0)));
+  std::string out;
+  for (auto _ : state) {
+    out.clear();
+    wire::encode(m, out);
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.SetItemsProcessed(state.iterations() * state.range(0));
+  state.counters["bytes"] = static_cast<double>(out.size());
+}
+BENCHMARK(encode_assign)->Name("wire/encode_assign")->Arg(1)->Arg(1024);
+
+void decode_assign(benchmark::State& state) {
+  const std::string header = wire::encode(assign_of(static_cast<std::size_t>(state.range(0))));
+  for (auto _ : state) benchmark::DoNotOptimize(wire::decode(header, 0));
+  state.SetItemsProcessed(state.iterations() * state.range(0));
+}
+BENCHMARK(decode_assign)->Name("wire/decode_assign")->Arg(1)->Arg(1024);
+
+void encode_result(benchmark::State& state) {
+  const wire::Result m = result_of(static_cast<std::size_t>(state.range(0)));
+  std::string out;
+  for (auto _ : state) {
+    out.clear();
+    wire::encode(m, out);
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.SetItemsProcessed(state.iterations() * state.range(0));
+  state.counters["bytes"] = static_cast<double>(out.size());
+}
+BENCHMARK(encode_result)->Name("wire/encode_result")->Arg(1)->Arg(1024);
+
+void decode_result(benchmark::State& state) {
+  const auto n = static_cast<std::size_t>(state.range(0));
+  const std::string header = wire::encode(result_of(n));
+  for (auto _ : state) benchmark::DoNotOptimize(wire::decode(header, n));
+  state.SetItemsProcessed(state.iterations() * state.range(0));
+}
+BENCHMARK(decode_result)->Name("wire/decode_result")->Arg(1)->Arg(1024);
+
+// --- the scheduler over a whole job ------------------------------------------------------------
+
+class QueueOutbox : public Outbox {
+ public:
+  void send(const std::string&, const wire::Message&) override { ++other; }
+  void send_assign(const std::string& worker, const wire::Assign& assign,
+                   const JobRequest&) override {
+    assigns.emplace_back(worker, assign);
+  }
+  std::deque<std::pair<std::string, wire::Assign>> assigns;
+  std::size_t other = 0;
+};
+
+wire::Ready ready_worker() {
+  wire::Ready r;
+  r.build = "bench";
+  r.task = "bench_micro";
+  r.host = "localhost";
+  r.pid = 1;
+  r.credit = 2;
+  r.producers = {"Trivial"};
+  r.sources = {"Indices"};
+  return r;
+}
+
+// Runs one job of `slices` trivial slices over 2 workers that answer every batch at once (850 ns
+// of compute per slice), FIFO. With `wire`, every ASSIGN and RESULT is encoded and decoded, as
+// between a real producer and worker.
+void scheduler_job(benchmark::State& state, bool wire) {
+  const auto slices = static_cast<std::size_t>(state.range(0));
+  SchedulerConfig config;
+  config.build = "bench";
+  config.session = 1;
+  config.speculate = false;
+  QueueOutbox outbox;
+  Scheduler scheduler(config, outbox);
+  const Clock::time_point now = Clock::now();
+  scheduler.on_ready("w1", ready_worker(), now);
+  scheduler.on_ready("w2", ready_worker(), now);
+  JobRequest request;
+  request.producer = "Trivial";
+  request.source = "Indices";
+  request.params = encode(Indices::Params{slices});
+  request.length = slices;
+  request.parts = slices;
+  request.check_partial = [](std::string_view bytes) { (void)decode<std::uint64_t>(bytes); };
+  const std::string value = encode(std::uint64_t{7});
+  std::vector<std::string_view> values;
+  std::string header;
+  std::uint64_t seq = 0;
+  std::size_t messages = 0;
+  for (auto _ : state) {
+    scheduler.start_job(request, {1, ++seq}, std::chrono::seconds(1), now);
+    while (scheduler.state() == JobState::running && !outbox.assigns.empty()) {
+      auto [worker, assign] = std::move(outbox.assigns.front());
+      outbox.assigns.pop_front();
+      if (wire) {
+        header.clear();
+        wire::encode(assign, header);
+        assign = std::get<wire::Assign>(wire::decode(header, 0));
+      }
+      wire::Result result{assign.job, assign.batch, {}};
+      values.clear();
+      for (const wire::SliceRange& s : assign.slices) {
+        result.outcomes.push_back({s.index, true, 850, "", ""});
+        values.push_back(value);
+      }
+      if (wire) {
+        header.clear();
+        wire::encode(result, header);
+        result = std::get<wire::Result>(wire::decode(header, values.size()));
+      }
+      scheduler.on_result(worker, result, values, now);
+      messages += 2;
+    }
+    if (scheduler.state() != JobState::done) state.SkipWithError("the job did not finish");
+    benchmark::DoNotOptimize(scheduler.take_partials());
+    scheduler.finish_job();
+    outbox.assigns.clear();
+  }
+  state.SetItemsProcessed(state.iterations() * state.range(0));
+  state.counters["messages/job"] =
+      static_cast<double>(messages) / static_cast<double>(state.iterations());
+}
+BENCHMARK_CAPTURE(scheduler_job, alone, false)
+    ->Name("scheduler/job")
+    ->Arg(100'000)
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(scheduler_job, with_wire, true)
+    ->Name("scheduler/job+wire")
+    ->Arg(100'000)
+    ->Unit(benchmark::kMillisecond);
+
+// --- the integration kernel against the plain loop ------------------------------------------
+
+void kernel_pymar(benchmark::State& state) {
+  SliceInput input{kSlicePoints, kSlicePoints, {}, {}};  // the second slice
+  std::string out;
+  for (auto _ : state) {
+    out.clear();
+    KernelFor<Integral, Points>::run(input, out);
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.SetItemsProcessed(state.iterations() * static_cast<std::int64_t>(kSlicePoints));
+}
+BENCHMARK(kernel_pymar)->Name("kernel/integration_slice_pymar")->Unit(benchmark::kMillisecond);
+
+void kernel_loop(benchmark::State& state) {
+  volatile std::size_t first = kSlicePoints;
+  for (auto _ : state) {
+    const std::size_t begin = first;
+    double sum = 0;
+    for (std::size_t i = begin; i < begin + kSlicePoints; ++i) {
+      sum += std::exp(a + double(i) * dx) * dx;
+    }
+    benchmark::DoNotOptimize(sum);
+  }
+  state.SetItemsProcessed(state.iterations() * static_cast<std::int64_t>(kSlicePoints));
+}
+BENCHMARK(kernel_loop)->Name("kernel/integration_slice_loop")->Unit(benchmark::kMillisecond);
+
+// --- map over worker threads in this process ------------------------------------------------
+
+void cluster_map(benchmark::State& state) {
+  const auto slices = static_cast<std::uint64_t>(state.range(0));
+  pymar::test::LocalCluster cluster(2);
+  const std::uint64_t expected = slices * (slices - 1) / 2;
+  for (int i = 0; i < 3; ++i) (void)Trivial().map(factory<Indices>({slices}));  // workers join
+  for (auto _ : state) {
+    if (Trivial().map(factory<Indices>({slices})) != expected) state.SkipWithError("wrong answer");
+  }
+  state.SetItemsProcessed(state.iterations() * state.range(0));
+}
+BENCHMARK(cluster_map)
+    ->Name("cluster/map_trivial_2_worker_threads")
+    ->Arg(4)
+    ->Arg(100'000)
+    ->Unit(benchmark::kMicrosecond)
+    ->UseRealTime();
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  spdlog::set_level(spdlog::level::warn);  // the dispatcher logs every job at info
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

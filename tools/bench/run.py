@@ -1,0 +1,487 @@
+#!/usr/bin/env python3
+"""Runs Pymar's benchmark suite (issue 5) and prints a markdown table of medians and ratios.
+
+Every figure of the framework stands next to a baseline measured in the same run, just before
+it: absolute times on a shared 2-core host vary 2x from day to day, their ratios much less.
+
+  tools/bench/run.py --build build-bench [--quick] [--only SECTION ...]
+
+tools/bench/run.sh sets up, builds and calls this; see doc/performance.md.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SECTIONS = ["baselines", "integration", "process", "latency", "throughput", "memory", "balance",
+            "scale", "micro"]
+
+
+def median(values):
+    return statistics.median(values) if values else float("nan")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def parse_bench(text):
+    """The "BENCH key value" lines of a program's output, as {key: [values]}."""
+    found = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0] == "BENCH":
+            found.setdefault(parts[1], []).append(float(parts[2]))
+    return found
+
+
+def log(message):
+    print(message, file=sys.stderr, flush=True)
+
+
+def cpu_times():
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]
+    return sum(fields), idle
+
+
+def busy_fraction(seconds=1.0):
+    """How busy the machine is with other work right now: 0 idle, 1 every core busy."""
+    total0, idle0 = cpu_times()
+    time.sleep(seconds)
+    total1, idle1 = cpu_times()
+    return 1 - (idle1 - idle0) / max(1, total1 - total0)
+
+
+class Pool:
+    """A worker pool this suite started (`BINARY --worker`), in a process group of its own."""
+
+    def __init__(self, binary, port, workers, verbose=False, cpus=None, log_path=None):
+        self.log_path = log_path or tempfile.mktemp(prefix="pymar-bench-pool-", suffix=".log")
+        self.log_file = open(self.log_path, "w")
+        args = [str(binary), "--worker", "-q", f"127.0.0.1:{port}", "-w", str(workers),
+                "-v" if verbose else "--quiet"]
+        preexec = (lambda: os.sched_setaffinity(0, cpus)) if cpus is not None else None
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=self.log_file,
+                                        start_new_session=True, preexec_fn=preexec)
+        self.workers = workers
+
+    def worker_pids(self):
+        try:
+            path = f"/proc/{self.process.pid}/task/{self.process.pid}/children"
+            return [int(p) for p in Path(path).read_text().split()]
+        except OSError:
+            return []
+
+    def wait_for_workers(self, timeout=30):
+        deadline = time.monotonic() + timeout
+        while len(self.worker_pids()) < self.workers and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def log_size(self):
+        self.log_file.flush()
+        return os.path.getsize(self.log_path)
+
+    def log_since(self, offset):
+        with open(self.log_path, errors="replace") as f:
+            f.seek(offset)
+            return f.read()
+
+    def stop(self):
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self.log_file.close()
+        os.unlink(self.log_path)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def peak_rss_kib(pid):
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+class Suite:
+    def __init__(self, build, quick):
+        self.build = Path(build).resolve()
+        self.quick = quick
+        self.bench = self.build / "tools" / "bench"
+        self.task = self.bench / "bench_task"
+        self.rows = []      # the main table
+        self.notes = []     # lines printed under it
+        self.details = []   # extra tables (baselines, scale, micro)
+        self.raw = {}       # everything measured, for results/latest.json
+
+    # --- running things ------------------------------------------------------------------
+
+    def reps(self, full, quick):
+        return quick if self.quick else full
+
+    def run(self, args, env=None, timeout=600, check=True):
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        result = subprocess.run([str(a) for a in args], env=full_env, capture_output=True,
+                                text=True, timeout=timeout)
+        if check and result.returncode != 0:
+            raise RuntimeError(f"{' '.join(map(str, args))} exited {result.returncode}:\n"
+                               f"{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+        return result
+
+    def baseline(self, job, mode, reps):
+        out = parse_bench(self.run([self.bench / "bench_baseline", job, mode, reps]).stdout)
+        return out["compute_ms"]
+
+    def produce(self, port, env, extra=(), timeout=600):
+        """Runs bench_task as the producer against a pool on `port`; returns its BENCH values and
+        its stderr (the producer logs each job and how many workers it had)."""
+        args = [self.task, "--produce", "-q", f"127.0.0.1:{port}", "--grace", "30", *extra]
+        result = self.run(args, env=env, timeout=timeout)
+        values = parse_bench(result.stdout)
+        if values.get("answer_ok") != [1.0]:
+            raise RuntimeError(f"wrong answer from {env}: {result.stdout}")
+        return values, result.stderr
+
+    def row(self, section, job, baseline_name, baseline, framework, unit, target, met,
+            ratio=None):
+        if ratio is None and baseline:
+            ratio = framework / baseline
+        self.rows.append({"section": section, "job": job, "baseline_name": baseline_name,
+                          "baseline": baseline, "framework": framework, "unit": unit,
+                          "ratio": ratio, "target": target, "met": met})
+
+    # --- sections ------------------------------------------------------------------------
+
+    def section_baselines(self):
+        log("baselines: serial and OpenMP (2 threads) of each example")
+        reps = self.reps(15, 5)
+        lines = ["| example | serial (ms) | OpenMP 2 threads (ms) | speed-up |", "|---|---|---|---|"]
+        for job in ["integration", "squaredsum", "squaredsum2"]:
+            serial = median(self.baseline(job, "serial", reps))
+            omp = median(self.baseline(job, "omp", reps))
+            self.raw[f"baseline/{job}"] = {"serial_ms": serial, "omp_ms": omp}
+            lines.append(f"| {job} | {serial:.2f} | {omp:.2f} | {serial / omp:.2f}x |")
+        self.details.append(("Baselines (time of the computation alone, median)", lines))
+
+    def section_integration(self):
+        log("1. integration over a warm pool of 2 workers, time inside map")
+        reps = self.reps(15, 5)
+        omp = median(self.baseline("integration", "omp", reps))
+        serial = median(self.baseline("integration", "serial", reps))
+        port = free_port()
+        with Pool(self.task, port, 2, verbose=True) as pool:
+            self.produce(port, {"BENCH_JOB": "integration", "BENCH_REPS": "1"})  # joins the pool
+            offset = pool.log_size()
+            warmup = 2
+            values, _ = self.produce(port, {"BENCH_JOB": "integration", "BENCH_REPS": str(reps),
+                                            "BENCH_WARMUP": str(warmup)})
+            slice_log = pool.log_since(offset)
+            squared, _ = self.produce(port, {"BENCH_JOB": "squaredsum", "BENCH_REPS": str(reps)})
+        framework = median(values["map_ms"])
+        self.row("1", "integration, warm pool of 2, time inside `map`", "OpenMP 2 threads", omp,
+                 framework, "ms", "≤ 1.15x", framework / omp <= 1.15)
+        slices = [float(m.group(2)) for m in
+                  re.finditer(r"slice \d+ of job (\d+) finished in ([0-9.]+) ms", slice_log)
+                  if int(m.group(1)) > warmup]
+        per_slice = median(slices)
+        serial_slice = serial / 4  # the example's 4 equal slices
+        self.row("1", "integration, one slice's compute time on a worker (of 4)",
+                 "serial loop, same points", serial_slice, per_slice, "ms", "≤ 1.05x",
+                 per_slice / serial_slice <= 1.05)
+        sq_omp = median(self.baseline("squaredsum", "omp", reps))
+        sq = median(squared["map_ms"])
+        self.row("1", "squaredsum (made on workers), time inside `map`", "OpenMP 2 threads",
+                 sq_omp, sq, "ms", "(none)", None)
+        self.raw["integration"] = {"omp_ms": omp, "serial_ms": serial, "map_ms": values["map_ms"],
+                                   "slice_ms": slices, "squaredsum_map_ms": squared["map_ms"],
+                                   "squaredsum_omp_ms": sq_omp}
+
+    def hyperfine(self, commands, runs, name):
+        out = tempfile.mktemp(prefix="pymar-bench-hyperfine-", suffix=".json")
+        args = ["hyperfine", "-N", "--style", "basic", "--warmup", "1", "--runs", str(runs),
+                "--export-json", out]
+        for command in commands:
+            args.append(command)
+        result = subprocess.run(args, capture_output=True, text=True, timeout=900)
+        if result.returncode != 0:
+            raise RuntimeError(f"hyperfine failed:\n{result.stdout}\n{result.stderr}")
+        data = json.loads(Path(out).read_text())
+        os.unlink(out)
+        self.raw[name] = data["results"]
+        return [r["median"] * 1000 for r in data["results"]]
+
+    def section_process(self):
+        log("2. integration --produce as a whole process (hyperfine)")
+        example = self.build / "examples" / "integration"
+        omp = f"{self.bench / 'bench_baseline'} integration omp"
+        runs = self.reps(10, 3)
+        port = free_port()
+        with Pool(example, port, 2):
+            warm = f"{example} --produce -q 127.0.0.1:{port} --quiet"
+            self.run(warm.split())  # the pool joins
+            baseline, framework = self.hyperfine([omp, warm], runs, "process_warm")
+        spawn = f"{example} --produce -w 2 -q 127.0.0.1:0 --quiet"
+        (spawning,) = self.hyperfine([spawn], runs, "process_spawn")
+        self.row("2", "`integration --produce`, warm pool of 2, whole process",
+                 "OpenMP program, whole process", baseline, framework, "ms", "≤ 2x",
+                 framework / baseline <= 2)
+        self.row("2", "`integration --produce -w 2` (starts its workers), whole process",
+                 "OpenMP program, whole process", baseline, spawning, "ms", "≤ 3x",
+                 spawning / baseline <= 3)
+
+    def section_latency(self):
+        log("3. one map of 4 trivial slices over a warm pool: latency")
+        rtt = median([parse_bench(self.run([self.bench / "bench_zmq_floor", "rtt", 5000]).stdout)
+                      ["rtt_us"][0] for _ in range(self.reps(3, 1))])
+        port = free_port()
+        with Pool(self.task, port, 2):
+            values, _ = self.produce(port, {"BENCH_JOB": "trivial", "BENCH_SLICES": "4",
+                                            "BENCH_REPS": str(self.reps(500, 100)),
+                                            "BENCH_WARMUP": "20"})
+        latency = median(values["map_ms"]) * 1000
+        self.row("3", "`map` of 4 trivial slices, warm pool of 2: latency",
+                 "ZeroMQ 64 B round trip, TCP loopback", rtt, latency, "µs", "≤ 3x",
+                 latency / rtt <= 3)
+        self.raw["latency"] = {"rtt_us": rtt, "map_us": [v * 1000 for v in values["map_ms"]]}
+
+    def section_throughput(self):
+        log("4. trivial slices per second with 2 workers, and the cost per slice")
+        port = free_port()
+        sizes = [(10**3, 30), (10**4, 10), (10**5, 5), (10**6, 3)]
+        if self.quick:
+            sizes = [(10**3, 10), (10**4, 3), (10**5, 2), (10**6, 1)]
+        cost = {}
+        with Pool(self.task, port, 2):
+            for slices, reps in sizes:
+                values, _ = self.produce(port, {"BENCH_JOB": "trivial", "BENCH_SLICES": str(slices),
+                                                "BENCH_REPS": str(reps), "BENCH_WARMUP": "1"})
+                cost[slices] = median(values["map_ms"]) * 1000 / slices
+        self.raw["throughput_us_per_slice"] = cost
+        rate = 1e6 / cost[10**6]
+        micro = self.raw.get("micro_scheduler_wire_per_s")
+        self.row("4", "trivial slices per second, 2 workers (job of 10^6 slices)",
+                 "scheduler + wire in one process (micro)" if micro else "target", micro or 200000,
+                 rate, "slices/s", "≥ 200,000/s", rate >= 200000)
+        first = cost[sizes[0][0]]
+        for slices, _ in sizes:
+            self.row("4", f"cost per slice, job of 10^{len(str(slices)) - 1} slices",
+                     "cost per slice at 10^3", first, cost[slices], "µs", "flat", None)
+
+    def section_memory(self):
+        log("5. squaredsum2: 80 MB shipped from the producer")
+        reps = self.reps(10, 3)
+        bulk = parse_bench(self.run([self.bench / "bench_zmq_floor", "bulk", reps, 80]).stdout)
+        zero_copy = median(bulk["bulk_zero_copy_ms"])
+        copied = median(bulk["bulk_copy_ms"])
+        port = free_port()
+        with Pool(self.task, port, 2) as pool:
+            pool.wait_for_workers()
+            values, _ = self.produce(port, {"BENCH_JOB": "squaredsum2", "BENCH_REPS": str(reps)})
+            worker_peak = max(peak_rss_kib(pid) or 0 for pid in pool.worker_pids())
+        framework = median(values["map_ms"])
+        self.row("5", "squaredsum2 (80 MB shipped), time inside `map`",
+                 "ZeroMQ 80 MB message, zero-copy", zero_copy, framework, "ms", "≤ 2x",
+                 framework / zero_copy <= 2)
+        self.notes.append(f"ZeroMQ 80 MB one-message transfer: zero-copy {zero_copy:.1f} ms, "
+                          f"with a copy {copied:.1f} ms (medians).")
+        mib = 1024 * 1024
+        data = 80e6 / mib
+        producer_peak = values["producer_hwm_kib"][0] / 1024
+        self.row("5", "producer peak RSS (VmHWM)", "the data (80 MB)", data, producer_peak, "MiB",
+                 "≤ data + 32 MiB", producer_peak <= data + 32)
+        largest = 10_000_000 / 8 * 8 / mib
+        worker = worker_peak / 1024
+        self.row("5", "worker peak RSS (VmHWM, largest of 2)", "largest slice (10 MB)", largest,
+                 worker, "MiB", "≤ slice + 16 MiB", worker <= largest + 16)
+        self.raw["memory"] = {"bulk": bulk, "map_ms": values["map_ms"],
+                              "producer_hwm_kib": values["producer_hwm_kib"][0],
+                              "worker_hwm_kib": worker_peak}
+
+    def section_balance(self):
+        log("6. balance: one of two workers at half speed (sharing its core with a spinner)")
+        points = str(120_000_000 if not self.quick else 40_000_000)
+        env = {"BENCH_JOB": "balance_serial", "BENCH_POINTS": points}
+        # The work of the job: the kernel alone on one idle core.
+        pin0 = lambda: os.sched_setaffinity(0, {0})
+        serial = []
+        for _ in range(self.reps(3, 1)):
+            out = subprocess.run([str(self.task), "--local"], env={**os.environ, **env},
+                                 capture_output=True, text=True, preexec_fn=pin0, timeout=300)
+            serial += parse_bench(out.stdout)["serial_ms"]
+        work = median(serial)
+        ideal = work / 1.5  # one core at full speed and one at half
+        spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"],
+                                   preexec_fn=lambda: os.sched_setaffinity(0, {1}),
+                                   start_new_session=True)
+        results = {}
+        try:
+            port = free_port()
+            with Pool(self.task, port, 1, cpus={0}), Pool(self.task, port, 1, cpus={1}):
+                for label, extra in [("with speculation", []),
+                                     ("without speculation", ["--no-speculation"])]:
+                    values, _ = self.produce(port, {"BENCH_JOB": "balance", "BENCH_POINTS": points,
+                                                    "BENCH_REPS": str(self.reps(5, 2)),
+                                                    "BENCH_WARMUP": "1"}, extra)
+                    results[label] = values["map_ms"]
+        finally:
+            os.killpg(spinner.pid, signal.SIGKILL)
+            spinner.wait()
+        for label, times in results.items():
+            job_time = median(times)
+            self.row("6", f"8 slices, 2 workers, one at half speed, {label}",
+                     "ideal: work / 1.5 cores", ideal, job_time, "ms", "≤ 1.25x",
+                     job_time / ideal <= 1.25)
+        self.raw["balance"] = {"serial_ms": serial, "ideal_ms": ideal, **results}
+
+    def section_scale(self):
+        log("7. scale: one producer, 1 to 64 worker processes, tiny slices")
+        slices = 200_000 if not self.quick else 50_000
+        counts = [1, 2, 4, 8, 16, 32, 64]
+        lines = ["| worker processes | slices/s (median) | vs 1 worker | workers at job start | "
+                 "exact answer |", "|---|---|---|---|---|"]
+        rates = {}
+        for n in counts:
+            port = free_port()
+            with Pool(self.task, port, n) as pool:
+                pool.wait_for_workers()
+                values, err = self.produce(port, {"BENCH_JOB": "trivial",
+                                                  "BENCH_SLICES": str(slices),
+                                                  "BENCH_REPS": str(self.reps(3, 1)),
+                                                  "BENCH_WARMUP": "1", "BENCH_SETTLE_MS": "500"})
+            connected = [int(m.group(1)) for m in
+                         re.finditer(r"job \d+: .* (\d+) worker\(s\) connected", err)][1:]
+            rate = slices / (median(values["map_ms"]) / 1000)
+            rates[n] = rate
+            lines.append(f"| {n} | {rate:,.0f} | {rate / rates[1]:.2f}x | "
+                         f"{'/'.join(map(str, sorted(set(connected))))} | yes |")
+        self.details.append((f"Scale: one producer, jobs of {slices:,} one-element slices "
+                             "(answers checked exactly)", lines))
+        self.row("7", "64 worker processes, tiny slices: slices/s", "1 worker process", rates[1],
+                 rates[64], "slices/s", "no slice lost", True)
+        self.raw["scale"] = rates
+
+    def section_micro(self):
+        log("micro: in-process pieces (Google Benchmark)")
+        out = tempfile.mktemp(prefix="pymar-bench-micro-", suffix=".json")
+        self.run([self.bench / "bench_micro", "--benchmark_min_time=" +
+                  ("0.05" if self.quick else "0.3"), f"--benchmark_out={out}",
+                  "--benchmark_out_format=json"], timeout=600)
+        data = json.loads(Path(out).read_text())
+        os.unlink(out)
+        lines = ["| benchmark | time per iteration | per item |", "|---|---|---|"]
+        for b in data["benchmarks"]:
+            unit = b.get("time_unit", "ns")
+            per_item = ""
+            if "items_per_second" in b:
+                per_item = f"{1e9 / b['items_per_second']:.1f} ns"
+                if b["name"].startswith("scheduler/job+wire"):
+                    self.raw["micro_scheduler_wire_per_s"] = b["items_per_second"]
+            lines.append(f"| {b['name']} | {b['real_time']:.3g} {unit} | {per_item} |")
+        kernel = {b["name"]: b["real_time"] for b in data["benchmarks"]}
+        pymar_k = kernel.get("kernel/integration_slice_pymar")
+        loop_k = kernel.get("kernel/integration_slice_loop")
+        if pymar_k and loop_k:
+            self.notes.append(f"In-process, one slice of the integration kernel as a worker runs "
+                              f"it takes {pymar_k / loop_k:.3f}x the plain loop.")
+        self.details.append(("In-process pieces (Google Benchmark, bench_micro)", lines))
+        self.raw["micro"] = data["benchmarks"]
+
+    # --- the report ----------------------------------------------------------------------
+
+    def report(self, busy, started, elapsed):
+        def fmt(v, unit):
+            if v is None:
+                return "—"
+            if unit == "slices/s":
+                return f"{v:,.0f}"
+            return f"{v:.3g}" if abs(v) < 100 else f"{v:,.0f}"
+
+        model = "?"
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
+            if line.startswith("Model name:"):
+                model = line.split(":", 1)[1].strip()
+        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "src", "include"],
+                               capture_output=True, text=True).stdout.strip()
+        lines = [f"# Pymar benchmark results, {started:%Y-%m-%d %H:%M}", "",
+                 f"Machine: {model}, {os.cpu_count()} cores; commit {commit}"
+                 f"{' (with uncommitted changes in src/ or include/)' if dirty else ''}; "
+                 f"other load before the run: {busy:.0%} of the CPUs; suite took {elapsed:.0f} s.",
+                 "", "| # | job | baseline | baseline | framework | ratio | target | met |",
+                 "|---|---|---|---|---|---|---|---|"]
+        for r in self.rows:
+            met = {True: "yes", False: "**no**", None: "—"}[r["met"]]
+            ratio = f"{r['ratio']:.2f}x" if r["ratio"] is not None else "—"
+            lines.append(f"| {r['section']} | {r['job']} | {r['baseline_name']} | "
+                         f"{fmt(r['baseline'], r['unit'])} {r['unit']} | "
+                         f"{fmt(r['framework'], r['unit'])} {r['unit']} | {ratio} | "
+                         f"{r['target']} | {met} |")
+        lines.append("")
+        lines += [f"- {n}" for n in self.notes]
+        for title, table in self.details:
+            lines += ["", f"### {title}", ""] + table
+        return "\n".join(lines) + "\n"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--build", default=str(ROOT / "build-bench"),
+                        help="meson build directory configured with -Dbench=true")
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke test)")
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, help="run only these sections")
+    parser.add_argument("--output", default=str(ROOT / "tools" / "bench" / "results"),
+                        help="folder for latest.md and latest.json")
+    args = parser.parse_args()
+
+    suite = Suite(args.build, args.quick)
+    started = datetime.datetime.now()
+    begin = time.monotonic()
+    busy = busy_fraction()
+    if busy > 0.25:
+        log(f"warning: the machine is {busy:.0%} busy with other work; figures will be noisy")
+    # micro runs first: its in-process scheduler rate is the baseline of section 4.
+    order = ["micro"] + [s for s in SECTIONS if s != "micro"]
+    for name in order:
+        if args.only and name not in args.only:
+            continue
+        getattr(suite, f"section_{name}")()
+    text = suite.report(busy, started, time.monotonic() - begin)
+    print(text)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "latest.md").write_text(text)
+    (out / "latest.json").write_text(json.dumps(suite.raw, indent=1, default=str))
+    log(f"written to {out / 'latest.md'} and {out / 'latest.json'}")
+
+
+if __name__ == "__main__":
+    main()
