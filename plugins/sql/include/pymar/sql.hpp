@@ -1,0 +1,269 @@
+// The SQL data-source plugin: a table or a query of SQLite or PostgreSQL as a Pymar DataSource.
+//
+//   struct Numbers : pymar::sql::Source<std::int64_t> { using Source::Source; };
+//   REGISTER_DATASOURCE(Numbers);
+//   ...
+//   pymar::sql::Params params{.url = "sqlite:/data/numbers.db", .table = "numbers",
+//                             .columns = {"i"}, .key = "i"};
+//   auto answer = SquaredSum().map(pymar::sql::factory<Numbers>(params));
+//
+// Each worker opens its own connection and reads only its own slice, ordered by the key. By
+// default a slice is a range of the (integer) key, found from the row count and the smallest and
+// largest key that pymar::sql::factory reads once on the producer: no slice makes the database
+// walk the rows before it, and every row is in exactly one slice.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <iterator>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <pymar/codec.hpp>
+#include <pymar/data_source.hpp>
+#include <pymar/factory.hpp>
+
+#include "pymar/sql/cursor.hpp"
+#include "pymar/sql/row.hpp"
+
+namespace pymar::sql {
+
+/// How the rows of a slice [offset, offset + limit) are found.
+enum class Split : std::uint8_t {
+  /// Slice i reads the keys in a range computed from the row count and the smallest and largest
+  /// key (see key_range()): `WHERE key BETWEEN lo AND hi ORDER BY key`. Needs an integer key,
+  /// ideally indexed. The ranges tile [min, max], so every row is in exactly one slice; when the
+  /// keys have gaps, slices hold more or fewer rows than `limit`, but the answer is the same.
+  key_range,
+  /// `ORDER BY key LIMIT limit OFFSET offset`: any unique key, exactly `limit` rows per slice,
+  /// but the database walks `offset` rows to reach each slice, which grows with the table.
+  offset,
+};
+
+/// The rows a job covers, read once on the producer by pymar::sql::factory, so that every slice
+/// maps to its key range from the same figures.
+struct Snapshot {
+  bool taken = false;
+  std::uint64_t rows = 0;    ///< rows of the source (with `where` applied)
+  std::int64_t min_key = 0;  ///< smallest key, when rows > 0
+  std::int64_t max_key = 0;  ///< largest key, when rows > 0
+  MSGPACK_DEFINE(taken, rows, min_key, max_key)
+};
+
+/// Where a source's rows come from. Travels to every worker (msgpack-encoded).
+struct Params {
+  /// `sqlite:PATH` (a file on each worker's machine; relative paths are relative to the
+  /// worker's working directory) or `postgresql://user[:password]@host[:port]/database[?...]`
+  /// (`postgres://` too). Each worker connects from its own machine: `localhost` is the worker's.
+  std::string url;
+  /// A table (`name` or `schema.name`) ...
+  std::string table;
+  /// ... or a query whose result is the source (`SELECT ... FROM ... JOIN ...`): set one.
+  std::string query;
+  /// Columns read, in the order of the row type's fields; empty reads every column (`*`).
+  /// Plain names (`price`, `"Unit Price"`): for expressions, use `query`.
+  std::vector<std::string> columns;
+  /// The column the rows are ordered and split by: an integer column for Split::key_range
+  /// (index it), a unique column for Split::offset.
+  std::string key;
+  /// An optional SQL condition (`year >= 2000`) that rows must meet.
+  std::string where;
+  Split split = Split::key_range;
+  /// Filled by pymar::sql::factory; when absent, each slice reads it for itself.
+  Snapshot snapshot;
+  MSGPACK_DEFINE(url, table, query, columns, key, where, split, snapshot)
+};
+
+/// The database behind a connection string.
+enum class Dialect : std::uint8_t { sqlite, postgresql };
+
+/// The backends this build of the plugin has: "sqlite", "postgresql".
+std::vector<std::string> backends();
+
+namespace detail {
+class Backend;
+}  // namespace detail
+
+/// A connection to a database, for setting up data (tests, examples, benchmarks) and for reading
+/// rows outside a job. Sources open their own connections; this class is not needed to use them.
+class Connection {
+ public:
+  enum class Access : std::uint8_t { read_only, read_write };
+
+  /// Connects to `url` (see Params::url). A read-write SQLite connection creates the file.
+  /// Throws ConnectionError.
+  explicit Connection(const std::string& url, Access access = Access::read_write);
+  ~Connection();
+  Connection(Connection&&) noexcept;
+  Connection& operator=(Connection&&) noexcept;
+
+  Dialect dialect() const;
+  /// The connection string with any password hidden.
+  std::string where() const;
+
+  /// Runs one or more statements that return no rows. Throws QueryError.
+  void execute(std::string_view sql);
+
+  /// Runs a query; rows are read as the cursor moves. The cursor keeps the connection open.
+  std::unique_ptr<Cursor> query(std::string_view sql);
+
+  /// Runs a query and returns all its rows as Row values. Throws QueryError, ConversionError.
+  template <RowType Row>
+  std::vector<Row> rows(std::string_view sql);
+
+ private:
+  std::shared_ptr<detail::Backend> backend_;
+};
+
+/// The keys [lo, hi] of a slice under Split::key_range; empty when lo > hi.
+struct KeyRange {
+  std::int64_t lo = 0;
+  std::int64_t hi = -1;
+  bool empty() const noexcept { return lo > hi; }
+};
+
+/// The key range of slice [offset, offset + limit) of `snapshot.rows` rows: with
+/// span = max_key - min_key + 1, position x maps to key min_key + floor(x * span / rows), and
+/// the slice holds the keys from the key of `offset` up to (excluding) the key of
+/// `offset + limit`. Consecutive slices thus get adjacent ranges that tile [min_key, max_key]
+/// exactly; with dense keys (span == rows) a slice is exactly its `limit` rows.
+/// Throws QueryError when the slice lies outside the snapshot.
+KeyRange key_range(const Snapshot& snapshot, std::size_t offset, std::size_t limit);
+
+/// Reads the snapshot (row count, smallest and largest key) of `params` from the database.
+/// Throws ConnectionError, QueryError (also when the key is not an integer or holds NULLs).
+Snapshot take_snapshot(const Params& params);
+
+/// The SQL that slice [offset, offset + limit) of `params` runs, for `dialect`. Under
+/// Split::key_range, `params.snapshot` must be taken. Throws QueryError on a bad configuration.
+std::string slice_query(const Params& params, std::size_t offset, std::size_t limit);
+
+/// Rows counted by the source of `params` (with `where`): the snapshot's count when taken.
+std::size_t count_rows(const Params& params);
+
+/// Opens a connection of its own and runs slice [offset, offset + limit) of `params`.
+std::unique_ptr<Cursor> open_slice(const Params& params, std::size_t offset, std::size_t limit);
+
+/// The rows of one slice, converted to Row as they are read: a single-pass (input) range.
+/// Converting a value that does not fit Row throws ConversionError.
+template <RowType Row>
+class Rows {
+ public:
+  class iterator {
+   public:
+    using value_type = Row;
+    using difference_type = std::ptrdiff_t;
+
+    iterator() = default;
+    const Row& operator*() const { return rows_->row_; }
+    const Row* operator->() const { return &rows_->row_; }
+    iterator& operator++() {
+      rows_->advance();
+      return *this;
+    }
+    void operator++(int) { ++*this; }
+    friend bool operator==(const iterator& it, std::default_sentinel_t) { return it.at_end(); }
+
+   private:
+    bool at_end() const { return rows_->done_; }
+    friend class Rows;
+    explicit iterator(Rows* rows) : rows_(rows) {}
+    Rows* rows_ = nullptr;
+  };
+
+  /// Takes over a cursor; throws QueryError when its column count does not match Row.
+  explicit Rows(std::unique_ptr<Cursor> cursor) : cursor_(std::move(cursor)) {
+    if (cursor_->column_count() != row_arity<Row>()) throw_mismatch();
+  }
+
+  /// Reads the first row (once: the range is single-pass).
+  iterator begin() {
+    if (!started_) {
+      started_ = true;
+      advance();
+    }
+    return iterator(this);
+  }
+  std::default_sentinel_t end() const noexcept { return {}; }
+
+ private:
+  void advance() {
+    if (done_) return;
+    if (!cursor_->next()) {
+      done_ = true;
+      return;
+    }
+    read_row(*cursor_, index_++, row_);
+  }
+
+  [[noreturn]] void throw_mismatch() const;
+
+  std::unique_ptr<Cursor> cursor_;
+  Row row_{};
+  std::size_t index_ = 0;
+  bool started_ = false;
+  bool done_ = false;
+};
+
+namespace detail {
+[[noreturn]] void throw_column_mismatch(const Cursor& cursor, std::size_t expected,
+                                        const std::string& row_type);
+}  // namespace detail
+
+template <RowType Row>
+void Rows<Row>::throw_mismatch() const {
+  detail::throw_column_mismatch(*cursor_, row_arity<Row>(), row_label<Row>());
+}
+
+template <RowType Row>
+std::vector<Row> Connection::rows(std::string_view sql) {
+  std::vector<Row> out;
+  Rows<Row> rows(query(sql));
+  for (const Row& row : rows) out.push_back(row);
+  return out;
+}
+
+/// A data source over a table or query: derive from it (`using Source::Source;`) or name it
+/// (`using Books = pymar::sql::Source<Book>;`), register it with REGISTER_DATASOURCE, and give
+/// pymar::sql::factory (or pymar::factory) a Params. A slice's elements are Row values.
+template <RowType Row>
+class Source : public pymar::DataSource {
+ public:
+  using Params = sql::Params;
+  using row_type = Row;
+
+  explicit Source(Params params) : params_(std::move(params)) {}
+
+  /// The number of rows (see count_rows).
+  static std::size_t full_length(const Params& params) { return count_rows(params); }
+
+  /// Connects and runs this slice's query; rows are converted as they are read.
+  Rows<Row> items() const { return Rows<Row>(open_slice(params_, offset, limit)); }
+
+  const Params& params() const noexcept { return params_; }
+
+ private:
+  Params params_;
+};
+
+/// pymar::factory<S>(params), after reading the snapshot of the rows on the producer (under
+/// Split::key_range), so that every worker maps its slice to a key range from the same figures
+/// and none has to count the rows again.
+template <class S>
+requires requires {
+  typename S::row_type;
+} && std::derived_from<S, Source<typename S::row_type>> pymar::SourceFactory<S> factory(
+    Params params) {
+  if (params.split == Split::key_range && !params.snapshot.taken) {
+    params.snapshot = take_snapshot(params);
+  }
+  return pymar::factory<S>(std::move(params));
+}
+
+}  // namespace pymar::sql
+
+// (No semicolon: the macro ends with a namespace's closing brace.)
+MSGPACK_ADD_ENUM(pymar::sql::Split)
