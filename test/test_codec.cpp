@@ -64,7 +64,10 @@ TEST_CASE("a forged length cannot make the decoder allocate for it") {
   CHECK_THROWS_AS(pymar::decode<std::vector<int>>(forged_array), pymar::DecodeError);
   const std::string forged_map("\xdf\xff\xff\xff\xff\x01\x02", 7);
   CHECK_THROWS_AS((pymar::decode<std::map<int, int>>(forged_map)), pymar::DecodeError);
-  const std::string forged_string("\xdb\xff\xff\xff\xff" "abc", 8);
+  const std::string forged_string(
+      "\xdb\xff\xff\xff\xff"
+      "abc",
+      8);
   CHECK_THROWS_AS(pymar::decode<std::string>(forged_string), pymar::DecodeError);
 }
 
@@ -78,4 +81,33 @@ TEST_CASE("limits bound nesting depth and container sizes") {
   CHECK_THROWS_AS(pymar::decode<std::vector<int>>(pymar::encode(std::vector<int>{1, 2, 3}), limits),
                   pymar::DecodeError);
   CHECK(pymar::decode<std::vector<int>>(pymar::encode(std::vector<int>{1, 2}), limits).size() == 2);
+}
+
+TEST_CASE("nested containers cannot claim more elements in all than the bytes can hold") {
+  // 63 nested arrays, each claiming 4000 elements, around 4000 one-byte elements: every count is
+  // within the input's size, but together they claim 63 times more than it holds, and msgpack
+  // allocates 24 bytes per claimed element as it meets each header.
+  std::string nested;
+  for (int i = 0; i < 63; ++i) nested += std::string("\xdd\x00\x00\x0f\xa0", 5);
+  nested += std::string(4000, '\x01');
+  CHECK_THROWS_WITH_AS(pymar::decode<std::vector<std::vector<int>>>(nested),
+                       doctest::Contains("declare more elements than"), pymar::DecodeError);
+  // The same with maps: 60 nested maps of 1000 entries, each the value of the first key of the
+  // one around it.
+  std::string nested_maps;
+  for (int i = 0; i < 60; ++i) nested_maps += std::string("\xdf\x00\x00\x03\xe8\x01", 6);
+  nested_maps += std::string(2000, '\x01');
+  CHECK_THROWS_WITH_AS((pymar::decode<std::map<int, int>>(nested_maps)),
+                       doctest::Contains("declare more elements than"), pymar::DecodeError);
+
+  // Honest input of any shape still decodes.
+  std::vector<std::vector<std::int64_t>> grid(100, std::vector<std::int64_t>(100, 7));
+  CHECK(round_trip(grid) == grid);
+  std::map<std::string, std::int64_t> counts;
+  for (int i = 0; i < 1000; ++i) counts["w" + std::to_string(i)] = i;
+  CHECK(round_trip(counts) == counts);
+  std::vector<std::vector<int>> empties(5000);
+  CHECK(round_trip(empties) == empties);
+  const std::vector<Measurement> many(300, Measurement{"m", {1.0, 2.0}, 3});
+  CHECK(round_trip(many) == many);
 }

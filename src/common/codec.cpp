@@ -1,8 +1,51 @@
 #include <algorithm>
+#include <cstdint>
+#include <string>
 
 #include "pymar/codec.hpp"
 
 namespace pymar::detail {
+namespace {
+
+// Counts the elements that containers declare against the bytes there are. Every element takes
+// at least one byte (a map entry two) and is in one container, so honest input never declares
+// more elements in all than it has bytes. Capping each container's count by the size is not
+// enough: each of `max_depth` nested containers may claim that many at once, and the unpacker
+// allocates for a container as soon as it meets its header. The count stops where the unpacker
+// would stop too (too deep), so that the parser's own stack stays small.
+class DeclaredElements : public msgpack::null_visitor {
+ public:
+  DeclaredElements(std::size_t budget, std::size_t max_depth)
+      : budget_(budget), max_depth_(max_depth) {}
+  bool start_array(std::uint32_t count) { return open(count); }
+  bool start_map(std::uint32_t count) { return open(2 * std::size_t{count}); }
+  bool end_array() { return close(); }
+  bool end_map() { return close(); }
+  bool exceeded() const { return exceeded_; }
+
+ private:
+  bool open(std::size_t count) {
+    if (count > budget_) {
+      exceeded_ = true;
+      return false;  // stops the parse
+    }
+    budget_ -= count;
+    return ++depth_ <= max_depth_;
+  }
+  bool close() {
+    --depth_;
+    return true;
+  }
+  std::size_t budget_;
+  std::size_t max_depth_;
+  std::size_t depth_ = 0;
+  bool exceeded_ = false;
+};
+
+// Below this size, what nested containers can claim is too little to be worth a second pass.
+constexpr std::size_t kCountElementsAbove = 1024;
+
+}  // namespace
 
 msgpack::object_handle unpack_bounded(std::string_view bytes, const DecodeLimits& limits) {
   // Every element takes at least one byte on the wire (a map entry two), so no honest input
@@ -12,6 +55,16 @@ msgpack::object_handle unpack_bounded(std::string_view bytes, const DecodeLimits
                                     std::min(limits.max_map, size / 2),
                                     std::min(limits.max_str, size), std::min(limits.max_bin, size),
                                     std::min<std::size_t>(size, 1 << 20), limits.max_depth);
+  if (size > kCountElementsAbove) {
+    // Malformed input is left to the unpacker below, which says what is wrong with it.
+    DeclaredElements declared(size - 1, limits.max_depth);  // the outermost value takes a byte
+    std::size_t parsed = 0;
+    (void)msgpack::parse(bytes.data(), size, parsed, declared);
+    if (declared.exceeded()) {
+      throw DecodeError("containers declare more elements than " + std::to_string(size) +
+                        " bytes can hold");
+    }
+  }
   std::size_t offset = 0;
   msgpack::object_handle handle;
   try {
