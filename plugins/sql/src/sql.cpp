@@ -338,20 +338,20 @@ KeyRange key_range(const Snapshot& snapshot, std::size_t offset, std::size_t lim
     throw QueryError(fmt::format("slice [{}, {}) is outside the snapshot of {} rows", offset,
                                  offset + limit, snapshot.rows));
   }
-  if (limit == 0 || snapshot.max_key < snapshot.min_key) return {};
-  // Position x maps to min + floor(x * span / rows): monotonic, 0 -> min, rows -> max + 1.
-  // 128-bit arithmetic: span and rows may each approach 2^64.
+  // 128-bit arithmetic: span and rows may each approach 2^64. For 0 < x < rows, key(x) <= max_key,
+  // so the result always fits 64 bits.
   const __uint128_t span = static_cast<__uint128_t>(static_cast<std::uint64_t>(snapshot.max_key) -
                                                     static_cast<std::uint64_t>(snapshot.min_key)) +
                            1;
   auto key_at = [&](std::size_t x) {
-    return static_cast<__int128_t>(snapshot.min_key) +
-           static_cast<__int128_t>(static_cast<__uint128_t>(x) * span / snapshot.rows);
+    return static_cast<std::int64_t>(
+        static_cast<__int128_t>(snapshot.min_key) +
+        static_cast<__int128_t>(static_cast<__uint128_t>(x) * span / snapshot.rows));
   };
-  const __int128_t lo = key_at(offset);
-  const __int128_t hi = key_at(offset + limit) - 1;  // <= max_key: no overflow at INT64_MAX
-  if (lo > hi) return {};
-  return {static_cast<std::int64_t>(lo), static_cast<std::int64_t>(hi)};
+  KeyRange range;
+  if (offset > 0) range.from = key_at(offset);
+  if (offset + limit < snapshot.rows) range.to = key_at(offset + limit);
+  return range;
 }
 
 std::string slice_query(const Params& params, std::size_t offset, std::size_t limit) {
@@ -365,9 +365,11 @@ std::string slice_query(const Params& params, std::size_t offset, std::size_t li
                        detail::where_clause(params), params.key, limit, offset);
   }
   const KeyRange range = key_range(params.snapshot, offset, limit);
+  std::vector<std::string> bounds;
+  if (range.from) bounds.push_back(fmt::format("{} >= {}", params.key, *range.from));
+  if (range.to) bounds.push_back(fmt::format("{} < {}", params.key, *range.to));
   return fmt::format("SELECT {} FROM {}{} ORDER BY {}", columns, from,
-                     detail::where_clause(params, fmt::format("{} BETWEEN {} AND {}", params.key,
-                                                              range.lo, range.hi)),
+                     detail::where_clause(params, fmt::format("{}", fmt::join(bounds, " AND "))),
                      params.key);
 }
 

@@ -292,7 +292,7 @@ TEST_SUITE("sql") {
     });
   }
 
-  TEST_CASE("key ranges tile [min, max] whatever the figures") {
+  TEST_CASE("key ranges are adjacent, open at both ends, and within [min, max]") {
     struct Figures {
       std::uint64_t rows;
       std::int64_t min, max;
@@ -302,31 +302,59 @@ TEST_SUITE("sql") {
     for (const Figures f :
          {Figures{10, 0, 9}, Figures{7, 100, 1000}, Figures{1000, 5, 5},
           Figures{3, lowest, highest}, Figures{~std::uint64_t{0}, lowest, highest},
-          Figures{13, -6, 6}, Figures{100, 0, 12}}) {
+          Figures{13, -6, 6}, Figures{100, 0, 12}, Figures{5, highest - 4, highest}}) {
       const Snapshot s{true, f.rows, f.min, f.max};
       for (std::size_t parts : {1u, 2u, 3u, 5u, 8u, 13u, 101u}) {
         CAPTURE(parts);
         CAPTURE(f.rows);
-        std::optional<std::int64_t> next;  // the key the next non-empty range must start at
-        std::size_t offset = 0;
         const std::size_t count = std::min<std::size_t>(parts, f.rows);
+        std::size_t offset = 0;
+        std::optional<std::int64_t> previous_to;
         for (std::size_t i = 0; i < count; ++i) {
           const std::size_t limit = f.rows / count + (i < f.rows % count ? 1 : 0);
           const KeyRange r = key_range(s, offset, limit);
           offset += limit;
-          if (r.empty()) continue;
-          CHECK(r.lo == next.value_or(f.min));
-          if (r.hi == highest) {
-            next.reset();
+          if (i == 0) {
+            CHECK_FALSE(r.from.has_value());
           } else {
-            next = r.hi + 1;
+            CHECK(r.from == previous_to);
           }
-          CHECK(r.hi <= f.max);
+          if (i + 1 == count) {
+            CHECK_FALSE(r.to.has_value());
+          } else {
+            REQUIRE(r.to.has_value());
+            CHECK(*r.to >= f.min);
+            CHECK(*r.to <= f.max);
+            if (r.from) CHECK(*r.from <= *r.to);
+          }
+          previous_to = r.to;
         }
-        if (f.max != highest) CHECK(next == f.max + 1);
       }
     }
+    // Dense keys: a slice is exactly its elements.
+    const KeyRange r = key_range(Snapshot{true, 10, 100, 109}, 3, 4);
+    CHECK(r.from == 103);
+    CHECK(r.to == 107);
     CHECK_THROWS_AS(key_range(Snapshot{true, 10, 0, 9}, 8, 3), QueryError);
+  }
+
+  TEST_CASE("keys that are not whole numbers are still read exactly once (SQLite)") {
+    for_each_database([](Database& db) {
+      if (db.name != "sqlite") return;
+      db.create("pymar_t_mixed", "k");  // untyped: SQLite keeps each value as given
+      db.insert("pymar_t_mixed", {"0", "0.5", "1", "1.5", "2", "2.25", "2.5", "3", "9.75", "10"});
+      Params p;
+      p.url = db.url;
+      p.table = "pymar_t_mixed";
+      p.key = "k";
+      for (std::size_t parts = 1; parts <= 12; ++parts) {
+        CAPTURE(parts);
+        std::vector<double> seen;
+        for (const auto& slice : read_job<double>(p, parts))
+          seen.insert(seen.end(), slice.begin(), slice.end());
+        CHECK(seen == std::vector<double>{0, 0.5, 1, 1.5, 2, 2.25, 2.5, 3, 9.75, 10});
+      }
+    });
   }
 
   TEST_CASE("a where condition applies to the count and to every slice") {
@@ -438,7 +466,12 @@ TEST_SUITE("sql") {
     p.where = "v > 0";
     p.snapshot = Snapshot{true, 10, 100, 109};
     CHECK(slice_query(p, 3, 4) ==
-          "SELECT i, v FROM numbers WHERE (v > 0) AND i BETWEEN 103 AND 106 ORDER BY i");
+          "SELECT i, v FROM numbers WHERE (v > 0) AND i >= 103 AND i < 107 ORDER BY i");
+    CHECK(slice_query(p, 0, 4) == "SELECT i, v FROM numbers WHERE (v > 0) AND i < 104 ORDER BY i");
+    CHECK(slice_query(p, 4, 6) == "SELECT i, v FROM numbers WHERE (v > 0) AND i >= 104 ORDER BY i");
+    p.where.clear();
+    CHECK(slice_query(p, 0, 10) == "SELECT i, v FROM numbers ORDER BY i");
+    p.where = "v > 0";
     p.split = Split::offset;
     CHECK(slice_query(p, 3, 4) ==
           "SELECT i, v FROM numbers WHERE (v > 0) ORDER BY i LIMIT 4 OFFSET 3");

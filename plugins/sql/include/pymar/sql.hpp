@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <iterator>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -34,9 +35,10 @@ namespace pymar::sql {
 /// How the rows of a slice [offset, offset + limit) are found.
 enum class Split : std::uint8_t {
   /// Slice i reads the keys in a range computed from the row count and the smallest and largest
-  /// key (see key_range()): `WHERE key BETWEEN lo AND hi ORDER BY key`. Needs an integer key,
-  /// ideally indexed. The ranges tile [min, max], so every row is in exactly one slice; when the
-  /// keys have gaps, slices hold more or fewer rows than `limit`, but the answer is the same.
+  /// key (see key_range()): `WHERE key >= from AND key < to ORDER BY key`. Needs an integer key,
+  /// ideally indexed. The ranges are adjacent and the first and last are open-ended, so every
+  /// row is in exactly one slice; when the keys have gaps, slices hold more or fewer rows than
+  /// `limit`, but the answer is the same.
   key_range,
   /// `ORDER BY key LIMIT limit OFFSET offset`: any unique key, exactly `limit` rows per slice,
   /// but the database walks `offset` rows to reach each slice, which grows with the table.
@@ -53,27 +55,28 @@ struct Snapshot {
   MSGPACK_DEFINE(taken, rows, min_key, max_key)
 };
 
-/// Where a source's rows come from. Travels to every worker (msgpack-encoded).
+/// Where a source's rows come from. Travels to every worker (msgpack-encoded). Every member has
+/// a default, so designated initialisers may name only those they set.
 struct Params {
   /// `sqlite:PATH` (a file on each worker's machine; relative paths are relative to the
   /// worker's working directory) or `postgresql://user[:password]@host[:port]/database[?...]`
   /// (`postgres://` too). Each worker connects from its own machine: `localhost` is the worker's.
-  std::string url;
+  std::string url{};
   /// A table (`name` or `schema.name`) ...
-  std::string table;
+  std::string table{};
   /// ... or a query whose result is the source (`SELECT ... FROM ... JOIN ...`): set one.
-  std::string query;
+  std::string query{};
   /// Columns read, in the order of the row type's fields; empty reads every column (`*`).
   /// Plain names (`price`, `"Unit Price"`): for expressions, use `query`.
-  std::vector<std::string> columns;
+  std::vector<std::string> columns{};
   /// The column the rows are ordered and split by: an integer column for Split::key_range
   /// (index it), a unique column for Split::offset.
-  std::string key;
+  std::string key{};
   /// An optional SQL condition (`year >= 2000`) that rows must meet.
-  std::string where;
+  std::string where{};
   Split split = Split::key_range;
   /// Filled by pymar::sql::factory; when absent, each slice reads it for itself.
-  Snapshot snapshot;
+  Snapshot snapshot{};
   MSGPACK_DEFINE(url, table, query, columns, key, where, split, snapshot)
 };
 
@@ -118,18 +121,19 @@ class Connection {
   std::shared_ptr<detail::Backend> backend_;
 };
 
-/// The keys [lo, hi] of a slice under Split::key_range; empty when lo > hi.
+/// The keys of a slice under Split::key_range: from `from` (inclusive) up to `to` (exclusive).
+/// The first slice has no lower bound and the last no upper bound, so that the slices' ranges
+/// cover every key value, even one that is not a whole number (SQLite stores what it is given).
 struct KeyRange {
-  std::int64_t lo = 0;
-  std::int64_t hi = -1;
-  bool empty() const noexcept { return lo > hi; }
+  std::optional<std::int64_t> from;
+  std::optional<std::int64_t> to;
 };
 
-/// The key range of slice [offset, offset + limit) of `snapshot.rows` rows: with
-/// span = max_key - min_key + 1, position x maps to key min_key + floor(x * span / rows), and
-/// the slice holds the keys from the key of `offset` up to (excluding) the key of
-/// `offset + limit`. Consecutive slices thus get adjacent ranges that tile [min_key, max_key]
-/// exactly; with dense keys (span == rows) a slice is exactly its `limit` rows.
+/// The key range of slice [offset, offset + limit) of `snapshot.rows` rows. Position x maps to
+/// key(x) = min_key + floor(x * span / rows), with span = max_key - min_key + 1: monotonic, and
+/// key(0) = min_key. The slice holds the keys from key(offset) up to key(offset + limit), so
+/// consecutive slices get adjacent ranges: every row is in exactly one slice. With dense keys
+/// (span == rows) key(x) = min_key + x, and a slice is exactly its `limit` rows.
 /// Throws QueryError when the slice lies outside the snapshot.
 KeyRange key_range(const Snapshot& snapshot, std::size_t offset, std::size_t limit);
 
