@@ -104,9 +104,9 @@ TEST_CASE("the registry knows the names of this binary and explains unknown ones
   CHECK(pymar::detail::find_kernel("Doubler", "Nope").error == "unknown data source 'Nope'");
   CHECK(pymar::detail::registration_errors().empty());
   struct Unregistered : pymar::Producer<Unregistered> {};
-  CHECK_THROWS_WITH_AS(pymar::detail::registered_name(pymar::detail::EntryKind::producer,
-                                                      typeid(Unregistered)),
-                       doctest::Contains("PYMAR_REGISTER_PRODUCER"), pymar::Error);
+  CHECK_THROWS_WITH_AS(
+      pymar::detail::registered_name(pymar::detail::EntryKind::producer, typeid(Unregistered)),
+      doctest::Contains("PYMAR_REGISTER_PRODUCER"), pymar::Error);
 }
 
 namespace {

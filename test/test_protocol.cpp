@@ -137,16 +137,16 @@ TEST_CASE("another protocol version is recognised as such") {
 
 TEST_CASE("valid msgpack of the wrong shape is rejected, field by field") {
   const unsigned v = pymar::protocol_version();
-  CHECK_THROWS_AS(decode(header(v), 0), ProtocolError);                     // no type
-  CHECK_THROWS_AS(decode(header(v, 99), 0), ProtocolError);                 // unknown type
-  CHECK_THROWS_AS(decode(header(v, 4), 0), ProtocolError);                  // HEARTBEAT, no field
-  CHECK_THROWS_AS(decode(header(v, 4, "x"), 0), ProtocolError);             // wrong field type
-  CHECK_THROWS_AS(decode(header(v, 4, 1, 2), 0), ProtocolError);            // extra field
-  CHECK_THROWS_AS(decode(header(v, 4, -1), 0), ProtocolError);              // negative session
-  CHECK_THROWS_AS(decode(header(v, 6, 1), 0), ProtocolError);               // CANCEL, short
-  CHECK_THROWS_AS(decode(header("1", 4, 0), 0), ProtocolError);             // version as text
+  CHECK_THROWS_AS(decode(header(v), 0), ProtocolError);           // no type
+  CHECK_THROWS_AS(decode(header(v, 99), 0), ProtocolError);       // unknown type
+  CHECK_THROWS_AS(decode(header(v, 4), 0), ProtocolError);        // HEARTBEAT, no field
+  CHECK_THROWS_AS(decode(header(v, 4, "x"), 0), ProtocolError);   // wrong field type
+  CHECK_THROWS_AS(decode(header(v, 4, 1, 2), 0), ProtocolError);  // extra field
+  CHECK_THROWS_AS(decode(header(v, 4, -1), 0), ProtocolError);    // negative session
+  CHECK_THROWS_AS(decode(header(v, 6, 1), 0), ProtocolError);     // CANCEL, short
+  CHECK_THROWS_AS(decode(header("1", 4, 0), 0), ProtocolError);   // version as text
   CHECK_THROWS_AS(decode(pymar::encode(std::map<int, int>{{1, 2}}), 0), ProtocolError);
-  CHECK_THROWS_AS(decode(header(v, 8), 1), ProtocolError);                  // WHO with payload
+  CHECK_THROWS_AS(decode(header(v, 8), 1), ProtocolError);  // WHO with payload
 }
 
 TEST_CASE("a READY with no credit is rejected") {
@@ -170,7 +170,8 @@ TEST_CASE("random and truncated bytes never crash the decoder") {
       for (char& c : bytes) c = static_cast<char>(random());
     } else {
       bytes = valid.substr(0, random() % valid.size());  // truncated
-      if (!bytes.empty() && i % 4 == 1) bytes[random() % bytes.size()] ^= static_cast<char>(1 + random() % 255);
+      if (!bytes.empty() && i % 4 == 1)
+        bytes[random() % bytes.size()] ^= static_cast<char>(1 + random() % 255);
     }
     try {
       decode(bytes, random() % 3);

@@ -72,7 +72,9 @@ JobRequest job(std::size_t length, std::size_t parts) {
 }
 
 // The partial value a well-behaved worker computes for a slice in these tests.
-std::string value_of(std::uint64_t slice) { return pymar::encode(std::int64_t(slice) * 10); }
+std::string value_of(std::uint64_t slice) {
+  return pymar::encode(std::int64_t(slice) * 10);
+}
 
 // Answers an ASSIGN with every slice ok.
 void answer(Scheduler& s, const std::string& worker, const Assign& a, Clock::time_point now,
@@ -116,11 +118,16 @@ TEST_CASE("slices are handed to a ready worker within its credit and the job com
   const JobRequest request = job(14, 4);
   s.start_job(request, {7, 1}, 1s, t0);
   auto assigns = out.taken<Assign>("w1");
-  REQUIRE(assigns.size() == 2);  // credit 2, one slice per batch while the cost is unknown
+  // While the cost of a slice is unknown, one batch of one slice at a time.
+  REQUIRE(assigns.size() == 1);
+  CHECK(assigns[0].slices.size() == 1);
   CHECK(assigns[0].slices[0].offset == 0);
   CHECK(assigns[0].slices[0].limit == 4);
   CHECK(assigns[0].producer == "P");
   CHECK(assigns[0].source == "S");
+  answer(s, "w1", assigns[0], t0);  // 1 us per slice: short, so the worker's credit is used
+  assigns = out.taken<Assign>("w1");
+  CHECK(assigns.size() == 2);
   while (!assigns.empty()) {
     for (const Assign& a : assigns) answer(s, "w1", a, t0);
     assigns = out.taken<Assign>("w1");
@@ -129,6 +136,18 @@ TEST_CASE("slices are handed to a ready worker within its credit and the job com
   CHECK(s.slices_done() == 4);
   Partials partials = s.take_partials();
   CHECK(decoded(partials) == std::vector<std::int64_t>{0, 10, 20, 30});
+}
+
+TEST_CASE("no slice waits queued behind a long one") {
+  RecordingOutbox out;
+  Scheduler s(config(), out);
+  s.on_ready("w1", ready(2), t0);
+  const JobRequest request = job(4, 4);
+  s.start_job(request, {7, 1}, 1s, t0);
+  auto first = out.taken<Assign>("w1");
+  REQUIRE(first.size() == 1);
+  answer(s, "w1", first[0], t0, 500'000'000);  // half a second per slice
+  CHECK(out.taken<Assign>("w1").size() == 1);
 }
 
 TEST_CASE("a job with no elements is done at once") {
@@ -188,7 +207,11 @@ TEST_CASE("a result counts once: duplicates, other jobs and unknown batches are 
   REQUIRE(first.size() == 1);
   answer(s, "w1", first[0], t0);
   answer(s, "w1", first[0], t0);  // the same batch again
-  CHECK(s.drops().duplicate == 1);
+  CHECK(s.drops().late == 1);
+  Assign forged = first[0];
+  forged.batch = 1000;
+  answer(s, "w1", forged, t0);  // a batch never sent
+  CHECK(s.drops().malformed == 1);
   Assign other_job = first[0];
   other_job.job = {7, 99};
   answer(s, "w1", other_job, t0);
@@ -399,9 +422,11 @@ TEST_CASE("a worker joining mid-job takes pending slices") {
   s.start_job(request, {7, 1}, 10s, t0);
   s.on_ready("late", ready(4), t0 + 50ms);
   auto a = out.taken<Assign>("late");
+  REQUIRE(a.size() == 1);
+  answer(s, "late", a[0], t0 + 60ms);
   std::size_t slices = 0;
-  for (const Assign& x : a) slices += x.slices.size();
-  CHECK(slices == 4);
+  for (const Assign& x : out.taken<Assign>("late")) slices += x.slices.size();
+  CHECK(slices == 3);  // the cost is known now: the rest at once, within its credit
 }
 
 TEST_CASE("a straggling slice is copied to an idle worker; the first result counts") {

@@ -16,7 +16,9 @@ TEST_CASE("2 elements for 4 workers are cut into 2 parts of one element") {
   CHECK(split(2, 4) == std::vector<Part>{{0, 1}, {1, 1}});
 }
 
-TEST_CASE("no elements make no parts") { CHECK(split(0, 4).empty()); }
+TEST_CASE("no elements make no parts") {
+  CHECK(split(0, 4).empty());
+}
 
 TEST_CASE("every element is in exactly one part, and part sizes differ by at most one") {
   for (std::size_t length : {1, 2, 3, 7, 10, 99, 1000, 1001, 65537}) {

@@ -29,7 +29,9 @@ struct DataSource {
 namespace detail {
 
 template <class S>
-concept SourceWithParams = requires { typename S::Params; };
+concept SourceWithParams = requires {
+  typename S::Params;
+};
 
 template <class S>
 concept SourceWithItems = requires(const S& s) {
@@ -38,7 +40,7 @@ concept SourceWithItems = requires(const S& s) {
 
 template <class S>
 concept DataSourceType = std::derived_from<S, DataSource> &&
-                         (SourceWithItems<S> || std::ranges::input_range<S&>);
+    (SourceWithItems<S> || std::ranges::input_range<S&>);
 
 template <class S>
 struct ParamsOf {
@@ -64,8 +66,9 @@ std::size_t full_length_of([[maybe_unused]] const Params* params) {
   if constexpr (requires { S::full_length(*params); }) {
     return static_cast<std::size_t>(S::full_length(*params));
   } else {
-    static_assert(requires { S::full_length(); },
-                  "a DataSource needs static full_length() or static full_length(const Params&)");
+    static_assert(
+        requires { S::full_length(); },
+        "a DataSource needs static full_length() or static full_length(const Params&)");
     return static_cast<std::size_t>(S::full_length());
   }
 }

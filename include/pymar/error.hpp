@@ -19,14 +19,14 @@ class Error : public std::runtime_error {
 class SliceError : public Error {
  public:
   struct Details {
-    std::size_t slice = 0;          ///< index of the slice in [0, parts)
-    std::size_t offset = 0;         ///< first element of the slice
-    std::size_t limit = 0;          ///< number of elements in the slice
-    std::string host;               ///< host of the worker that reported the failure ("" if local)
-    std::int64_t pid = 0;           ///< pid of that worker process
-    std::string exception_type;     ///< demangled type of the exception, or "signal SIGSEGV" etc.
-    std::string message;            ///< what() of the exception, or a description of the crash
-    unsigned attempts = 0;          ///< how many times the slice was tried
+    std::size_t slice = 0;       ///< index of the slice in [0, parts)
+    std::size_t offset = 0;      ///< first element of the slice
+    std::size_t limit = 0;       ///< number of elements in the slice
+    std::string host;            ///< host of the worker that reported the failure ("" if local)
+    std::int64_t pid = 0;        ///< pid of that worker process
+    std::string exception_type;  ///< demangled type of the exception, or "signal SIGSEGV" etc.
+    std::string message;         ///< what() of the exception, or a description of the crash
+    unsigned attempts = 0;       ///< how many times the slice was tried
   };
 
   explicit SliceError(Details details);

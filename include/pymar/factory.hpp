@@ -26,8 +26,8 @@ class SourceFactory {
 
  private:
   struct Empty {};
-  using Params = std::conditional_t<detail::SourceWithParams<S>, typename detail::ParamsOf<S>::type,
-                                    Empty>;
+  using Params =
+      std::conditional_t<detail::SourceWithParams<S>, typename detail::ParamsOf<S>::type, Empty>;
 
  public:
   SourceFactory() = default;
@@ -102,15 +102,14 @@ SourceFactory<S> factory() {
 
 /// A factory for registered source S configured with `params` (its `Params` type).
 template <detail::DataSourceType S>
-  requires detail::SourceWithParams<S>
-SourceFactory<S> factory(typename S::Params params) {
+requires detail::SourceWithParams<S> SourceFactory<S> factory(typename S::Params params) {
   return SourceFactory<S>(std::move(params));
 }
 
 /// A factory over elements in memory: a std::vector, std::array, std::span or any contiguous range.
 /// An lvalue is viewed (it must outlive `map`); a std::vector rvalue is moved in and owned.
 template <std::ranges::contiguous_range R>
-  requires std::ranges::sized_range<R>
+requires std::ranges::sized_range<R>
 auto factory(R&& data) {
   using T = std::remove_cv_t<std::ranges::range_value_t<R>>;
   if constexpr (std::is_same_v<std::remove_cvref_t<R>, std::vector<T>> &&

@@ -48,16 +48,16 @@ std::string type_name(const std::type_info& type);
 
 /// Registers a producer class (derived from pymar::Producer<Class>) under the name `Class`.
 /// Use at namespace scope, once per class, in a source file of the task binary.
-#define PYMAR_REGISTER_PRODUCER(Class)                                                          \
-  static_assert(std::is_base_of_v<::pymar::Producer<Class>, Class>,                             \
-                #Class " must derive from pymar::Producer<" #Class ">");                        \
+#define PYMAR_REGISTER_PRODUCER(Class)                                                           \
+  static_assert(std::is_base_of_v<::pymar::Producer<Class>, Class>,                              \
+                #Class " must derive from pymar::Producer<" #Class ">");                         \
   static const ::pymar::detail::Registration PYMAR_DETAIL_CAT(pymar_registration_, __COUNTER__){ \
       ::pymar::detail::EntryKind::producer, #Class, typeid(Class), __FILE__, __LINE__};          \
   static_assert(true, "")
 
 /// Registers a data source class (derived from pymar::DataSource) under the name `Class`.
-#define PYMAR_REGISTER_DATASOURCE(Class)                                                        \
-  static_assert(::pymar::detail::DataSourceType<Class>,                                         \
+#define PYMAR_REGISTER_DATASOURCE(Class)                                                         \
+  static_assert(::pymar::detail::DataSourceType<Class>,                                          \
                 #Class " must derive from pymar::DataSource and have items() or begin()/end()"); \
   static const ::pymar::detail::Registration PYMAR_DETAIL_CAT(pymar_registration_, __COUNTER__){ \
       ::pymar::detail::EntryKind::source, #Class, typeid(Class), __FILE__, __LINE__};            \

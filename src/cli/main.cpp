@@ -13,9 +13,9 @@
 #include <thread>
 #include <vector>
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+#include <CLI/CLI.hpp>
 
 #include "common/build_id.hpp"
 #include "common/log.hpp"
@@ -100,8 +100,8 @@ int check_names(const std::vector<std::string>& wanted, const std::vector<std::s
                 const char* what) {
   for (const std::string& name : wanted) {
     if (std::find(known.begin(), known.end(), name) == known.end()) {
-      return usage_error(fmt::format("unknown {} '{}' (this binary has: {})", what, name,
-                                     fmt::join(known, ", ")));
+      return usage_error(
+          fmt::format("unknown {} '{}' (this binary has: {})", what, name, fmt::join(known, ", ")));
     }
   }
   return 0;
@@ -122,7 +122,7 @@ int run_worker_pool(const Settings& s) {
   worker.credit = s.credit;
   worker.only_producers = s.producers;
   worker.only_sources = s.sources;
-  worker.exit_on_stop = true;
+  worker.supervised = true;
   const unsigned processes = s.workers.value_or(std::max(1u, std::thread::hardware_concurrency()));
   spdlog::info("{} worker process(es) of {} (build {}) serving the producer at {}", processes,
                task_name(), build_fingerprint(), worker.endpoint);
@@ -146,18 +146,12 @@ int run_worker_pool(const Settings& s) {
 class EmbeddedPool {
  public:
   EmbeddedPool(const Settings& s, unsigned processes, std::uint16_t port) {
-    std::vector<std::string> args = {task_name(),
-                                     "--worker",
-                                     "-q",
-                                     fmt::format("127.0.0.1:{}", port),
-                                     "-w",
-                                     std::to_string(processes),
-                                     "--heartbeat",
-                                     fmt::format("{}", s.heartbeat),
-                                     "--liveness",
-                                     fmt::format("{}", s.liveness),
-                                     "--credit",
-                                     std::to_string(s.credit)};
+    std::vector<std::string> args = {task_name(),   "--worker",
+                                     "-q",          fmt::format("127.0.0.1:{}", port),
+                                     "-w",          std::to_string(processes),
+                                     "--heartbeat", fmt::format("{}", s.heartbeat),
+                                     "--liveness",  fmt::format("{}", s.liveness),
+                                     "--credit",    std::to_string(s.credit)};
     args.push_back(s.verbose ? "-v" : "--quiet");
     std::vector<char*> argv;
     for (std::string& arg : args) argv.push_back(arg.data());
@@ -165,7 +159,8 @@ class EmbeddedPool {
     std::fflush(nullptr);
     const pid_t parent = getpid();
     pid_ = fork();
-    if (pid_ < 0) throw Error(fmt::format("cannot start the worker pool: {}", std::strerror(errno)));
+    if (pid_ < 0)
+      throw Error(fmt::format("cannot start the worker pool: {}", std::strerror(errno)));
     if (pid_ == 0) {
       // Only async-signal-safe calls until exec: this process has threads.
       prctl(PR_SET_PDEATHSIG, SIGTERM);
@@ -210,7 +205,8 @@ int run_producer(const Settings& s, const std::function<int()>& job) {
   if (s.quiet) spdlog::set_level(spdlog::level::warn);
   if (s.local) {
     use_dispatcher(nullptr, false);
-    spdlog::info("--local: computing on this machine's {} cores", std::thread::hardware_concurrency());
+    spdlog::info("--local: computing on this machine's {} cores",
+                 std::thread::hardware_concurrency());
     return run_job_safely(job);
   }
 

@@ -33,7 +33,8 @@ int find_build_id(dl_phdr_info* info, std::size_t, void* data) {
       const unsigned char* name = cursor + sizeof note;
       const unsigned char* desc = name + ((note.n_namesz + 3) & ~3u);
       if (desc + note.n_descsz > end) break;
-      if (note.n_type == NT_GNU_BUILD_ID && note.n_namesz == 4 && std::memcmp(name, "GNU", 4) == 0) {
+      if (note.n_type == NT_GNU_BUILD_ID && note.n_namesz == 4 &&
+          std::memcmp(name, "GNU", 4) == 0) {
         for (std::size_t b = 0; b < note.n_descsz; ++b) *out += fmt::format("{:02x}", desc[b]);
         return 1;
       }

@@ -73,7 +73,9 @@ std::string demangle(const char* mangled) {
 }
 }  // namespace
 
-std::string type_name(const std::type_info& type) { return demangle(type.name()); }
+std::string type_name(const std::type_info& type) {
+  return demangle(type.name());
+}
 
 Registration::Registration(EntryKind kind, std::string_view name, std::type_index type,
                            const char* file, int line) noexcept {
@@ -134,13 +136,15 @@ std::string registered_name(EntryKind kind, std::type_index type) {
   if (auto it = by_type.find(type); it != by_type.end()) return it->second;
   const std::string name = demangle(type.name());
   if (kind == EntryKind::producer) {
-    throw Error(fmt::format("producer {0} is not registered: add PYMAR_REGISTER_PRODUCER({0}); "
-                            "at namespace scope in the task's sources",
-                            name));
+    throw Error(
+        fmt::format("producer {0} is not registered: add PYMAR_REGISTER_PRODUCER({0}); "
+                    "at namespace scope in the task's sources",
+                    name));
   }
-  throw Error(fmt::format("data source {0} is not registered: add PYMAR_REGISTER_DATASOURCE({0}); "
-                          "at namespace scope in the task's sources",
-                          name));
+  throw Error(
+      fmt::format("data source {0} is not registered: add PYMAR_REGISTER_DATASOURCE({0}); "
+                  "at namespace scope in the task's sources",
+                  name));
 }
 
 std::vector<std::string> registration_errors() {

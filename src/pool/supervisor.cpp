@@ -67,7 +67,8 @@ class Pool {
     while (true) {
       std::optional<Clock::time_point> wake_at;
       for (const Slot& slot : slots_) {
-        if (slot.restart_at && !stopping) wake_at = std::min(wake_at.value_or(*slot.restart_at), *slot.restart_at);
+        if (slot.restart_at && !stopping)
+          wake_at = std::min(wake_at.value_or(*slot.restart_at), *slot.restart_at);
       }
       if (stopping) wake_at = stop_deadline;
       siginfo_t info;
@@ -75,7 +76,8 @@ class Pool {
       if (wake_at) {
         const auto wait = std::max(Clock::duration::zero(), *wake_at - Clock::now());
         const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(wait).count();
-        const timespec timeout{static_cast<time_t>(ns / 1000000000), static_cast<long>(ns % 1000000000)};
+        const timespec timeout{static_cast<time_t>(ns / 1000000000),
+                               static_cast<long>(ns % 1000000000)};
         signal = sigtimedwait(&signals, &info, &timeout);
       } else {
         signal = sigwaitinfo(&signals, &info);
@@ -152,7 +154,8 @@ class Pool {
     int status = 0;
     pid_t pid;
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-      auto slot = std::find_if(slots_.begin(), slots_.end(), [&](const Slot& s) { return s.pid == pid; });
+      auto slot =
+          std::find_if(slots_.begin(), slots_.end(), [&](const Slot& s) { return s.pid == pid; });
       if (slot == slots_.end()) continue;
       const auto index = static_cast<unsigned>(slot - slots_.begin());
       slot->pid = 0;
@@ -167,17 +170,24 @@ class Pool {
       p.slice = record.slice.load();
       const std::string how = p.signal != 0 ? "killed by " + signal_name(p.signal)
                                             : fmt::format("exited with status {}", p.exit_code);
-      if (p.in_slice) {
+      if (p.signal == 0 && p.exit_code == kExitAbandoned) {
+        spdlog::info("worker process {} left a slice nobody needs; restarting it", pid);
+        p.in_slice = false;  // not a crash: nothing to count against the slice
+      } else if (p.in_slice) {
         spdlog::warn("worker process {} {} while computing slice {} of job {}; restarting it", pid,
                      how, p.slice, p.job.seq);
       } else {
         spdlog::warn("worker process {} {}; restarting it", pid, how);
       }
       slot->predecessor = p;
+      // A process that dies soon after starting, before any slice, is crash-looping (a broken
+      // environment): wait longer each time. One killed by a slice is restarted at once, so that
+      // its successor reports the crash without delay; the producer bounds retries of a slice.
       const auto lived = Clock::now() - slot->started;
-      slot->backoff = lived < kQuickDeath
-                          ? std::min(kMaxBackoff, std::max(std::chrono::milliseconds(100), slot->backoff * 2))
-                          : std::chrono::milliseconds(0);
+      slot->backoff =
+          lived < kQuickDeath && !p.in_slice
+              ? std::min(kMaxBackoff, std::max(std::chrono::milliseconds(100), slot->backoff * 2))
+              : std::chrono::milliseconds(0);
       if (slot->backoff.count() > 0) {
         spdlog::warn("worker in slot {} died {} ms after starting; next start in {} ms", index,
                      std::chrono::duration_cast<std::chrono::milliseconds>(lived).count(),

@@ -14,6 +14,7 @@
 #include <zmq_addon.hpp>
 
 #include "common/log.hpp"
+#include "common/printable.hpp"
 #include "producer/runtime.hpp"
 #include "pymar/error.hpp"
 #include "pymar/version.hpp"
@@ -40,6 +41,23 @@ std::uint64_t random_session() {
   return (static_cast<std::uint64_t>(device()) << 32) ^ device();
 }
 
+// Texts from peers end up in our logs and in exceptions the user sees: make them printable.
+void sanitize(wire::Message& message) {
+  if (auto* ready = std::get_if<wire::Ready>(&message)) {
+    ready->build = printable(ready->build);
+    ready->task = printable(ready->task);
+    ready->host = printable(ready->host);
+  } else if (auto* result = std::get_if<wire::Result>(&message)) {
+    for (wire::Outcome& o : result->outcomes) {
+      if (o.ok) continue;
+      o.error_type = printable(o.error_type);
+      o.error_message = printable(o.error_message, wire::kMaxErrorMessageBytes);
+    }
+  } else if (auto* bye = std::get_if<wire::Bye>(&message)) {
+    bye->reason = printable(bye->reason);
+  }
+}
+
 }  // namespace
 
 DispatcherOptions with_session(DispatcherOptions options) {
@@ -48,7 +66,9 @@ DispatcherOptions with_session(DispatcherOptions options) {
 }
 
 Dispatcher::Dispatcher(DispatcherOptions options)
-    : options_(with_session(std::move(options))), context_(1), scheduler_(options_.scheduler, *this) {
+    : options_(with_session(std::move(options))),
+      context_(1),
+      scheduler_(options_.scheduler, *this) {
   wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (wake_fd_ < 0) throw Error(fmt::format("eventfd: {}", std::strerror(errno)));
   bind_router();
@@ -84,7 +104,8 @@ void Dispatcher::bind_router() {
     router_->bind(endpoint);
   } catch (const zmq::error_t& e) {
     std::string hint;
-    if (e.num() == EADDRINUSE) hint = " (is another producer running? choose a port with -q HOST:PORT)";
+    if (e.num() == EADDRINUSE)
+      hint = " (is another producer running? choose a port with -q HOST:PORT)";
     throw Error(fmt::format("cannot listen on {}: {}{}", endpoint, e.what(), hint));
   }
   endpoint_ = router_->get(zmq::sockopt::last_endpoint);
@@ -140,6 +161,10 @@ void Dispatcher::loop() {
       if (e.num() != EINTR) throw;
     }
     const Clock::time_point after = Clock::now();
+    if (timeout.count() >= 0 && after - (now + timeout) > options_.scheduler.heartbeat) {
+      // We overslept (stopped or starved of CPU): the workers' silence was ours to cause.
+      scheduler_.forgive_silence(after);
+    }
     if (items[0].revents & ZMQ_POLLIN) receive(after);
     if (items[1].revents & ZMQ_POLLIN) {
       std::uint64_t value;
@@ -172,9 +197,9 @@ void Dispatcher::handle(zmq::message_t& identity_frame, std::vector<zmq::message
   const std::string identity = identity_frame.to_string();
   auto garbage = [&](std::string_view why) {
     ++garbage_count_;
-    if (garbage_senders_.insert(identity).second) {
-      spdlog::warn("dropped a malformed message from peer '{}': {} (further ones are counted)",
-                   identity, why);
+    if (garbage_log_.spend()) {
+      spdlog::warn("dropped a malformed message from peer '{}' ({} so far): {}",
+                   printable(identity), garbage_log_.count(), why);
     }
     scheduler_.on_garbage(identity, now);
   };
@@ -190,6 +215,7 @@ void Dispatcher::handle(zmq::message_t& identity_frame, std::vector<zmq::message
     }
     return garbage(e.what());
   }
+  sanitize(message);
   std::visit(Overloaded{
                  [&](const wire::Ready& m) { scheduler_.on_ready(identity, m, now); },
                  [&](const wire::Result& m) {
@@ -226,8 +252,8 @@ void Dispatcher::take_commands(Clock::time_point now) {
   garbage_count_ = 0;
   scheduler_.start_job(*job, current_id_, options_.grace, now);
   spdlog::info("job {}: {} over {}, {} elements in {} slices, {} worker(s) connected",
-               current_id_.seq, job->producer, job->source, job->length,
-               scheduler_.slices_total(), scheduler_.live_workers());
+               current_id_.seq, job->producer, job->source, job->length, scheduler_.slices_total(),
+               scheduler_.live_workers());
 }
 
 void Dispatcher::on_interrupt(Clock::time_point now) {
@@ -303,13 +329,13 @@ void Dispatcher::check_job(Clock::time_point now) {
   static constexpr const char* kEnds[] = {"done", "failed", "found no workers", "timed out",
                                           "interrupted"};
   spdlog::info("job {} {} after {:.3f} s: {} of {} slices, {} re-run", current_id_.seq,
-               kEnds[static_cast<int>(end)], outcome.seconds, outcome.partials.size() -
-               outcome.missing.size(), outcome.partials.size(), reruns);
+               kEnds[static_cast<int>(end)], outcome.seconds,
+               outcome.partials.size() - outcome.missing.size(), outcome.partials.size(), reruns);
   if (drops.stale + drops.duplicate + drops.late + drops.malformed + garbage_count_ > 0) {
-    spdlog::info("job {} dropped {} late, {} duplicate, {} stale and {} malformed result(s), and "
-                 "{} malformed message(s)",
-                 current_id_.seq, drops.late, drops.duplicate, drops.stale, drops.malformed,
-                 garbage_count_);
+    spdlog::info(
+        "job {} dropped {} late, {} duplicate, {} stale and {} malformed result(s), and "
+        "{} malformed message(s)",
+        current_id_.seq, drops.late, drops.duplicate, drops.stale, drops.malformed, garbage_count_);
   }
   current_ = nullptr;
   job_deadline_.reset();
@@ -340,8 +366,9 @@ void Dispatcher::send_assign(const std::string& worker, const wire::Assign& assi
   wire::encode(assign, header_);
   const bool has_payload = assign.payload != PayloadKind::none;
   (void)router_->send(zmq::buffer(worker), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
-  (void)router_->send(zmq::buffer(header_), has_payload ? zmq::send_flags::sndmore | zmq::send_flags::dontwait
-                                                        : zmq::send_flags::dontwait);
+  (void)router_->send(zmq::buffer(header_),
+                      has_payload ? zmq::send_flags::sndmore | zmq::send_flags::dontwait
+                                  : zmq::send_flags::dontwait);
   if (!has_payload) return;
   for (std::size_t i = 0; i < assign.slices.size(); ++i) {
     const wire::SliceRange& slice = assign.slices[i];
@@ -350,8 +377,8 @@ void Dispatcher::send_assign(const std::string& worker, const wire::Assign& assi
       const std::string_view bytes = job.memory.raw_slice(slice.offset, slice.limit);
       if (bytes.size() >= kZeroCopyMinBytes) {
         ++payloads_in_flight_;
-        payload = zmq::message_t(const_cast<char*>(bytes.data()), bytes.size(), &release_payload,
-                                 this);
+        payload =
+            zmq::message_t(const_cast<char*>(bytes.data()), bytes.size(), &release_payload, this);
       } else {
         payload = zmq::message_t(bytes.data(), bytes.size());
       }

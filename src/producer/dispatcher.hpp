@@ -12,11 +12,11 @@
 #include <optional>
 #include <string>
 #include <thread>
-#include <unordered_set>
 #include <vector>
 
 #include <zmq.hpp>
 
+#include "common/log_budget.hpp"
 #include "producer/scheduler.hpp"
 
 namespace pymar::detail {
@@ -24,7 +24,7 @@ namespace pymar::detail {
 struct DispatcherOptions {
   std::string bind = "tcp://*:7627";  ///< ZeroMQ endpoint to bind; port "*" picks a free one
   SchedulerConfig scheduler;
-  std::chrono::milliseconds grace{2000};    ///< wait this long for a worker before going local
+  std::chrono::milliseconds grace{2000};       ///< wait this long for a worker before going local
   std::int64_t max_message_bytes = 256 << 20;  ///< larger messages from a peer cut it off
   int interrupt_fd = -1;  ///< readable when the producer is asked to stop (a signalfd), or -1
   std::function<void()> on_idle_interrupt;  ///< called on interrupt when no job is running
@@ -62,8 +62,7 @@ class Dispatcher final : private Outbox {
   void loop();
   void bind_router();
   void receive(Clock::time_point now);
-  void handle(zmq::message_t& identity, std::vector<zmq::message_t>& frames,
-              Clock::time_point now);
+  void handle(zmq::message_t& identity, std::vector<zmq::message_t>& frames, Clock::time_point now);
   void take_commands(Clock::time_point now);
   void on_interrupt(Clock::time_point now);
   void check_job(Clock::time_point now);
@@ -104,8 +103,8 @@ class Dispatcher final : private Outbox {
   std::string header_;  // reused encoding buffer
   std::vector<zmq::message_t> frames_;
   std::vector<std::string_view> values_;
-  std::unordered_set<std::string> garbage_senders_;  // each is logged once
-  std::size_t garbage_count_ = 0;
+  LogBudget garbage_log_;          // malformed messages, over the dispatcher's life
+  std::size_t garbage_count_ = 0;  // malformed messages during the current job
 
   // Payloads sent zero-copy from the job's memory that ZeroMQ still holds.
   std::atomic<std::size_t> payloads_in_flight_{0};

@@ -70,15 +70,21 @@ void compute_locally(const JobRequest& request, const std::vector<std::size_t>& 
       } catch (const std::exception& e) {
         std::lock_guard lock(failure_mutex);
         if (!failure) {
-          failure = SliceError::Details{slices[i], part.offset, part.limit, "", getpid(),
-                                        type_name(typeid(e)), e.what(), 1};
+          failure = SliceError::Details{slices[i], part.offset,          part.limit, "",
+                                        getpid(),  type_name(typeid(e)), e.what(),   1};
         }
         stop = true;
       } catch (...) {
         std::lock_guard lock(failure_mutex);
         if (!failure) {
-          failure = SliceError::Details{slices[i], part.offset, part.limit, "", getpid(),
-                                        "unknown exception", "a non-standard exception", 1};
+          failure = SliceError::Details{slices[i],
+                                        part.offset,
+                                        part.limit,
+                                        "",
+                                        getpid(),
+                                        "unknown exception",
+                                        "a non-standard exception",
+                                        1};
         }
         stop = true;
       }
@@ -122,8 +128,8 @@ Partials run_job(const JobRequest& request) {
       throw Interrupted();
     case JobEnd::no_workers:
       spdlog::warn("no worker serving {} over {} at {}: computing {} slice(s) locally on {} cores",
-                   request.producer, request.source, dispatcher->endpoint(),
-                   outcome.missing.size(), std::thread::hardware_concurrency());
+                   request.producer, request.source, dispatcher->endpoint(), outcome.missing.size(),
+                   std::thread::hardware_concurrency());
       compute_locally(request, outcome.missing, outcome.partials);
       return std::move(outcome.partials);
     case JobEnd::timed_out:

@@ -9,6 +9,7 @@
 #include <fmt/ranges.h>
 
 #include "common/log.hpp"
+#include "common/printable.hpp"
 
 namespace pymar::detail {
 namespace {
@@ -16,12 +17,18 @@ namespace {
 std::string describe_end(const wire::Predecessor& p) {
   if (p.signal != 0) {
     const char* abbrev = sigabbrev_np(p.signal);
-    return abbrev ? fmt::format("killed by SIG{}", abbrev) : fmt::format("killed by signal {}", p.signal);
+    return abbrev ? fmt::format("killed by SIG{}", abbrev)
+                  : fmt::format("killed by signal {}", p.signal);
   }
   return fmt::format("exited with status {}", p.exit_code);
 }
 
-double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+double seconds(Clock::duration d) {
+  return std::chrono::duration<double>(d).count();
+}
+
+// Batches expected to compute for less than this are queued ahead on a worker (see window()).
+constexpr double kPrefetchBelowNs = 20e6;
 
 }  // namespace
 
@@ -33,13 +40,16 @@ Scheduler::Scheduler(SchedulerConfig config, Outbox& outbox)
 void Scheduler::on_ready(const std::string& id, const wire::Ready& ready, Clock::time_point now) {
   if (ready.build != config_.build) {
     const std::string reason = fmt::format(
-        "this worker runs build {} of '{}', the producer runs build {}: start workers from the same "
+        "this worker runs build {} of '{}', the producer runs build {}: start workers from the "
+        "same "
         "binary as the producer",
         ready.build, ready.task, config_.build);
-    if (refused_.insert(id).second) {
-      spdlog::error("refused worker {} (pid {} on {}): it runs build {} of '{}', this producer runs "
-                    "build {}",
-                    id, ready.pid, ready.host, ready.build, ready.task, config_.build);
+    if (refused_.size() > 10000) refused_.clear();  // bounded, whatever strangers send
+    if (refused_.insert(id).second && refused_log_.spend()) {
+      spdlog::error(
+          "refused worker {} (pid {} on {}): it runs build {} of '{}', this producer runs "
+          "build {}",
+          printable(id), ready.pid, ready.host, ready.build, ready.task, config_.build);
     }
     outbox_.send(id, wire::Refuse{reason});
     return;
@@ -55,8 +65,8 @@ void Scheduler::on_ready(const std::string& id, const wire::Ready& ready, Clock:
   w.last_heard = now;
   w.last_sent = now;
   auto [it, inserted] = workers_.emplace(id, std::move(w));
-  spdlog::debug("worker {} joined (pid {} on {}, credit {}); {} worker(s)", id, ready.pid,
-                ready.host, ready.credit, workers_.size());
+  spdlog::debug("worker {} joined (pid {} on {}, credit {}); {} worker(s)", printable(id),
+                ready.pid, ready.host, ready.credit, workers_.size());
   if (state_ == JobState::running) {
     update_eligibility(now);
     assign_to(it->second, now);
@@ -83,8 +93,9 @@ void Scheduler::record_crash(const wire::Ready& ready, Clock::time_point now) {
                p.pid, ready.host, how, s.crashes, config_.max_attempts);
   if (s.crashes >= config_.max_attempts) {
     fail(static_cast<std::uint32_t>(p.slice), ready.host, p.pid,
-         p.signal != 0 ? fmt::format("signal SIG{}", sigabbrev_np(p.signal) ? sigabbrev_np(p.signal) : "?")
-                       : "exit",
+         p.signal != 0
+             ? fmt::format("signal SIG{}", sigabbrev_np(p.signal) ? sigabbrev_np(p.signal) : "?")
+             : "exit",
          fmt::format("the worker process {} while computing this slice, on each of {} attempts",
                      how, s.crashes),
          s.crashes + s.errors);
@@ -96,8 +107,10 @@ void Scheduler::on_result(const std::string& id, const wire::Result& result,
   auto it = workers_.find(id);
   if (it == workers_.end()) {
     ++drops_.late;
-    spdlog::info("dropped a late result of batch {} from worker {}, given up on earlier",
-                 result.batch, id);
+    if (late_log_.spend()) {
+      spdlog::info("dropped a late result of batch {} from worker {}, given up on earlier",
+                   result.batch, printable(id));
+    }
     outbox_.send(id, wire::Who{});
     return;
   }
@@ -107,10 +120,22 @@ void Scheduler::on_result(const std::string& id, const wire::Result& result,
   if (b == w.batches.end() || !(b->second.job == result.job)) {
     if (!(result.job == job_id_)) {
       ++drops_.stale;
-      spdlog::debug("dropped a result of another job from worker {}", id);
+      spdlog::debug("dropped a result of another job from worker {}", printable(id));
+    } else if (result.batch < next_batch_) {
+      // Issued once, then taken back: the worker was given up on, or the job moved on.
+      ++drops_.late;
+      if (late_log_.spend()) {
+        spdlog::info(
+            "dropped a late result of batch {} from worker {}: its slices were handed "
+            "out again",
+            result.batch, printable(id));
+      }
     } else {
-      ++drops_.duplicate;
-      spdlog::debug("dropped a result of unknown batch {} from worker {}", result.batch, id);
+      ++drops_.malformed;
+      if (malformed_log_.spend()) {
+        spdlog::warn("dropped a result of batch {} from worker {}, which was never sent",
+                     result.batch, printable(id));
+      }
     }
     return;
   }
@@ -123,8 +148,10 @@ void Scheduler::on_result(const std::string& id, const wire::Result& result,
   }
   if (!matches) {
     ++drops_.malformed;
-    spdlog::warn("worker {} answered batch {} with slices that were not in it; re-queued them", id,
-                 result.batch);
+    if (malformed_log_.spend()) {
+      spdlog::warn("worker {} answered batch {} with slices that were not in it; re-queued them",
+                   printable(id), result.batch);
+    }
     for (std::uint32_t s : batch.slices) release(s);
     assign_all(now);
     return;
@@ -146,9 +173,12 @@ void Scheduler::on_result(const std::string& id, const wire::Result& result,
         job_->check_partial(value);
       } catch (const std::exception& e) {
         ++drops_.malformed;
-        spdlog::warn("worker {} sent a partial value for slice {} that does not decode ({}); "
-                     "slice re-queued",
-                     id, slice, e.what());
+        if (malformed_log_.spend()) {
+          spdlog::warn(
+              "worker {} sent a partial value for slice {} that does not decode ({}); "
+              "slice re-queued",
+              printable(id), slice, e.what());
+        }
         release(slice);
         continue;
       }
@@ -170,7 +200,7 @@ void Scheduler::on_result(const std::string& id, const wire::Result& result,
         return;
       }
       spdlog::warn("slice {} threw {} on worker {}: {} (attempt {} of {}); retrying", slice,
-                   outcome.error_type, id, outcome.error_message, s.errors,
+                   outcome.error_type, printable(id), outcome.error_message, s.errors,
                    config_.error_retries + 1);
       if (s.copies == 0) requeue(slice);
     }
@@ -215,10 +245,10 @@ void Scheduler::drop_worker(const std::string& id, std::string_view why, Clock::
   }
   std::sort(requeued.begin(), requeued.end());
   if (requeued.empty()) {
-    spdlog::debug("worker {} (pid {} on {}) left: {}", id, it->second.info.pid,
-                 it->second.info.host, why);
+    spdlog::debug("worker {} (pid {} on {}) left: {}", printable(id), it->second.info.pid,
+                  it->second.info.host, why);
   } else {
-    spdlog::warn("worker {} (pid {} on {}) lost: {}; re-queued slices {}", id,
+    spdlog::warn("worker {} (pid {} on {}) lost: {}; re-queued slices {}", printable(id),
                  it->second.info.pid, it->second.info.host, why, fmt::join(requeued, ", "));
   }
   workers_.erase(it);
@@ -260,14 +290,17 @@ void Scheduler::fail(std::uint32_t slice, const std::string& host, std::int64_t 
 
 // --- time --------------------------------------------------------------------------------
 
+void Scheduler::forgive_silence(Clock::time_point now) {
+  for (auto& [id, w] : workers_) w.last_heard = std::max(w.last_heard, now);
+}
+
 void Scheduler::tick(Clock::time_point now) {
   std::vector<std::string> silent;
   for (const auto& [id, w] : workers_) {
     if (now - w.last_heard >= config_.liveness) silent.push_back(id);
   }
   for (const std::string& id : silent) {
-    drop_worker(id,
-                fmt::format("silent for {:.1f} s", seconds(now - workers_.at(id).last_heard)),
+    drop_worker(id, fmt::format("silent for {:.1f} s", seconds(now - workers_.at(id).last_heard)),
                 now);
   }
   for (auto& [id, w] : workers_) {
@@ -336,9 +369,8 @@ void Scheduler::start_job(const JobRequest& request, wire::JobId id,
 
 void Scheduler::finish_job() {
   for (auto& [id, w] : workers_) {
-    const auto held = std::erase_if(w.batches, [&](const auto& entry) {
-      return entry.second.job == job_id_;
-    });
+    const auto held =
+        std::erase_if(w.batches, [&](const auto& entry) { return entry.second.job == job_id_; });
     if (held > 0) outbox_.send(id, wire::Cancel{job_id_});
   }
   state_ = JobState::idle;
@@ -346,7 +378,9 @@ void Scheduler::finish_job() {
   pending_.clear();
 }
 
-Partials Scheduler::take_partials() { return std::exchange(partials_, Partials()); }
+Partials Scheduler::take_partials() {
+  return std::exchange(partials_, Partials());
+}
 
 std::vector<std::size_t> Scheduler::missing_slices() const {
   std::vector<std::size_t> missing;
@@ -386,13 +420,23 @@ std::size_t Scheduler::batch_size() const {
   return std::max<std::size_t>(1, std::min({config_.max_batch, by_time, fair_share}));
 }
 
+std::size_t Scheduler::window(const Worker& w) const {
+  // Queueing a second batch behind the one computing saves a round trip per batch, which only
+  // matters when batches are short; behind a long one it would hold slices another worker could
+  // take. So prefetch only once batches are known to be short.
+  const double batch_ns = mean_slice_ns_ * static_cast<double>(batch_size());
+  const bool short_batches = mean_slice_ns_ > 0 && batch_ns < kPrefetchBelowNs;
+  return short_batches ? w.info.credit : 1;
+}
+
 std::size_t Scheduler::assign_to(Worker& w, Clock::time_point now, std::size_t max_batches) {
   if (state_ != JobState::running || !serves(w)) return 0;
   std::size_t sent = 0;
-  while (sent < max_batches && w.batches.size() < w.info.credit && !pending_.empty()) {
+  const std::size_t in_flight = window(w);
+  while (sent < max_batches && w.batches.size() < in_flight && !pending_.empty()) {
     const std::size_t size = batch_size();
-    wire::Assign assign{job_id_, next_batch_++, job_->producer, job_->source, job_->params,
-                        job_->memory.kind, {}};
+    wire::Assign assign{
+        job_id_, next_batch_++, job_->producer, job_->source, job_->params, job_->memory.kind, {}};
     Batch batch{job_id_, {}, now};
     while (assign.slices.size() < size && !pending_.empty()) {
       const std::uint32_t slice = pending_.front();
@@ -444,8 +488,8 @@ bool Scheduler::speculate_to(Worker& w, Clock::time_point now) {
     }
   }
   if (straggler == nullptr) return false;
-  wire::Assign assign{job_id_, next_batch_++, job_->producer, job_->source, job_->params,
-                      job_->memory.kind, {}};
+  wire::Assign assign{
+      job_id_, next_batch_++, job_->producer, job_->source, job_->params, job_->memory.kind, {}};
   Batch copy{job_id_, {}, now};
   for (std::uint32_t slice : straggler->slices) {
     SliceState& s = slices_[slice];
@@ -456,7 +500,7 @@ bool Scheduler::speculate_to(Worker& w, Clock::time_point now) {
   }
   if (copy.slices.empty()) return false;
   spdlog::debug("slices {} are late; running a copy on worker {}", fmt::join(copy.slices, ", "),
-                w.id);
+                printable(w.id));
   outbox_.send_assign(w.id, assign, *job_);
   w.last_sent = now;
   w.batches.emplace(assign.batch, std::move(copy));

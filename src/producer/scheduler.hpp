@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "common/clock.hpp"
+#include "common/log_budget.hpp"
 #include "common/slicing.hpp"
 #include "pymar/detail/job.hpp"
 #include "pymar/error.hpp"
@@ -30,8 +31,8 @@ struct SchedulerConfig {
   unsigned error_retries = 0;  ///< extra attempts for a slice whose user code threw
   std::chrono::microseconds batch_target{2000};  ///< aim for batches computing this long
   std::size_t max_batch = 1024;                  ///< slices in one ASSIGN at most
-  bool speculate = true;  ///< re-run a straggling slice on an idle worker; first result wins
-  std::string build;      ///< our build fingerprint; workers of another build are refused
+  bool speculate = true;      ///< re-run a straggling slice on an idle worker; first result wins
+  std::string build;          ///< our build fingerprint; workers of another build are refused
   std::uint64_t session = 0;  ///< this producer run's id, sent in heartbeats
 };
 
@@ -48,14 +49,14 @@ class Outbox {
 
 /// Counters of what was dropped, for logs and tests.
 struct DropCounts {
-  std::size_t stale = 0;       ///< results of another job
-  std::size_t duplicate = 0;   ///< results of a slice already counted
-  std::size_t late = 0;        ///< results from a worker that had been given up on
-  std::size_t malformed = 0;   ///< results whose value did not decode, or out of place
+  std::size_t stale = 0;      ///< results of another job
+  std::size_t duplicate = 0;  ///< results of a slice already counted
+  std::size_t late = 0;       ///< results from a worker that had been given up on
+  std::size_t malformed = 0;  ///< results whose value did not decode, or out of place
 };
 
 enum class JobState {
-  idle,        ///< no job
+  idle,  ///< no job
   running,
   done,        ///< every slice has a partial value
   failed,      ///< a slice failed for good; see failure()
@@ -74,6 +75,10 @@ class Scheduler {
   void on_bye(const std::string& worker, std::string_view reason, Clock::time_point now);
   /// A message from `worker` that did not decode: it is alive, but what it said is dropped.
   void on_garbage(const std::string& worker, Clock::time_point now);
+
+  /// Counts every worker as heard from now: after the producer itself was stopped or starved,
+  /// its workers' silence says nothing about them.
+  void forgive_silence(Clock::time_point now);
 
   /// Heartbeats out, silent workers dropped, stragglers copied. Call at next_deadline().
   void tick(Clock::time_point now);
@@ -131,6 +136,8 @@ class Scheduler {
   void assign_all(Clock::time_point now);
   bool speculate_to(Worker& w, Clock::time_point now);
   std::size_t batch_size() const;
+  /// Batches `w` may hold in flight now: its credit, or one while batches are long or unknown.
+  std::size_t window(const Worker& w) const;
   void send(Worker& w, const wire::Message& message, Clock::time_point now);
   /// Forgets a worker; its slices in flight go back to the front of the queue.
   void drop_worker(const std::string& id, std::string_view why, Clock::time_point now);
@@ -163,6 +170,10 @@ class Scheduler {
   std::optional<Clock::time_point> unserved_since_;  // no eligible worker since then
   DropCounts drops_;
   std::size_t reruns_ = 0;
+  // Logs of what workers (or strangers) can cause at will.
+  LogBudget late_log_;
+  LogBudget malformed_log_;
+  LogBudget refused_log_;
 };
 
 }  // namespace pymar::detail

@@ -132,8 +132,7 @@ struct Encoder {
 // Reads the fields of one msgpack array in order, checking each one's type.
 class Fields {
  public:
-  Fields(const msgpack::object& array, const char* what, std::size_t min_size,
-         std::size_t max_size)
+  Fields(const msgpack::object& array, const char* what, std::size_t min_size, std::size_t max_size)
       : what_(what) {
     if (array.type != msgpack::type::ARRAY) fail("expected an array");
     items_ = array.via.array.ptr;
@@ -256,7 +255,8 @@ Assign decode_assign(Fields& f, std::size_t payload_frames) {
   m.source = f.text();
   m.params = f.binary();
   const std::uint64_t kind = f.u64();
-  if (kind > static_cast<std::uint64_t>(detail::PayloadKind::msgpack)) f.fail("unknown payload kind");
+  if (kind > static_cast<std::uint64_t>(detail::PayloadKind::msgpack))
+    f.fail("unknown payload kind");
   m.payload = static_cast<detail::PayloadKind>(kind);
   Fields slices(f.next(), "ASSIGN slices", 1, kMaxSlicesPerBatch);
   m.slices.reserve(slices.size());

@@ -39,7 +39,7 @@ struct Ready {
   std::string task;   ///< task binary name, for messages
   std::string host;
   std::int64_t pid = 0;
-  std::uint32_t credit = 0;  ///< batches this worker accepts in flight
+  std::uint32_t credit = 0;            ///< batches this worker accepts in flight
   std::vector<std::string> producers;  ///< names this worker serves
   std::vector<std::string> sources;
   std::optional<Predecessor> predecessor;

@@ -21,6 +21,8 @@
 #include "common/build_id.hpp"
 #include "common/clock.hpp"
 #include "common/log.hpp"
+#include "common/log_budget.hpp"
+#include "common/printable.hpp"
 #include "common/registry.hpp"
 #include "pymar/error.hpp"
 
@@ -67,9 +69,7 @@ class Worker {
     if (done_fd_ < 0) throw Error(fmt::format("eventfd: {}", std::strerror(errno)));
   }
 
-  ~Worker() {
-    ::close(done_fd_);
-  }
+  ~Worker() { ::close(done_fd_); }
 
   int run() {
     compute_ = std::thread([this] { compute_loop(); });
@@ -142,6 +142,11 @@ class Worker {
       }
       if (options_.stop_fd >= 0 && (items[2].revents & ZMQ_POLLIN)) return 0;
       const Clock::time_point after = Clock::now();
+      if (after - (now + timeout) > options_.heartbeat) {
+        // We overslept (the process was stopped, or starved of CPU): the silence was ours, and
+        // what the producer sent meanwhile may not have reached the socket yet. Do not blame it.
+        last_heard_ = after;
+      }
       if (items[0].revents & ZMQ_POLLIN) {
         for (int i = 0; i < 256; ++i) {
           frames.clear();
@@ -174,6 +179,7 @@ class Worker {
                      std::chrono::duration<double>(now - last_heard_).count());
       }
       drop_queued_tasks();
+      abandon_if_computing(std::nullopt, "the producer is gone");
       connect();
       return;
     }
@@ -185,10 +191,9 @@ class Worker {
     try {
       message = wire::decode(frames[0].to_string_view(), frames.size() - 1);
     } catch (const wire::ProtocolError& e) {
-      ++garbage_;
-      if (garbage_ == 1 || (garbage_ & (garbage_ - 1)) == 0) {  // 1st, 2nd, 4th, 8th...
-        spdlog::warn("dropped a malformed message from the producer ({} so far): {}", garbage_,
-                     e.what());
+      if (garbage_log_.spend()) {
+        spdlog::warn("dropped a malformed message from the producer ({} so far): {}",
+                     garbage_log_.count(), e.what());
       }
       return;
     }
@@ -198,7 +203,10 @@ class Worker {
       predecessor_.reset();  // reported to a producer that listens
       spdlog::info("connected to producer at {}", options_.endpoint);
     }
-    if (auto* assign = std::get_if<wire::Assign>(&message)) {
+    if (auto* heartbeat = std::get_if<wire::Heartbeat>(&message)) {
+      serve_session(heartbeat->session);
+    } else if (auto* assign = std::get_if<wire::Assign>(&message)) {
+      serve_session(assign->job.session);
       Task task{std::move(*assign), {}};
       task.payloads.reserve(frames.size() - 1);
       for (std::size_t i = 1; i < frames.size(); ++i) task.payloads.push_back(std::move(frames[i]));
@@ -206,22 +214,42 @@ class Worker {
       if (!cancelled_.contains(task.assign.job)) tasks_.push_back(std::move(task));
       task_ready_.notify_one();
     } else if (auto* cancel = std::get_if<wire::Cancel>(&message)) {
-      std::lock_guard lock(mutex_);
+      std::unique_lock lock(mutex_);
       if (cancelled_.size() > 1024) cancelled_.clear();
       cancelled_.insert(cancel->job);
-      std::erase_if(tasks_, [&](const Task& t) { return t.assign.job == cancel->job; });
+      const auto dropped =
+          std::erase_if(tasks_, [&](const Task& t) { return t.assign.job == cancel->job; });
+      spdlog::debug("job {} cancelled: dropped {} queued batch(es)", cancel->job.seq, dropped);
+      lock.unlock();
+      abandon_if_computing(cancel->job, "the job was cancelled");
     } else if (std::holds_alternative<wire::Who>(message)) {
       send_ready(now);
     } else if (auto* refuse = std::get_if<wire::Refuse>(&message)) {
       if (refuse->reason != last_refusal_) {
-        spdlog::error("refused by the producer at {}: {}", options_.endpoint, refuse->reason);
+        spdlog::error("refused by the producer at {}: {}", options_.endpoint,
+                      printable(refuse->reason));
         last_refusal_ = refuse->reason;
       }
       refused_until_ = now + 6 * options_.liveness;
       drop_queued_tasks();
-    } else if (!std::holds_alternative<wire::Heartbeat>(message)) {
-      spdlog::warn("dropped a {} message, which producers do not send", wire::type_name(message));
+    } else if (garbage_log_.spend()) {
+      spdlog::warn("dropped a {} message, which producers do not send ({} malformed so far)",
+                   wire::type_name(message), garbage_log_.count());
     }
+  }
+
+  /// Notes which producer run is talking. When a new one has taken over the address, work
+  /// queued or running for the old one is of no use to anybody.
+  void serve_session(std::uint64_t session) {
+    if (session == 0 || session == session_) return;
+    if (session_ != 0) spdlog::info("a new producer run is serving at {}", options_.endpoint);
+    session_ = session;
+    {
+      std::lock_guard lock(mutex_);
+      std::erase_if(tasks_, [&](const Task& t) { return t.assign.job.session != session; });
+      if (!computing_ || computing_->session == session) return;
+    }
+    abandon_if_computing(std::nullopt, "its producer run has ended");
   }
 
   void send_results(Clock::time_point now) {
@@ -236,8 +264,8 @@ class Worker {
       header_.clear();
       wire::encode(d.result, header_);
       const bool has_values = !d.value_sizes.empty();
-      (void)socket_->send(zmq::buffer(header_), has_values ? zmq::send_flags::sndmore
-                                                           : zmq::send_flags::none);
+      (void)socket_->send(zmq::buffer(header_),
+                          has_values ? zmq::send_flags::sndmore : zmq::send_flags::none);
       std::size_t offset = 0;
       for (std::size_t i = 0; i < d.value_sizes.size(); ++i) {
         const bool last = i + 1 == d.value_sizes.size();
@@ -266,7 +294,7 @@ class Worker {
     socket_->set(zmq::sockopt::linger, 1000);  // give the BYE a moment to reach the producer
     socket_.reset();
     context_.close();
-    if (options_.exit_on_stop) std::_Exit(0);  // a kernel may still be running: do not wait
+    if (options_.supervised) std::_Exit(0);  // a kernel may still be running: do not wait
     compute_.join();
   }
 
@@ -287,12 +315,16 @@ class Worker {
       auto key = std::make_pair(a.producer, a.source);
       auto found = kernels.find(key);
       if (found == kernels.end()) {
+        if (kernels.size() > 256) kernels.clear();  // bounded, whatever names arrive
         found = kernels.emplace(key, lookup(a.producer, a.source)).first;
       }
       Done done;
       done.result.job = a.job;
       done.result.batch = a.batch;
-      if (!compute(task, found->second, done)) continue;  // cancelled
+      set_computing(a.job);
+      const bool finished = compute(task, found->second, done);
+      set_computing(std::nullopt);
+      if (!finished) continue;  // cancelled
       {
         std::lock_guard lock(mutex_);
         done_.push_back(std::move(done));
@@ -302,7 +334,7 @@ class Worker {
     }
   }
 
-  KernelLookup lookup(const std::string& producer, const std::string& source) const {
+  KernelLookup lookup(const std::string& producer, const std::string& source) {
     auto serves = [](const std::vector<std::string>& names, const std::string& name) {
       return std::find(names.begin(), names.end(), name) != names.end();
     };
@@ -316,8 +348,25 @@ class Worker {
     } else {
       result = find_kernel(producer, source);
     }
-    if (!result.error.empty()) spdlog::warn("refusing slices: {}", result.error);
+    if (!result.error.empty() && unknown_name_log_.spend()) {
+      spdlog::warn("refusing slices: {}", printable(result.error));
+    }
     return result;
+  }
+
+  void set_computing(std::optional<wire::JobId> job) {
+    std::lock_guard lock(mutex_);
+    computing_ = job;
+  }
+
+  /// A supervised worker computing for a job nobody waits for any more exits, so that its pool
+  /// restarts it at once, free for work that counts.
+  void abandon_if_computing(const std::optional<wire::JobId>& job, std::string_view why) {
+    if (!options_.supervised) return;
+    std::lock_guard lock(mutex_);
+    if (!computing_ || (job && !(*computing_ == *job))) return;
+    spdlog::info("abandoning a slice of job {}: {}; restarting", computing_->seq, why);
+    std::_Exit(kExitAbandoned);
   }
 
   bool cancelled(const wire::JobId& job) {
@@ -394,7 +443,9 @@ class Worker {
   bool connected_to_producer_ = false;
   std::optional<Clock::time_point> refused_until_;
   std::string last_refusal_;
-  std::size_t garbage_ = 0;
+  LogBudget garbage_log_;
+  LogBudget unknown_name_log_;  // the compute thread's
+  std::uint64_t session_ = 0;   // the producer run being served, once known
   int done_fd_ = -1;
 
   // Shared between the I/O thread and the compute thread.
@@ -403,6 +454,7 @@ class Worker {
   std::deque<Task> tasks_;
   std::deque<Done> done_;
   std::unordered_set<wire::JobId, JobIdHash> cancelled_;
+  std::optional<wire::JobId> computing_;  // the job of the batch being computed
   bool stopping_ = false;
 
   std::thread compute_;

@@ -31,9 +31,15 @@ struct WorkerOptions {
   std::vector<std::string> only_sources;
   std::optional<wire::Predecessor> predecessor;  ///< reported in READY until a producer answers
   CrashRecord* crash_record = nullptr;           ///< may be null
-  int stop_fd = -1;            ///< readable when the worker should leave (signalfd or eventfd)
-  bool exit_on_stop = false;   ///< leave with _exit after saying BYE, not waiting for a kernel
+  int stop_fd = -1;  ///< readable when the worker should leave (signalfd or eventfd)
+  /// This process belongs to a pool that restarts it: rather than wait for a kernel that nobody
+  /// needs any more (its job was cancelled, its producer is gone, the worker is stopping), exit,
+  /// and let the pool start a fresh process at once.
+  bool supervised = false;
 };
+
+/// The exit status of a supervised worker that abandoned a kernel nobody needs any more.
+inline constexpr int kExitAbandoned = 75;
 
 /// Serves jobs until `stop_fd` becomes readable. Returns the process exit status.
 int run_worker(const WorkerOptions& options);

@@ -17,14 +17,16 @@ using namespace pymar::test;
 
 namespace {
 
-std::string queue(unsigned port) { return "127.0.0.1:" + std::to_string(port); }
+std::string queue(unsigned port) {
+  return "127.0.0.1:" + std::to_string(port);
+}
 
 // A worker pool serving the producer at `port`.
 std::unique_ptr<Process> start_pool(const std::string& task, unsigned port, unsigned workers,
                                     std::vector<std::string> extra = {},
                                     std::vector<std::pair<std::string, std::string>> env = {}) {
-  std::vector<std::string> argv = {binary(task), "--worker", "-q", queue(port), "-w",
-                                   std::to_string(workers)};
+  std::vector<std::string> argv = {binary(task), "--worker", "-q",
+                                   queue(port),  "-w",       std::to_string(workers)};
   argv.insert(argv.end(), extra.begin(), extra.end());
   return std::make_unique<Process>(argv, env);
 }
@@ -87,7 +89,8 @@ TEST_SUITE("examples") {
   }
 
   TEST_CASE("the examples answer right with the workers started after the producer") {
-    for (const char* task : {"examples/integration", "examples/squaredsum", "examples/squaredsum2"}) {
+    for (const char* task :
+         {"examples/integration", "examples/squaredsum", "examples/squaredsum2"}) {
       CAPTURE(task);
       const unsigned port = free_port();
       auto producer = start_producer(task, port);
@@ -126,17 +129,18 @@ TEST_SUITE("pool") {
   TEST_CASE("one worker serves a job of 16 slices") {
     const unsigned port = free_port();
     auto pool = start_pool("test/test_task", port, 1);
-    auto producer = start_producer(
-        "test/test_task", port, {},
-        {{"TEST_JOB", "doubled"}, {"TEST_LENGTH", "1000"}, {"TEST_PARTS", "16"}});
+    auto producer =
+        start_producer("test/test_task", port, {},
+                       {{"TEST_JOB", "doubled"}, {"TEST_LENGTH", "1000"}, {"TEST_PARTS", "16"}});
     CHECK(answer_of(*producer) == "999000");
   }
 
   TEST_CASE("WORKERS_NUMBER larger than full_length() makes one slice per element") {
     const unsigned port = free_port();
     auto pool = start_pool("test/test_task", port, 2);
-    auto producer = start_producer("test/test_task", port, {"-v"},
-                                   {{"TEST_JOB", "doubled"}, {"TEST_LENGTH", "5"}, {"TEST_PARTS", "64"}});
+    auto producer =
+        start_producer("test/test_task", port, {"-v"},
+                       {{"TEST_JOB", "doubled"}, {"TEST_LENGTH", "5"}, {"TEST_PARTS", "64"}});
     CHECK(answer_of(*producer) == "20");
     CHECK(producer->count_stderr("5 elements in 5 slices") == 1);
   }
@@ -177,9 +181,12 @@ TEST_SUITE("pool") {
     auto first = start_pool("test/test_task", port, 1, {"-v"});
     // Slice 0 sleeps long; the other 15 slices wait for a worker.
     auto producer = start_producer("test/test_task", port, {},
-                                   {{"TEST_JOB", "doubled"}, {"TEST_LENGTH", "160"},
-                                    {"TEST_PARTS", "16"}, {"TEST_SLOW_AT", "0"},
-                                    {"TEST_SLOW_MS", "3000"}, {"TEST_RETRY_MS", "3000"}});
+                                   {{"TEST_JOB", "doubled"},
+                                    {"TEST_LENGTH", "160"},
+                                    {"TEST_PARTS", "16"},
+                                    {"TEST_SLOW_AT", "0"},
+                                    {"TEST_SLOW_MS", "3000"},
+                                    {"TEST_RETRY_MS", "3000"}});
     REQUIRE(first->wait_for_stderr("slice 0 of job 1 started"));
     auto second = start_pool("test/test_task", port, 1, {"-v"});
     CHECK(answer_of(*producer) == "25440");
@@ -189,9 +196,13 @@ TEST_SUITE("pool") {
 
 TEST_SUITE("command line") {
   TEST_CASE("a bad flag or value is one clear line and exit status 2") {
-    for (std::vector<std::string> args :
-         {std::vector<std::string>{"--bogus"}, {"-w", "lots"}, {"-w", "0"}, {"-q", "host:99999"},
-          {"--worker", "--produce"}, {"--liveness", "1", "--heartbeat", "1"}, {"-p", "X"}}) {
+    for (std::vector<std::string> args : {std::vector<std::string>{"--bogus"},
+                                          {"-w", "lots"},
+                                          {"-w", "0"},
+                                          {"-q", "host:99999"},
+                                          {"--worker", "--produce"},
+                                          {"--liveness", "1", "--heartbeat", "1"},
+                                          {"-p", "X"}}) {
       std::vector<std::string> argv = {binary("examples/integration")};
       argv.insert(argv.end(), args.begin(), args.end());
       Process p(argv);
@@ -241,7 +252,8 @@ TEST_SUITE("command line") {
     router.set(zmq::sockopt::linger, 0);
     router.bind("tcp://127.0.0.1:*");
     const std::string endpoint = router.get(zmq::sockopt::last_endpoint);
-    const unsigned port = static_cast<unsigned>(std::stoul(endpoint.substr(endpoint.rfind(':') + 1)));
+    const unsigned port =
+        static_cast<unsigned>(std::stoul(endpoint.substr(endpoint.rfind(':') + 1)));
     router.set(zmq::sockopt::rcvtimeo, 30000);
     auto pool = start_pool("test/test_task", port, 1);
 

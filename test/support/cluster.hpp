@@ -18,7 +18,8 @@ namespace pymar::test {
 
 class LocalCluster {
  public:
-  explicit LocalCluster(unsigned workers, std::chrono::milliseconds grace = std::chrono::seconds(30)) {
+  explicit LocalCluster(unsigned workers,
+                        std::chrono::milliseconds grace = std::chrono::seconds(30)) {
     detail::DispatcherOptions options;
     options.bind = "tcp://127.0.0.1:*";
     options.grace = grace;

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <cstdint>
 #include <cstdlib>
 #include <fstream>
@@ -35,10 +36,13 @@ std::string env_text(const char* name) {
 }
 
 // True the first time any process of the test asks with this marker path (it creates the file).
+// Says so on stderr, so that a test can wait for the first attempt to be under way.
 bool first_time(const std::string& marker) {
   if (marker.empty()) return true;
   if (std::ifstream(marker).good()) return false;
   std::ofstream(marker) << getpid();
+  fmt::print(stderr, "test_task[{}]: first attempt at a scripted slice\n", getpid());
+  std::fflush(stderr);
   return true;
 }
 
@@ -48,12 +52,12 @@ bool first_time(const std::string& marker) {
 
 struct Script {
   std::uint64_t length = 0;
-  std::int64_t throw_at = -1;   // map_fn throws std::domain_error on this element
-  std::int64_t segv_at = -1;    // map_fn dereferences a null pointer on this element
-  std::string segv_marker;      // if set, only the first process to reach segv_at crashes
-  std::int64_t slow_at = -1;    // map_fn sleeps on this element...
-  std::int64_t slow_ms = 0;     // ...this long the first time (per slow_marker)...
-  std::int64_t retry_ms = 0;    // ...and this long afterwards
+  std::int64_t throw_at = -1;  // map_fn throws std::domain_error on this element
+  std::int64_t segv_at = -1;   // map_fn dies of SIGSEGV on this element
+  std::string segv_marker;     // if set, only the first process to reach segv_at crashes
+  std::int64_t slow_at = -1;   // map_fn sleeps on this element...
+  std::int64_t slow_ms = 0;    // ...this long the first time (per slow_marker)...
+  std::int64_t retry_ms = 0;   // ...and this long afterwards
   std::string slow_marker;
   bool constructor_throws = false;
   MSGPACK_DEFINE(length, throw_at, segv_at, segv_marker, slow_at, slow_ms, retry_ms, slow_marker,
@@ -83,8 +87,7 @@ struct Step {
       throw std::domain_error(fmt::format("element {} is out of the domain", value));
     }
     if (value == script->segv_at && first_time(script->segv_marker)) {
-      volatile int* null = nullptr;
-      *null = 1;
+      std::raise(SIGSEGV);  // as a wild pointer would, without undefined behaviour in the test
     }
     if (value == script->slow_at) {
       const auto ms = first_time(script->slow_marker) ? script->slow_ms : script->retry_ms;
@@ -138,9 +141,8 @@ struct CollectElements : pymar::Producer<CollectElements> {
   static constexpr std::size_t WORKERS_NUMBER = 3;
 
   static auto map_fn(auto&& elements) {
-    return elements | std::views::transform([](const Step& e) {
-             return std::vector<std::int64_t>{e.perform()};
-           });
+    return elements | std::views::transform(
+                          [](const Step& e) { return std::vector<std::int64_t>{e.perform()}; });
   }
 
   static std::vector<std::int64_t> reduce_fn(auto&& lists) {
@@ -260,4 +262,6 @@ int run_job() {
 
 }  // namespace
 
-int main(int argc, char** argv) { return pymar::main(argc, argv, run_job); }
+int main(int argc, char** argv) {
+  return pymar::main(argc, argv, run_job);
+}

@@ -63,9 +63,9 @@ struct MemoryData {
 
 /// Everything the library needs to run one `map` call.
 struct JobRequest {
-  std::string producer;  ///< registered producer name
-  std::string source;    ///< registered source name
-  std::string params;    ///< encoded source parameters
+  std::string producer;    ///< registered producer name
+  std::string source;      ///< registered source name
+  std::string params;      ///< encoded source parameters
   std::size_t length = 0;  ///< full_length() of the source
   std::size_t parts = 0;   ///< WORKERS_NUMBER of the producer
   Kernel kernel = nullptr;

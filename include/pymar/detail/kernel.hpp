@@ -70,10 +70,10 @@ struct ValueFor<P, MemorySource<T>> {
 template <class P, class Elements>
 void map_and_reduce(Elements&& elements, std::string& out) {
   using Value = ValueOf<P, std::remove_reference_t<Elements>>;
-  static_assert(std::is_convertible_v<decltype(P::reduce_fn(std::declval<std::vector<Value>&>())),
-                                      Value>,
-                "reduce_fn must accept both map_fn's values and a std::vector of its own results, "
-                "and return the same type for both");
+  static_assert(
+      std::is_convertible_v<decltype(P::reduce_fn(std::declval<std::vector<Value>&>())), Value>,
+      "reduce_fn must accept both map_fn's values and a std::vector of its own results, "
+      "and return the same type for both");
   decltype(auto) mapped = P::map_fn(elements);
   const Value partial = P::reduce_fn(mapped);
   encode(partial, out);
@@ -81,9 +81,11 @@ void map_and_reduce(Elements&& elements, std::string& out) {
 
 template <class T>
 std::span<const T> raw_elements(const SliceInput& input, std::vector<T>& realigned) {
-  if (input.payload.size() != input.limit * sizeof(T)) {
+  // Divide rather than multiply: a forged limit must not overflow into a matching size.
+  if (input.payload.size() % sizeof(T) != 0 || input.payload.size() / sizeof(T) != input.limit) {
     throw DecodeError("slice payload holds " + std::to_string(input.payload.size()) +
-                      " bytes, expected " + std::to_string(input.limit * sizeof(T)));
+                      " bytes, not " + std::to_string(input.limit) + " elements of " +
+                      std::to_string(sizeof(T)) + " bytes");
   }
   const void* data = input.payload.data();
   if (reinterpret_cast<std::uintptr_t>(data) % alignof(T) == 0) {
