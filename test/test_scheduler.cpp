@@ -487,3 +487,18 @@ TEST_CASE("finishing a job tells the workers holding its slices to drop them") {
   REQUIRE(cancels.size() == 1);
   CHECK(cancels[0].job == JobId{7, 1});
 }
+
+TEST_CASE("a repeated job starts with the cost measured in the previous one") {
+  RecordingOutbox out;
+  Scheduler s(config(), out);
+  s.on_ready("w1", ready(2), t0);
+  const JobRequest request = job(4, 4);
+  s.start_job(request, {7, 1}, 1s, t0);
+  for (auto a = out.taken<Assign>("w1"); !a.empty(); a = out.taken<Assign>("w1")) {
+    for (const Assign& x : a) answer(s, "w1", x, t0, 1000);
+  }
+  REQUIRE(s.state() == JobState::done);
+  s.finish_job();
+  s.start_job(request, {7, 2}, 1s, t0);
+  CHECK(out.taken<Assign>("w1").size() == 2);  // the worker's whole credit at once
+}

@@ -353,7 +353,10 @@ void Scheduler::start_job(const JobRequest& request, wire::JobId id,
   done_count_ = 0;
   partials_ = Partials(parts.size());
   failure_.reset();
-  mean_slice_ns_ = 0;
+  // The cost measured in the last job of this producer over this source, if any: a repeated
+  // small job then goes out in one round trip instead of probing with one slice first.
+  const auto known = known_cost_.find(cost_key(request));
+  mean_slice_ns_ = known == known_cost_.end() ? 0 : known->second;
   timed_slices_ = 0;
   drops_ = {};
   reruns_ = 0;
@@ -367,7 +370,15 @@ void Scheduler::start_job(const JobRequest& request, wire::JobId id,
   assign_all(now);
 }
 
+std::string Scheduler::cost_key(const JobRequest& request) {
+  return request.producer + '\n' + request.source;
+}
+
 void Scheduler::finish_job() {
+  if (job_ != nullptr && timed_slices_ > 0) {
+    if (known_cost_.size() > 1024) known_cost_.clear();
+    known_cost_[cost_key(*job_)] = mean_slice_ns_;
+  }
   for (auto& [id, w] : workers_) {
     const auto held =
         std::erase_if(w.batches, [&](const auto& entry) { return entry.second.job == job_id_; });

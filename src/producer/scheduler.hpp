@@ -166,6 +166,8 @@ class Scheduler {
   std::optional<SliceError::Details> failure_;
   double mean_slice_ns_ = 0;  // running mean of kernel time per slice, for batch sizes
   std::size_t timed_slices_ = 0;
+  std::unordered_map<std::string, double> known_cost_;  // by producer and source, across jobs
+  static std::string cost_key(const JobRequest& request);
   std::chrono::milliseconds grace_{0};
   std::optional<Clock::time_point> unserved_since_;  // no eligible worker since then
   DropCounts drops_;
