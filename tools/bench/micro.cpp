@@ -6,13 +6,21 @@
 //                 outbox: its CPU cost per slice; "+wire" adds encoding and decoding both ways
 //   kernel/*      the integration kernel a worker runs (ranges, registry, encode) against the
 //                 plain loop over the same 2,250,000 points (one slice of the example)
-//   cluster/*     `map` over worker threads in this process (dispatcher, ZeroMQ over TCP
-//                 loopback): latency of 4 trivial slices, and throughput of many
+//   cluster/*     `map` from this process over 2 forked worker processes (dispatcher, ZeroMQ over
+//                 TCP loopback): latency of 4 trivial slices, throughput of many, and with one
+//                 slice per batch the messages per second one producer sustains
+#include <arpa/inet.h>
 #include <benchmark/benchmark.h>
+#include <netinet/in.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstdint>
 #include <deque>
+#include <memory>
 #include <ranges>
 #include <string>
 #include <utility>
@@ -21,9 +29,12 @@
 #include <spdlog/spdlog.h>
 #include <pymar/pymar.hpp>
 
+#include "common/build_id.hpp"
+#include "producer/dispatcher.hpp"
+#include "producer/runtime.hpp"
 #include "producer/scheduler.hpp"
-#include "support/cluster.hpp"
 #include "wire/protocol.hpp"
+#include "worker/worker.hpp"
 
 namespace {
 
@@ -161,6 +172,7 @@ wire::Ready ready_worker() {
 void scheduler_job(benchmark::State& state, bool wire) {
   const auto slices = static_cast<std::size_t>(state.range(0));
   SchedulerConfig config;
+  config.max_batch = static_cast<std::size_t>(state.range(1));
   config.build = "bench";
   config.session = 1;
   config.speculate = false;
@@ -216,11 +228,15 @@ void scheduler_job(benchmark::State& state, bool wire) {
 }
 BENCHMARK_CAPTURE(scheduler_job, alone, false)
     ->Name("scheduler/job")
-    ->Arg(100'000)
+    ->ArgNames({"slices", "max_batch"})
+    ->Args({100'000, 1024})
+    ->Args({10'000, 1})
     ->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(scheduler_job, with_wire, true)
     ->Name("scheduler/job+wire")
-    ->Arg(100'000)
+    ->ArgNames({"slices", "max_batch"})
+    ->Args({100'000, 1024})
+    ->Args({10'000, 1})
     ->Unit(benchmark::kMillisecond);
 
 // --- the integration kernel against the plain loop ------------------------------------------
@@ -251,11 +267,70 @@ void kernel_loop(benchmark::State& state) {
 }
 BENCHMARK(kernel_loop)->Name("kernel/integration_slice_loop")->Unit(benchmark::kMillisecond);
 
-// --- map over worker threads in this process ------------------------------------------------
+// --- map over worker processes --------------------------------------------------------------
 
+/// A dispatcher in this process and worker processes forked from it (running the library's
+/// worker loop, not a task's command line), with the largest batch configurable. Processes, not
+/// threads: workers in one process share a routing id (see doc/performance.md).
+class Cluster {
+ public:
+  Cluster(unsigned workers, std::size_t max_batch) {
+    const std::uint16_t port = free_port();
+    stop_fd_ = eventfd(0, EFD_CLOEXEC);
+    for (unsigned i = 0; i < workers; ++i) {
+      const pid_t pid = fork();
+      if (pid == 0) {
+        WorkerOptions worker;
+        worker.endpoint = "tcp://127.0.0.1:" + std::to_string(port);
+        worker.stop_fd = stop_fd_;
+        std::_Exit(run_worker(worker));
+      }
+      children_.push_back(pid);
+    }
+    DispatcherOptions options;
+    options.bind = "tcp://127.0.0.1:" + std::to_string(port);
+    options.grace = std::chrono::seconds(30);
+    options.scheduler.build = build_fingerprint();
+    options.scheduler.max_batch = max_batch;
+    dispatcher_ = std::make_unique<Dispatcher>(options);
+    use_dispatcher(dispatcher_.get());
+  }
+
+  ~Cluster() {
+    use_dispatcher(nullptr);
+    const std::uint64_t stop = 1;
+    [[maybe_unused]] ssize_t n = ::write(stop_fd_, &stop, sizeof stop);  // stays readable
+    for (pid_t pid : children_) waitpid(pid, nullptr, 0);
+    dispatcher_.reset();
+    ::close(stop_fd_);
+  }
+
+  Cluster(const Cluster&) = delete;
+  Cluster& operator=(const Cluster&) = delete;
+
+ private:
+  static std::uint16_t free_port() {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t size = sizeof address;
+    ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address);
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &size);
+    ::close(fd);
+    return ntohs(address.sin_port);
+  }
+
+  std::unique_ptr<Dispatcher> dispatcher_;
+  int stop_fd_ = -1;
+  std::vector<pid_t> children_;
+};
+
+// state.range(0) trivial slices per job over state.range(2) worker processes; state.range(1) the
+// largest batch (1: every slice is an ASSIGN and a RESULT of its own, so items/s is messages/s).
 void cluster_map(benchmark::State& state) {
   const auto slices = static_cast<std::uint64_t>(state.range(0));
-  pymar::test::LocalCluster cluster(2);
+  Cluster cluster(static_cast<unsigned>(state.range(2)), static_cast<std::size_t>(state.range(1)));
   const std::uint64_t expected = slices * (slices - 1) / 2;
   for (int i = 0; i < 3; ++i) (void)Trivial().map(factory<Indices>({slices}));  // workers join
   for (auto _ : state) {
@@ -264,9 +339,12 @@ void cluster_map(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations() * state.range(0));
 }
 BENCHMARK(cluster_map)
-    ->Name("cluster/map_trivial_2_worker_threads")
-    ->Arg(4)
-    ->Arg(100'000)
+    ->Name("cluster/map_trivial")
+    ->ArgNames({"slices", "max_batch", "workers"})
+    ->Args({4, 1024, 2})
+    ->Args({100'000, 1024, 2})
+    ->Args({20'000, 1, 2})
+    ->Args({20'000, 1, 8})
     ->Unit(benchmark::kMicrosecond)
     ->UseRealTime();
 
