@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The SQL split benchmark on a table of 10^7 rows: key ranges against LIMIT/OFFSET, on SQLite
+# and then on a throwaway PostgreSQL server (tools/postgres-test-server.sh, stopped afterwards).
+#
+#   plugins/sql/bench/run.sh [BUILD_DIR]      # default: build
+#
+# Environment: BENCH_ROWS (10000000), BENCH_SLICES (8,32), BENCH_REPEAT (5), and
+# BENCH_POSTGRESQL=0 to skip PostgreSQL. Tables are made on the first run (SQLite's in the
+# temporary folder is kept for the next run); medians and ratios go to stdout.
+set -euo pipefail
+cd "$(dirname "$0")/../../.."
+build=${1:-build}
+rows=${BENCH_ROWS:-10000000}
+slices=${BENCH_SLICES:-8,32}
+repeat=${BENCH_REPEAT:-5}
+
+[ -f "$build/build.ninja" ] || meson setup "$build" >/dev/null
+ninja -C "$build" plugins/sql/bench/sql_split_bench >/dev/null
+bench="$build/plugins/sql/bench/sql_split_bench"
+
+"$bench" --rows "$rows" --slices "$slices" --repeat "$repeat"
+
+if [ "${BENCH_POSTGRESQL:-1}" != 0 ]; then
+  echo
+  state=$(PYMAR_TEST_POSTGRESQL_ROWS=1 tools/postgres-test-server.sh start)
+  eval "$state"
+  trap 'tools/postgres-test-server.sh stop "$PYMAR_TEST_POSTGRESQL_DIR"' EXIT
+  "$bench" "$PYMAR_TEST_POSTGRESQL_URL" --rows "$rows" --slices "$slices" --repeat "$repeat"
+fi
