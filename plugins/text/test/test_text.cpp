@@ -206,6 +206,14 @@ TEST_SUITE("text") {
     CHECK(found == std::vector<std::string>{"one", "two", "three"});
     CHECK(pymar::text::words("").begin() == std::default_sentinel);
     CHECK(pymar::text::words(" \t ").begin() == std::default_sentinel);
+    // A temporary string outlives the loop over its words (a view of it would dangle).
+    auto make = [] { return std::string("  made  on   the fly ") + std::string(100, 'x'); };
+    std::vector<std::string> made;
+    for (std::string_view w : pymar::text::words(make())) made.emplace_back(w);
+    CHECK(made == std::vector<std::string>{"made", "on", "the", "fly", std::string(100, 'x')});
+    const auto kept = pymar::text::words(make());
+    const auto copy = kept;
+    CHECK(std::ranges::distance(copy) == 5);
     static_assert(std::ranges::forward_range<pymar::text::Words>);
     static_assert(std::ranges::input_range<pymar::text::LineRange>);
   }

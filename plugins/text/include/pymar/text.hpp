@@ -18,6 +18,7 @@
 #include <fstream>
 #include <iterator>
 #include <limits>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -214,7 +215,8 @@ pymar::SourceFactory<S> factory(std::vector<std::string> files) {
 }
 
 /// The words of a line: its runs of characters other than spaces, tabs, "\r", "\n", "\v", "\f".
-/// A lazy forward range of std::string_view into `line`.
+/// A lazy forward range of std::string_view into the line. Made from a temporary std::string, it
+/// keeps the string alive, so `for (auto w : words(doc.get<std::string>("text")))` is safe.
 class Words {
  public:
   class iterator {
@@ -255,16 +257,27 @@ class Words {
   };
 
   explicit Words(std::string_view line) : line_(line) {}
+  explicit Words(std::string&& line)
+      : owned_(std::make_shared<const std::string>(std::move(line))), line_(*owned_) {}
   iterator begin() const { return iterator(line_.data(), line_.data() + line_.size()); }
   std::default_sentinel_t end() const noexcept { return {}; }
 
  private:
+  // Shared, not copied: copies of the range must keep viewing the same characters.
+  std::shared_ptr<const std::string> owned_;
   std::string_view line_;
 };
 
 /// The words of `line` (see Words).
 inline Words words(std::string_view line) {
   return Words(line);
+}
+inline Words words(const char* line) {
+  return Words(std::string_view(line));
+}
+/// The words of a temporary string, which the range keeps alive.
+inline Words words(std::string&& line) {
+  return Words(std::move(line));
 }
 
 }  // namespace pymar::text
