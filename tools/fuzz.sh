@@ -5,7 +5,8 @@
 # out-of-memory; the input that did it is left in build-fuzz/artifacts/.
 #
 #   tools/fuzz.sh [SECONDS]    fuzz for that long, starting from test/fuzz/corpus/
-#   tools/fuzz.sh --seeds      write the seed corpus test/fuzz/corpus/ anew (after a wire change)
+#   tools/fuzz.sh --seeds      write the seeds in test/fuzz/corpus/ anew (after a wire change);
+#                              the regression-* inputs there (bugs fuzzing found) are kept
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

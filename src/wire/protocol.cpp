@@ -347,6 +347,10 @@ Message decode(std::string_view header, std::size_t payload_frames) {
   }
   const msgpack::object& type = root.via.array.ptr[1];
   if (type.type != msgpack::type::POSITIVE_INTEGER) throw ProtocolError("header: no type");
+  if (type.via.u64 > UINT8_MAX) {
+    // Converted to Type, 257 would be taken for 1 (READY): Type's underlying type is 8 bits.
+    throw ProtocolError(fmt::format("header: unknown message type {}", type.via.u64));
+  }
 
   auto fields = [&](const char* what, std::size_t count) {
     Fields f(root, what, 2 + count, 2 + count);

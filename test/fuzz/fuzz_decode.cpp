@@ -39,6 +39,11 @@ void fuzz_wire(std::string_view header, std::size_t payload_frames) {
     return;
   }
   (void)wire::type_name(message);
+  // The message is of the type its header names (READY is 1, ASSIGN 2, ...).
+  const msgpack::object_handle header_object = msgpack::unpack(header.data(), header.size());
+  if (header_object.get().via.array.ptr[1].via.u64 != message.index() + 1) {
+    broken("the message is not of the type its header names");
+  }
   const std::string once = wire::encode(message);
   wire::Message again;
   try {
