@@ -424,9 +424,14 @@ std::size_t count_documents(const Params& params) {
   Bson name_filter(BCON_NEW("filter", "{", "name", BCON_UTF8(params.collection.c_str()), "}"));
   char** names =
       mongoc_database_get_collection_names_with_opts(database.get(), name_filter.get(), &error);
-  if (names == nullptr) fail(params, "list the collections", error);
-  const bool exists = names[0] != nullptr;
-  bson_strfreev(names);
+  // A user allowed to read the collection but not to list collections (Unauthorized, code 13)
+  // skips the check rather than fail.
+  constexpr std::uint32_t kUnauthorized = 13;
+  if (names == nullptr && !(error.domain == MONGOC_ERROR_SERVER && error.code == kUnauthorized)) {
+    fail(params, "list the collections", error);
+  }
+  const bool exists = names == nullptr || names[0] != nullptr;
+  if (names) bson_strfreev(names);
   if (!exists) {
     throw QueryError(fmt::format("{}: collection '{}' does not exist in database '{}'",
                                  where(params), params.collection, params.database));

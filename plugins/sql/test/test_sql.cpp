@@ -209,6 +209,29 @@ TEST_SUITE("sql") {
     });
   }
 
+  TEST_CASE("exact decimals read as whole numbers, doubles or text (PostgreSQL numeric)") {
+    for_each_database([](Database& db) {
+      if (db.name != "postgresql") return;
+      db.create("pymar_t_decimal", "id BIGINT PRIMARY KEY, d NUMERIC");
+      db.insert("pymar_t_decimal", {"1, 42", "2, 42.5", "3, 12345678901234567890"});
+      Params p = items_params(db, {"d"});
+      p.table = "pymar_t_decimal";
+      CHECK(read_all<double>(p) == std::vector<double>{42, 42.5, 12345678901234567890.0});
+      CHECK(read_all<std::string>(p) ==
+            std::vector<std::string>{"42", "42.5", "12345678901234567890"});
+      p.where = "id = 1";
+      CHECK(read_all<std::int64_t>(p) == std::vector<std::int64_t>{42});
+      p.where = "id = 2";
+      CHECK_THROWS_WITH_AS(read_all<std::int64_t>(p),
+                           doctest::Contains("holds the decimal 42.5, which does not convert to "
+                                             "std::int64_t"),
+                           ConversionError);
+      p.where = "id = 3";
+      CHECK(read_all<std::uint64_t>(p) == std::vector<std::uint64_t>{12345678901234567890u});
+      CHECK_THROWS_AS(read_all<std::int64_t>(p), ConversionError);
+    });
+  }
+
   TEST_CASE("a row type whose fields do not match the columns is named in the error") {
     for_each_database([](Database& db) {
       create_items(db);

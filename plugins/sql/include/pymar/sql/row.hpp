@@ -112,7 +112,7 @@ T read_value(const Cursor& cursor, std::size_t column, std::size_t row) {
       if (kind == Kind::numeric) {  // an exact decimal converts when it is a whole number in range
         T value{};
         if (detail::parse_integer(cursor.text(column), value)) return value;
-        detail::throw_out_of_range(cursor, column, row, type_label<T>());
+        detail::throw_unconvertible(cursor, column, row, type_label<T>());
       }
     } else if constexpr (std::floating_point<T>) {
       if (kind == Kind::integer || kind == Kind::real || kind == Kind::numeric) {
