@@ -67,6 +67,40 @@ def busy_fraction(seconds=1.0):
     return 1 - (idle1 - idle0) / max(1, total1 - total0)
 
 
+class LoadMeter:
+    """The CPU time other processes took while the suite ran, as a fraction of the machine:
+    all busy time (/proc/stat) less what the suite and the processes it waited for used."""
+
+    def __init__(self):
+        self.total, self.idle = cpu_times()
+        self.ours = self.own_seconds()
+
+    @staticmethod
+    def own_seconds():
+        import resource
+        me = resource.getrusage(resource.RUSAGE_SELF)
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
+
+    def others(self):
+        total, idle = cpu_times()
+        ticks = os.sysconf("SC_CLK_TCK")
+        busy = ((total - self.total) - (idle - self.idle)) / ticks
+        ours = self.own_seconds() - self.ours
+        return max(0.0, busy - ours) / max(1e-9, (total - self.total) / ticks)
+
+
+def wait_for_quiet(limit_seconds, threshold=0.25):
+    """Waits up to `limit_seconds` for other work to leave the CPUs mostly idle."""
+    deadline = time.monotonic() + limit_seconds
+    busy = busy_fraction()
+    while busy > threshold and time.monotonic() < deadline:
+        log(f"the machine is {busy:.0%} busy with other work: waiting for it to calm down")
+        time.sleep(4)
+        busy = busy_fraction()
+    return busy
+
+
 class Pool:
     """A worker pool this suite started (`BINARY --worker`), in a process group of its own."""
 
@@ -491,7 +525,7 @@ class Suite:
 
     # --- the report ----------------------------------------------------------------------
 
-    def report(self, busy, started, elapsed):
+    def report(self, busy, others, started, elapsed):
         def fmt(v, unit):
             if v is None:
                 return "—"
@@ -510,7 +544,8 @@ class Suite:
         lines = [f"# Pymar benchmark results, {started:%Y-%m-%d %H:%M}", "",
                  f"Machine: {model}, {os.cpu_count()} cores; commit {commit}"
                  f"{' (with uncommitted changes in src/ or include/)' if dirty else ''}; "
-                 f"other load before the run: {busy:.0%} of the CPUs; suite took {elapsed:.0f} s.",
+                 f"other processes' load: {busy:.0%} of the CPUs before the run, {others:.0%} "
+                 f"during it; suite took {elapsed:.0f} s.",
                  "", "| # | job | baseline | baseline | framework | ratio | target | met |",
                  "|---|---|---|---|---|---|---|---|"]
         for r in self.rows:
@@ -534,23 +569,30 @@ def main():
                         help="meson build directory configured with -Dbench=true")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke test)")
     parser.add_argument("--only", nargs="+", choices=SECTIONS, help="run only these sections")
+    parser.add_argument("--wait-quiet", type=float, default=120, metavar="SECONDS",
+                        help="wait up to this long for other work to leave the CPUs (120)")
     parser.add_argument("--output", default=str(ROOT / "tools" / "bench" / "results"),
                         help="folder for latest.md and latest.json")
     args = parser.parse_args()
 
     suite = Suite(args.build, args.quick)
-    started = datetime.datetime.now()
-    begin = time.monotonic()
-    busy = busy_fraction()
+    busy = wait_for_quiet(args.wait_quiet)
     if busy > 0.25:
         log(f"warning: the machine is {busy:.0%} busy with other work; figures will be noisy")
+    started = datetime.datetime.now()
+    begin = time.monotonic()
+    load = LoadMeter()
     # micro runs first: its in-process scheduler rate is the baseline of section 4.
     order = ["micro"] + [s for s in SECTIONS if s != "micro"]
     for name in order:
         if args.only and name not in args.only:
             continue
         getattr(suite, f"section_{name}")()
-    text = suite.report(busy, started, time.monotonic() - begin)
+    others = load.others()
+    if others > 0.15:
+        log(f"warning: other processes took {others:.0%} of the CPUs during the run; "
+            "figures are noisy")
+    text = suite.report(busy, others, started, time.monotonic() - begin)
     print(text)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
