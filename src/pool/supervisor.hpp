@@ -5,8 +5,8 @@
 #include <functional>
 #include <optional>
 
+#include "common/crash_record.hpp"
 #include "wire/protocol.hpp"
-#include "worker/worker.hpp"
 
 namespace pymar::detail {
 

@@ -88,8 +88,10 @@ class Worker {
     identity_ = fmt::format("{}/{}/{}", host_name(), getpid(), ++generation_);
     socket_->set(zmq::sockopt::routing_id, identity_);
     socket_->set(zmq::sockopt::linger, 0);
-    socket_->set(zmq::sockopt::reconnect_ivl, 100);
-    socket_->set(zmq::sockopt::reconnect_ivl_max, 1000);
+    // Retry soon after a producer goes: the next run may start at once, and each attempt at a
+    // closed port costs the producer's host next to nothing.
+    socket_->set(zmq::sockopt::reconnect_ivl, 10);
+    socket_->set(zmq::sockopt::reconnect_ivl_max, 100);
     socket_->set(zmq::sockopt::tcp_keepalive, 1);
     socket_->connect(options_.endpoint);
     const Clock::time_point now = Clock::now();

@@ -2,25 +2,16 @@
 // kernels, and heartbeats both ways so that a long map_fn is never taken for a dead worker.
 #pragma once
 
-#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "common/crash_record.hpp"
 #include "wire/protocol.hpp"
 
 namespace pymar::detail {
-
-/// What the compute thread is doing, in memory the pool supervisor shares with this process:
-/// if the process dies, the supervisor knows which slice it died on.
-struct CrashRecord {
-  std::atomic<std::uint64_t> session{0};
-  std::atomic<std::uint64_t> seq{0};
-  std::atomic<std::uint64_t> slice{0};
-  std::atomic<std::uint32_t> in_slice{0};
-};
 
 struct WorkerOptions {
   std::string endpoint = "tcp://127.0.0.1:7627";  ///< the producer's address
@@ -38,8 +29,7 @@ struct WorkerOptions {
   bool supervised = false;
 };
 
-/// The exit status of a supervised worker that abandoned a kernel nobody needs any more.
-inline constexpr int kExitAbandoned = 75;
+
 
 /// Serves jobs until `stop_fd` becomes readable. Returns the process exit status.
 int run_worker(const WorkerOptions& options);

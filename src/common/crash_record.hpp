@@ -1,0 +1,22 @@
+// What a worker process and its pool supervisor share: the worker writes, the pool reads.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+namespace pymar::detail {
+
+/// What the compute thread is doing, in memory the pool supervisor shares with the worker
+/// process: if the process dies, the supervisor knows which slice it died on.
+struct CrashRecord {
+  std::atomic<std::uint64_t> session{0};
+  std::atomic<std::uint64_t> seq{0};
+  std::atomic<std::uint64_t> slice{0};
+  std::atomic<std::uint32_t> in_slice{0};
+};
+
+/// The exit status of a supervised worker that abandoned a kernel nobody needs any more (its
+/// job was cancelled, its producer is gone): not a crash, and restarted at once.
+inline constexpr int kExitAbandoned = 75;
+
+}  // namespace pymar::detail
