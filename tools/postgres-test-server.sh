@@ -52,6 +52,7 @@ port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 start() {
   install_server
+  cd /  # the server's user may not be allowed into the caller's working directory
   local bin dir port rows=${PYMAR_TEST_POSTGRESQL_ROWS:-100000}
   bin=$(bin_dir)
   if [ "$(id -u)" -eq 0 ]; then
