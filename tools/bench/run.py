@@ -476,10 +476,15 @@ class Suite:
             with Pool(self.task, port, 1, cpus={0}), Pool(self.task, port, 1, cpus={1}):
                 for label, extra in [("with speculation", []),
                                      ("without speculation", ["--no-speculation"])]:
-                    values, _ = self.produce(port, {"BENCH_JOB": "balance", "BENCH_POINTS": points,
-                                                    "BENCH_REPS": str(self.reps(5, 2)),
-                                                    "BENCH_WARMUP": "1"}, extra)
+                    values, err = self.produce(port, {"BENCH_JOB": "balance",
+                                                      "BENCH_POINTS": points,
+                                                      "BENCH_REPS": str(self.reps(5, 2)),
+                                                      "BENCH_WARMUP": "1"}, extra + ["-v"])
                     results[label] = values["map_ms"]
+                    copies = len(re.findall(r"are late; running a copy", err))
+                    restarts = len(re.findall(r"exited with status 75", err))
+                    self.notes.append(f"balance {label}: {copies} speculative copies, "
+                                      f"{restarts} worker restarts in {self.reps(5, 2) + 1} jobs.")
         finally:
             os.killpg(spinner.pid, signal.SIGKILL)
             spinner.wait()
@@ -628,6 +633,9 @@ def main():
 
     if args.nice and os.environ.get("PYMAR_BENCH_SESSION") is None:
         return run_in_own_session(args.nice)
+    # Stop cleanly (pools and all) on SIGINT or SIGTERM, even when started with them ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     suite = Suite(args.build, args.quick)
     busy = wait_for_quiet(args.wait_quiet)
     if busy > 0.25:
@@ -655,4 +663,8 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        log("interrupted: every pool the suite started has been stopped")
+        sys.exit(130)
