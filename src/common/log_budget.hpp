@@ -2,6 +2,10 @@
 #pragma once
 
 #include <cstddef>
+#include <functional>
+#include <map>
+#include <string>
+#include <string_view>
 
 namespace pymar::detail {
 
@@ -23,6 +27,24 @@ class LogBudget {
  private:
   std::size_t first_;
   std::size_t count_ = 0;
+};
+
+/// A LogBudget per kind of event, so that a flood of one kind does not silence the first report
+/// of another. Past `max_kinds` kinds, the rest share one budget.
+class LogBudgets {
+ public:
+  explicit LogBudgets(std::size_t max_kinds = 64) : max_kinds_(max_kinds) {}
+
+  LogBudget& operator[](std::string_view kind) {
+    if (auto it = budgets_.find(kind); it != budgets_.end()) return it->second;
+    if (budgets_.size() >= max_kinds_) return others_;
+    return budgets_.emplace(std::string(kind), LogBudget()).first->second;
+  }
+
+ private:
+  std::size_t max_kinds_;
+  std::map<std::string, LogBudget, std::less<>> budgets_;
+  LogBudget others_;
 };
 
 }  // namespace pymar::detail

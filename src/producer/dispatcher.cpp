@@ -195,15 +195,16 @@ void Dispatcher::receive(Clock::time_point now) {
 void Dispatcher::handle(zmq::message_t& identity_frame, std::vector<zmq::message_t>& frames,
                         Clock::time_point now) {
   const std::string identity = identity_frame.to_string();
-  auto garbage = [&](std::string_view why) {
+  auto garbage = [&](std::string_view why, std::string_view kind) {
     ++garbage_count_;
-    if (garbage_log_.spend()) {
-      spdlog::warn("dropped a malformed message from peer '{}' ({} so far): {}",
-                   printable(identity), garbage_log_.count(), why);
+    LogBudget& budget = garbage_logs_[kind];
+    if (budget.spend()) {
+      spdlog::warn("dropped a malformed message from peer '{}' ({} of this kind so far): {}",
+                   printable(identity), budget.count(), why);
     }
     scheduler_.on_garbage(identity, now);
   };
-  if (frames.size() < 2) return garbage("no header frame");
+  if (frames.size() < 2) return garbage("no header frame", "no header frame");
 
   wire::Message message;
   try {
@@ -213,7 +214,7 @@ void Dispatcher::handle(zmq::message_t& identity_frame, std::vector<zmq::message
       send(identity, wire::Refuse{fmt::format("the producer speaks protocol version {}, not {}",
                                               protocol_version(), *e.foreign_version())});
     }
-    return garbage(e.what());
+    return garbage(e.what(), e.kind_name());
   }
   sanitize(message);
   std::visit(Overloaded{
@@ -229,7 +230,8 @@ void Dispatcher::handle(zmq::message_t& identity_frame, std::vector<zmq::message
                  [&](const wire::Bye& m) { scheduler_.on_bye(identity, m.reason, now); },
                  [&](const auto& m) {
                    garbage(fmt::format("a {} message, which workers do not send",
-                                       wire::type_name(wire::Message(m))));
+                                       wire::type_name(wire::Message(m))),
+                           "a message workers do not send");
                  },
              },
              message);

@@ -103,7 +103,7 @@ class Dispatcher final : private Outbox {
   std::string header_;  // reused encoding buffer
   std::vector<zmq::message_t> frames_;
   std::vector<std::string_view> values_;
-  LogBudget garbage_log_;          // malformed messages, over the dispatcher's life
+  LogBudgets garbage_logs_;        // malformed messages by kind, over the dispatcher's life
   std::size_t garbage_count_ = 0;  // malformed messages during the current job
 
   // Payloads sent zero-copy from the job's memory that ZeroMQ still holds.

@@ -205,7 +205,8 @@ class Fields {
   }
 
   [[noreturn]] void fail(const std::string& why) const {
-    throw ProtocolError(fmt::format("{}: field {}: {}", what_, next_, why));
+    throw ProtocolError(fmt::format("{}: field {}: {}", what_, next_, why),
+                        ProtocolError::Kind::wrong_shape);
   }
 
  private:
@@ -271,7 +272,9 @@ Assign decode_assign(Fields& f, std::size_t payload_frames) {
   }
   const std::size_t expected = m.payload == detail::PayloadKind::none ? 0 : m.slices.size();
   if (payload_frames != expected) {
-    f.fail(fmt::format("expected {} payload frames, got {}", expected, payload_frames));
+    throw ProtocolError(
+        fmt::format("ASSIGN: expected {} payload frames, got {}", expected, payload_frames),
+        ProtocolError::Kind::wrong_frames);
   }
   return m;
 }
@@ -299,7 +302,9 @@ Result decode_result(Fields& f, std::size_t payload_frames) {
     m.outcomes.push_back(std::move(out));
   }
   if (payload_frames != ok_count) {
-    f.fail(fmt::format("expected {} value frames, got {}", ok_count, payload_frames));
+    throw ProtocolError(
+        fmt::format("RESULT: expected {} value frames, got {}", ok_count, payload_frames),
+        ProtocolError::Kind::wrong_frames);
   }
   return m;
 }
@@ -320,7 +325,8 @@ std::string encode(const Message& message) {
 
 Message decode(std::string_view header, std::size_t payload_frames) {
   if (header.size() > kMaxHeaderBytes) {
-    throw ProtocolError(fmt::format("header of {} bytes exceeds the limit", header.size()));
+    throw ProtocolError(fmt::format("header of {} bytes exceeds the limit", header.size()),
+                        ProtocolError::Kind::oversized);
   }
   DecodeLimits limits;
   limits.max_array = kMaxSlicesPerBatch;
@@ -332,24 +338,27 @@ Message decode(std::string_view header, std::size_t payload_frames) {
   try {
     handle = detail::unpack_bounded(header, limits);
   } catch (const DecodeError& e) {
-    throw ProtocolError(std::string("header: ") + e.what());
+    throw ProtocolError(std::string("header: ") + e.what(), ProtocolError::Kind::not_a_message);
   }
   const msgpack::object& root = handle.get();
   if (root.type != msgpack::type::ARRAY || root.via.array.size < 2) {
-    throw ProtocolError("header: not a message");
+    throw ProtocolError("header: not a message", ProtocolError::Kind::not_a_message);
   }
   const msgpack::object& version = root.via.array.ptr[0];
-  if (version.type != msgpack::type::POSITIVE_INTEGER) throw ProtocolError("header: no version");
+  if (version.type != msgpack::type::POSITIVE_INTEGER)
+    throw ProtocolError("header: no version", ProtocolError::Kind::not_a_message);
   if (version.via.u64 != protocol_version()) {
     throw ProtocolError(fmt::format("protocol version {} (this build speaks {})", version.via.u64,
                                     protocol_version()),
-                        version.via.u64);
+                        ProtocolError::Kind::foreign_version, version.via.u64);
   }
   const msgpack::object& type = root.via.array.ptr[1];
-  if (type.type != msgpack::type::POSITIVE_INTEGER) throw ProtocolError("header: no type");
+  if (type.type != msgpack::type::POSITIVE_INTEGER)
+    throw ProtocolError("header: no type", ProtocolError::Kind::not_a_message);
   if (type.via.u64 > UINT8_MAX) {
     // Converted to Type, 257 would be taken for 1 (READY): Type's underlying type is 8 bits.
-    throw ProtocolError(fmt::format("header: unknown message type {}", type.via.u64));
+    throw ProtocolError(fmt::format("header: unknown message type {}", type.via.u64),
+                        ProtocolError::Kind::wrong_shape);
   }
 
   auto fields = [&](const char* what, std::size_t count) {
@@ -360,7 +369,8 @@ Message decode(std::string_view header, std::size_t payload_frames) {
   };
   auto no_payload = [&](const char* what) {
     if (payload_frames != 0) {
-      throw ProtocolError(fmt::format("{}: unexpected {} payload frames", what, payload_frames));
+      throw ProtocolError(fmt::format("{}: unexpected {} payload frames", what, payload_frames),
+                          ProtocolError::Kind::wrong_frames);
     }
   };
 
@@ -404,7 +414,24 @@ Message decode(std::string_view header, std::size_t payload_frames) {
       return Who{};
     }
   }
-  throw ProtocolError(fmt::format("header: unknown message type {}", type.via.u64));
+  throw ProtocolError(fmt::format("header: unknown message type {}", type.via.u64),
+                      ProtocolError::Kind::wrong_shape);
+}
+
+const char* ProtocolError::kind_name() const noexcept {
+  switch (kind_) {
+    case Kind::oversized:
+      return "oversized";
+    case Kind::not_a_message:
+      return "not a message";
+    case Kind::foreign_version:
+      return "another protocol version";
+    case Kind::wrong_shape:
+      return "wrong shape";
+    case Kind::wrong_frames:
+      return "wrong payload frames";
+  }
+  return "malformed";
 }
 
 const char* type_name(const Message& message) {

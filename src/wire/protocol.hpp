@@ -104,15 +104,26 @@ struct Who {};
 
 using Message = std::variant<Ready, Assign, Result, Heartbeat, Bye, Cancel, Refuse, Who>;
 
-/// A message that could not be decoded. `version` is set when the only problem is a protocol
-/// version other than ours, so that a READY of another version can still be answered.
+/// A message that could not be decoded, and which kind of problem it had (for logs that report
+/// each kind without letting a flood of one kind through).
 class ProtocolError : public std::runtime_error {
  public:
-  explicit ProtocolError(const std::string& what, std::optional<std::uint64_t> version = {})
-      : std::runtime_error(what), version_(version) {}
+  enum class Kind {
+    oversized,        ///< over a size limit
+    not_a_message,    ///< not msgpack, or not a header
+    foreign_version,  ///< another protocol version; see foreign_version()
+    wrong_shape,      ///< valid msgpack, but fields of the wrong type, number or value
+    wrong_frames,     ///< payload frames other than the header announces
+  };
+
+  ProtocolError(const std::string& what, Kind kind, std::optional<std::uint64_t> version = {})
+      : std::runtime_error(what), kind_(kind), version_(version) {}
+  Kind kind() const noexcept { return kind_; }
+  const char* kind_name() const noexcept;
   std::optional<std::uint64_t> foreign_version() const noexcept { return version_; }
 
  private:
+  Kind kind_;
   std::optional<std::uint64_t> version_;
 };
 

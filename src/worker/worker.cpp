@@ -193,9 +193,10 @@ class Worker {
     try {
       message = wire::decode(frames[0].to_string_view(), frames.size() - 1);
     } catch (const wire::ProtocolError& e) {
-      if (garbage_log_.spend()) {
-        spdlog::warn("dropped a malformed message from the producer ({} so far): {}",
-                     garbage_log_.count(), e.what());
+      LogBudget& budget = garbage_logs_[e.kind_name()];
+      if (budget.spend()) {
+        spdlog::warn("dropped a malformed message from the producer ({} of this kind so far): {}",
+                     budget.count(), e.what());
       }
       return;
     }
@@ -234,9 +235,10 @@ class Worker {
       }
       refused_until_ = now + 6 * options_.liveness;
       drop_queued_tasks();
-    } else if (garbage_log_.spend()) {
-      spdlog::warn("dropped a {} message, which producers do not send ({} malformed so far)",
-                   wire::type_name(message), garbage_log_.count());
+    } else if (LogBudget& budget = garbage_logs_["a message producers do not send"];
+               budget.spend()) {
+      spdlog::warn("dropped a {} message, which producers do not send ({} so far)",
+                   wire::type_name(message), budget.count());
     }
   }
 
@@ -445,7 +447,7 @@ class Worker {
   bool connected_to_producer_ = false;
   std::optional<Clock::time_point> refused_until_;
   std::string last_refusal_;
-  LogBudget garbage_log_;
+  LogBudgets garbage_logs_;     // malformed messages, by kind
   LogBudget unknown_name_log_;  // the compute thread's
   std::uint64_t session_ = 0;   // the producer run being served, once known
   int done_fd_ = -1;
