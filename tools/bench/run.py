@@ -234,7 +234,7 @@ class Suite:
 
     def section_integration(self):
         log("1. integration over a warm pool of 2 workers, time inside map")
-        reps = self.reps(15, 5)
+        reps = self.reps(30, 5)
         omp = median(self.baseline("integration", "omp", reps))
         serial = median(self.baseline("integration", "serial", reps))
         port = free_port()
@@ -242,13 +242,18 @@ class Suite:
             self.produce(port, {"BENCH_JOB": "integration", "BENCH_REPS": "1"})  # joins the pool
             offset = pool.log_size()
             warmup = 2
-            values, _ = self.produce(port, {"BENCH_JOB": "integration", "BENCH_REPS": str(reps),
-                                            "BENCH_WARMUP": str(warmup)})
+            values, err = self.produce(port, {"BENCH_JOB": "integration",
+                                              "BENCH_REPS": str(reps),
+                                              "BENCH_WARMUP": str(warmup)}, ["-v"])
             slice_log = pool.log_since(offset)
             squared, _ = self.produce(port, {"BENCH_JOB": "squaredsum", "BENCH_REPS": str(reps)})
         framework = median(values["map_ms"])
         self.row("1", "integration, warm pool of 2, time inside `map`", "OpenMP 2 threads", omp,
                  framework, "ms", "≤ 1.15x", framework / omp <= 1.15)
+        copies = len(re.findall(r"are late; running a copy", err))
+        restarts = len(re.findall(r"exited with status 75", err))
+        self.notes.append(f"integration: {copies} speculative copies and {restarts} worker "
+                          f"restarts in {reps + warmup} jobs.")
         slices = [float(m.group(2)) for m in
                   re.finditer(r"slice \d+ of job (\d+) finished in ([0-9.]+) ms", slice_log)
                   if int(m.group(1)) > warmup]
@@ -371,6 +376,11 @@ class Suite:
                  "(diagnostic)", None)
         self.notes.append("ZeroMQ round trips, median of each run: " +
                           ", ".join(f"{r:.1f}" for r in rtts) + " µs.")
+        for name, values in [("4 slices", maps), ("1 slice", singles)]:
+            ordered = sorted(values)
+            self.notes.append(f"`map` of {name}: p10 {ordered[len(ordered) // 10]:.0f} µs, "
+                              f"median {median(ordered):.0f} µs, "
+                              f"p90 {ordered[len(ordered) * 9 // 10]:.0f} µs.")
         self.raw["latency"] = {"rtt_us": rtts, "map4_us": maps, "map1_us": singles}
 
     def section_throughput(self):
@@ -565,6 +575,7 @@ class Suite:
                 model = line.split(":", 1)[1].strip()
         commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
                                 capture_output=True, text=True).stdout.strip()
+        commit = commit or os.environ.get("PYMAR_BENCH_COMMIT", "unknown (not a git checkout)")
         dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "src", "include"],
                                capture_output=True, text=True).stdout.strip()
         lines = [f"# Pymar benchmark results, {started:%Y-%m-%d %H:%M}", "",
