@@ -354,12 +354,15 @@ class Suite:
         log("3. one map of 4 trivial slices over a warm pool: latency")
         # Round trips between two processes on 2 cores are bimodal (about 20 or 70 µs, by how
         # the threads land on the cores): the floor and the framework are measured in turns.
-        rtts, maps, singles = [], [], []
+        rtts, maps, singles, pinned = [], [], [], {"same": [], "cross": []}
         port = free_port()
+        floor = self.bench / "bench_zmq_floor"
         with Pool(self.task, port, 2):
             for _ in range(self.reps(5, 2)):
-                out = self.run([self.bench / "bench_zmq_floor", "rtt", 2000]).stdout
-                rtts += parse_bench(out)["rtt_us"]
+                rtts += parse_bench(self.run([floor, "rtt", 2000]).stdout)["rtt_us"]
+                for placement, into in pinned.items():
+                    out = self.run([floor, "rtt", 2000], env={"BENCH_PIN": placement}).stdout
+                    into += parse_bench(out)["rtt_us"]
                 for slices, into in [(4, maps), (1, singles)]:
                     values, _ = self.produce(port, {"BENCH_JOB": "trivial",
                                                     "BENCH_SLICES": str(slices),
@@ -374,6 +377,12 @@ class Suite:
         self.row("3", "`map` of 1 trivial slice, warm pool of 2: latency",
                  "ZeroMQ 64 B round trip, TCP loopback", rtt, median(singles), "µs",
                  "(diagnostic)", None)
+        self.row("3", "`map` of 4 trivial slices (as above)",
+                 "ZeroMQ round trip, processes pinned to one core", median(pinned["same"]),
+                 latency, "µs", "(diagnostic)", None)
+        self.row("3", "`map` of 4 trivial slices (as above)",
+                 "ZeroMQ round trip, processes pinned to two cores", median(pinned["cross"]),
+                 latency, "µs", "(diagnostic)", None)
         self.notes.append("ZeroMQ round trips, median of each run: " +
                           ", ".join(f"{r:.1f}" for r in rtts) + " µs.")
         for name, values in [("4 slices", maps), ("1 slice", singles)]:
@@ -381,7 +390,8 @@ class Suite:
             self.notes.append(f"`map` of {name}: p10 {ordered[len(ordered) // 10]:.0f} µs, "
                               f"median {median(ordered):.0f} µs, "
                               f"p90 {ordered[len(ordered) * 9 // 10]:.0f} µs.")
-        self.raw["latency"] = {"rtt_us": rtts, "map4_us": maps, "map1_us": singles}
+        self.raw["latency"] = {"rtt_us": rtts, "map4_us": maps, "map1_us": singles,
+                               "rtt_pinned_us": pinned}
 
     def section_throughput(self):
         log("4. trivial slices per second with 2 workers, and the cost per slice")

@@ -6,6 +6,7 @@
 //                                        alternately; the child acknowledges each once received.
 //                                        Prints "BENCH bulk_zero_copy_ms X" and
 //                                        "BENCH bulk_copy_ms X" per repetition.
+#include <sched.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -51,6 +52,14 @@ int run_child(int port_pipe, bool echo_back) {
   }
 }
 
+// Pins the calling process (and the threads it starts afterwards) to one core.
+void pin_to(int core) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(core, &set);
+  sched_setaffinity(0, sizeof set, &set);
+}
+
 struct Peer {
   zmq::context_t context{1};
   zmq::socket_t router{context, zmq::socket_type::router};
@@ -60,11 +69,16 @@ struct Peer {
   explicit Peer(bool echo_back) {
     int fds[2];
     if (::pipe(fds) != 0) std::exit(1);
+    // BENCH_PIN=cross puts the two processes on different cores, BENCH_PIN=same on one.
+    const char* pin = std::getenv("BENCH_PIN");
+    const std::string_view placement = pin ? pin : "";
     child = fork();
     if (child == 0) {
+      if (placement == "cross" || placement == "same") pin_to(placement == "cross" ? 1 : 0);
       ::close(fds[1]);
       std::_Exit(run_child(fds[0], echo_back));
     }
+    if (placement == "cross" || placement == "same") pin_to(0);
     ::close(fds[0]);
     router.set(zmq::sockopt::linger, 0);
     router.bind("tcp://127.0.0.1:*");
