@@ -593,7 +593,7 @@ class Suite:
                  f"{' (with uncommitted changes in src/ or include/)' if dirty else ''}; "
                  f"other processes' load: {busy:.0%} of the CPUs before the run, {others:.0%} "
                  f"during it (the suite's priority: {priority()}); suite took {elapsed:.0f} s.",
-                 "", "| # | job | baseline | baseline | framework | ratio | target | met |",
+                 "", "| # | job | baseline | baseline value | framework | ratio | target | met |",
                  "|---|---|---|---|---|---|---|---|"]
         for r in self.rows:
             met = {True: "yes", False: "**no**", None: "—"}[r["met"]]
