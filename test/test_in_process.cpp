@@ -181,3 +181,40 @@ TEST_CASE("a timeout either fails or finishes locally" * doctest::timeout(60)) {
   CHECK(Doubler().map(pymar::factory<Range>({10}), std::chrono::milliseconds(50),
                       pymar::OnTimeout::compute_locally) == 90);
 }
+
+namespace {
+
+// A source that works something out once on the producer and hands it to every slice.
+struct Prepared : pymar::DataSource {
+  struct Params {
+    std::size_t length = 0;
+    long offset_added = 0;  // set by prepare, on the producer only
+    MSGPACK_DEFINE(length, offset_added)
+  };
+  Params params;
+  explicit Prepared(Params p) : params(p) {}
+  static Params prepare(Params p) {
+    p.offset_added = 1000;
+    return p;
+  }
+  static std::size_t full_length(const Params& p) {
+    REQUIRE(p.offset_added == 1000);  // prepared before the length is asked for
+    return p.length;
+  }
+  auto items() const {
+    return indices() | std::views::transform([this](std::size_t i) {
+             return static_cast<long>(i) + params.offset_added;
+           });
+  }
+};
+
+}  // namespace
+
+REGISTER_DATASOURCE(Prepared);
+
+TEST_CASE("a source's prepare runs once on the producer and its result reaches every slice" *
+          doctest::timeout(60)) {
+  pymar::test::LocalCluster cluster(2);
+  // 2 * (1000 + 1001 + ... + 1009) = 20090
+  CHECK(Doubler().map(pymar::factory<Prepared>({10, 0})) == 20090);
+}

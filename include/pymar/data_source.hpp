@@ -16,6 +16,9 @@ namespace pymar {
 ///    when it declares `using Params = ...;` (any msgpack-encodable type, given to the factory);
 ///  - its elements, either as `auto items() const` returning a range (usually built from
 ///    `indices()`), or by being a range itself (`begin()` and `end()`).
+///  - optionally `static Params prepare(Params)`: run once on the producer when the factory is
+///    made, before full_length(), to work out what every slice needs (a row count, a key range)
+///    and hand it to the workers inside the parameters.
 /// A source with Params is constructed from them; otherwise it is default-constructed. Then
 /// `offset` and `limit` are set, and its elements are iterated once.
 struct DataSource {

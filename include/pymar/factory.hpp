@@ -31,7 +31,7 @@ class SourceFactory {
 
  public:
   SourceFactory() = default;
-  explicit SourceFactory(Params params) : params_(std::move(params)) {}
+  explicit SourceFactory(Params params) : params_(prepared(std::move(params))) {}
 
   std::size_t full_length() const {
     if constexpr (detail::SourceWithParams<S>) {
@@ -52,6 +52,16 @@ class SourceFactory {
   detail::MemoryData memory() const { return {}; }
 
  private:
+  // S::prepare, when S has it, runs once here on the producer, so that what every slice needs
+  // (a row count, a key range) is worked out once and travels with the parameters.
+  static Params prepared(Params params) {
+    if constexpr (requires { S::prepare(std::move(params)); }) {
+      return S::prepare(std::move(params));
+    } else {
+      return params;
+    }
+  }
+
   [[no_unique_address]] Params params_{};
 };
 

@@ -51,6 +51,7 @@ struct Settings {
   bool no_speculation = false;
   bool verbose = false;
   bool quiet = false;
+  Arguments job_arguments;  // after --
 };
 
 struct Address {
@@ -186,9 +187,9 @@ class EmbeddedPool {
   pid_t pid_ = -1;
 };
 
-int run_job_safely(const std::function<int()>& job) {
+int run_job_safely(const std::function<int(const Arguments&)>& job, const Arguments& arguments) {
   try {
-    return job();
+    return job(arguments);
   } catch (const Interrupted&) {
     return 130;
   } catch (const Error& e) {
@@ -200,14 +201,14 @@ int run_job_safely(const std::function<int()>& job) {
   }
 }
 
-int run_producer(const Settings& s, const std::function<int()>& job) {
+int run_producer(const Settings& s, const std::function<int(const Arguments&)>& job) {
   init_logging("producer", s.verbose);
   if (s.quiet) spdlog::set_level(spdlog::level::warn);
   if (s.local) {
     use_dispatcher(nullptr, false);
     spdlog::info("--local: computing on this machine's {} cores",
                  std::thread::hardware_concurrency());
-    return run_job_safely(job);
+    return run_job_safely(job, s.job_arguments);
   }
 
   // Signals are read by the dispatcher's thread, so every thread must block them.
@@ -245,7 +246,7 @@ int run_producer(const Settings& s, const std::function<int()>& job) {
     std::optional<EmbeddedPool> pool;
     if (s.workers.value_or(0) > 0) pool.emplace(s, *s.workers, dispatcher->port());
     use_dispatcher(&*dispatcher);
-    status = run_job_safely(job);
+    status = run_job_safely(job, s.job_arguments);
     use_dispatcher(nullptr);
   }
   ::close(stop_fd);
@@ -254,7 +255,8 @@ int run_producer(const Settings& s, const std::function<int()>& job) {
 
 }  // namespace
 
-int run_main(int argc, char** argv, std::function<int()> job) {
+int run_main(int argc, char** argv, std::function<int(const Arguments&)> job,
+             bool takes_arguments) {
   const std::vector<std::string> errors = registration_errors();
   if (!errors.empty()) {
     for (const std::string& e : errors) fmt::print(stderr, "{}: error: {}\n", task_name(), e);
@@ -332,6 +334,9 @@ int run_main(int argc, char** argv, std::function<int()> job) {
       ->type_name("N");
   app.add_flag("--no-speculation", s.no_speculation,
                "producer: never run a late slice a second time on an idle worker");
+  app.add_option("arguments", s.job_arguments,
+                 takes_arguments ? "the job's own arguments, after --" : "(this task takes none)")
+      ->type_name("-- ARGS...");
   app.add_flag("-v,--verbose", s.verbose, "log every slice and message (to stderr)");
   app.add_flag("--quiet", s.quiet, "log only warnings and errors");
 
@@ -344,6 +349,10 @@ int run_main(int argc, char** argv, std::function<int()> job) {
       throw CLI::ValidationError("-p/-s", "only apply with --worker");
     }
     parse_queue(s.queue, "");
+    if (!takes_arguments && !s.job_arguments.empty()) {
+      throw CLI::ValidationError("unexpected argument '" + s.job_arguments.front() +
+                                 "': this task takes no arguments of its own");
+    }
   } catch (const CLI::CallForHelp&) {
     fmt::print("{}", app.help());
     return 0;

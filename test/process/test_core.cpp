@@ -214,6 +214,16 @@ TEST_SUITE("command line") {
     }
   }
 
+  TEST_CASE("arguments after -- reach the job; a task that takes none refuses them") {
+    Process with({binary("test/test_task"), "--local", "--", "in.txt", "-w", "3"},
+                 {{"TEST_JOB", "arguments"}});
+    CHECK(with.wait() == 0);
+    CHECK(line_after(with.out(), "Answer: ") == "in.txt,-w,3");
+    Process without({binary("examples/integration"), "--local", "extra"});
+    CHECK(without.wait() == 2);
+    CHECK(without.err().find("unexpected argument 'extra'") != std::string::npos);
+  }
+
   TEST_CASE("--help and --version print to stdout and exit 0") {
     Process help({binary("examples/integration"), "--help"});
     CHECK(help.wait() == 0);

@@ -213,8 +213,12 @@ REGISTER_PRODUCER(WordCount);
 
 namespace {
 
-int run_job() {
+int run_job(const pymar::Arguments& arguments) {
   const std::string job = env_text("TEST_JOB");
+  if (job == "arguments") {
+    fmt::print("Answer: {}\n", fmt::join(arguments, ","));
+    return 0;
+  }
   const auto repeat = env_int("TEST_REPEAT", 1);
   for (std::int64_t run = 0; run < repeat; ++run) {
     if (job == "integration") {
