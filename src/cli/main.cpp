@@ -334,9 +334,10 @@ int run_main(int argc, char** argv, std::function<int(const Arguments&)> job,
       ->type_name("N");
   app.add_flag("--no-speculation", s.no_speculation,
                "producer: never run a late slice a second time on an idle worker");
-  app.add_option("arguments", s.job_arguments,
-                 takes_arguments ? "the job's own arguments, after --" : "(this task takes none)")
-      ->type_name("-- ARGS...");
+  if (takes_arguments) {
+    app.add_option("arguments", s.job_arguments, "the job's own arguments, after --")
+        ->type_name("ARGS");
+  }
   app.add_flag("-v,--verbose", s.verbose, "log every slice and message (to stderr)");
   app.add_flag("--quiet", s.quiet, "log only warnings and errors");
 
@@ -349,10 +350,6 @@ int run_main(int argc, char** argv, std::function<int(const Arguments&)> job,
       throw CLI::ValidationError("-p/-s", "only apply with --worker");
     }
     parse_queue(s.queue, "");
-    if (!takes_arguments && !s.job_arguments.empty()) {
-      throw CLI::ValidationError("unexpected argument '" + s.job_arguments.front() +
-                                 "': this task takes no arguments of its own");
-    }
   } catch (const CLI::CallForHelp&) {
     fmt::print("{}", app.help());
     return 0;
