@@ -125,9 +125,10 @@ TEST_CASE("slices are handed to a ready worker within its credit and the job com
   CHECK(assigns[0].slices[0].limit == 4);
   CHECK(assigns[0].producer == "P");
   CHECK(assigns[0].source == "S");
-  answer(s, "w1", assigns[0], t0);  // 1 us per slice: short, so the worker's credit is used
+  answer(s, "w1", assigns[0], t0);  // 1 us per slice: what is left fits one batch
   assigns = out.taken<Assign>("w1");
-  CHECK(assigns.size() == 2);
+  REQUIRE(assigns.size() == 1);
+  CHECK(assigns[0].slices.size() == 3);
   while (!assigns.empty()) {
     for (const Assign& a : assigns) answer(s, "w1", a, t0);
     assigns = out.taken<Assign>("w1");
@@ -178,6 +179,26 @@ TEST_CASE("work is spread over workers, a fast worker taking more") {
   answer(s, "slow", slow[0], t0);
   CHECK(s.state() == JobState::done);
   CHECK(fast_slices == 15);
+}
+
+TEST_CASE("two workers share what is left of a small job, neither going without") {
+  RecordingOutbox out;
+  Scheduler s(config(), out);
+  s.on_ready("a", ready(2), t0);
+  s.on_ready("b", ready(2), t0);
+  const JobRequest request = job(400, 400);
+  s.start_job(request, {7, 1}, 1s, t0);
+  auto first_a = out.taken<Assign>("a");
+  auto first_b = out.taken<Assign>("b");
+  REQUIRE(first_a.size() == 1);
+  answer(s, "a", first_a[0], t0, 1000);  // 1 us per slice: the rest is 0.4 ms of work
+  answer(s, "b", first_b[0], t0, 1000);
+  const auto a = out.taken<Assign>("a");
+  const auto b = out.taken<Assign>("b");
+  REQUIRE(a.size() == 1);
+  REQUIRE(b.size() == 1);
+  CHECK(a[0].slices.size() == 199);  // half of what was left
+  CHECK(b[0].slices.size() == 100);  // half of what was left then: neither goes without
 }
 
 TEST_CASE("batches grow when slices are cheap, so that messages stay few") {
@@ -500,5 +521,7 @@ TEST_CASE("a repeated job starts with the cost measured in the previous one") {
   REQUIRE(s.state() == JobState::done);
   s.finish_job();
   s.start_job(request, {7, 2}, 1s, t0);
-  CHECK(out.taken<Assign>("w1").size() == 2);  // the worker's whole credit at once
+  const auto assigns = out.taken<Assign>("w1");  // the whole job in one round trip
+  REQUIRE(assigns.size() == 1);
+  CHECK(assigns[0].slices.size() == 4);
 }

@@ -1,5 +1,6 @@
 // pymar::main: the command line on top, wiring the roles together. A task binary runs as the
 // producer (the default) or as a worker pool; nothing here knows about slices.
+#include <malloc.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
@@ -130,6 +131,9 @@ int run_worker_pool(const Settings& s) {
   PoolOptions pool;
   pool.processes = processes;
   pool.run_worker = [&](const WorkerSlot& slot) {
+    // Return freed slices to the system at once: glibc would otherwise keep the largest one
+    // around (its mmap threshold grows with each large free), doubling a worker's footprint.
+    mallopt(M_MMAP_THRESHOLD, 1 << 20);
     init_logging("worker", s.verbose);
     if (s.quiet) spdlog::set_level(spdlog::level::warn);
     WorkerOptions options = worker;

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include <algorithm>
+#include <cmath>
 #include <utility>
 
 #include <fmt/format.h>
@@ -29,6 +30,9 @@ double seconds(Clock::duration d) {
 
 // Batches expected to compute for less than this are queued ahead on a worker (see window()).
 constexpr double kPrefetchBelowNs = 20e6;
+
+// About the time a batch spends going to a worker and back, beyond computing.
+constexpr double kRoundTripNs = 100e3;
 
 }  // namespace
 
@@ -156,6 +160,13 @@ void Scheduler::on_result(const std::string& id, const wire::Result& result,
     assign_all(now);
     return;
   }
+
+  // What the batch took beyond computing: shipping its payload, queues, the round trip.
+  double computed_ns = 0;
+  for (const wire::Outcome& o : result.outcomes) computed_ns += static_cast<double>(o.compute_ns);
+  const double overhead_ns = std::max(
+      0.0, std::chrono::duration<double, std::nano>(now - batch.sent).count() - computed_ns);
+  mean_overhead_ns_ += (overhead_ns - mean_overhead_ns_) / 8;
 
   std::size_t next_value = 0;
   for (std::size_t i = 0; i < batch.slices.size() && state_ == JobState::running; ++i) {
@@ -409,9 +420,9 @@ bool Scheduler::serves(const Worker& w) const {
 }
 
 void Scheduler::update_eligibility(Clock::time_point now) {
-  const bool any = std::any_of(workers_.begin(), workers_.end(),
-                               [&](const auto& entry) { return serves(entry.second); });
-  if (any) {
+  eligible_workers_ = static_cast<std::size_t>(std::count_if(
+      workers_.begin(), workers_.end(), [&](const auto& entry) { return serves(entry.second); }));
+  if (eligible_workers_ > 0) {
     unserved_since_.reset();
   } else if (!unserved_since_) {
     unserved_since_ = now;
@@ -424,27 +435,37 @@ void Scheduler::update_eligibility(Clock::time_point now) {
 
 std::size_t Scheduler::batch_size() const {
   if (mean_slice_ns_ <= 0) return 1;  // cost unknown yet: one slice at a time
-  const auto by_time = static_cast<std::size_t>(
-      std::chrono::duration<double, std::nano>(config_.batch_target).count() /
-      std::max(mean_slice_ns_, 1.0));
-  const std::size_t fair_share = pending_.size() / (2 * std::max<std::size_t>(workers_.size(), 1));
-  return std::max<std::size_t>(1, std::min({config_.max_batch, by_time, fair_share}));
+  const double mean = std::max(mean_slice_ns_, 1.0);
+  const double target = std::chrono::duration<double, std::nano>(config_.batch_target).count();
+  const double pending = static_cast<double>(pending_.size());
+  const double workers = static_cast<double>(std::max<std::size_t>(eligible_workers_, 1));
+  // About batch_target of work per batch; but a share of what is left, so that the last
+  // batches end together: half a share while plenty is left, a whole one when it all fits.
+  const double by_time = target / mean;
+  const double share =
+      std::ceil(pending * mean <= target ? pending / workers : pending / (2 * workers));
+  // And never less than a round trip's worth, or the last batches go out one after another.
+  const double round_trip = kRoundTripNs / mean;
+  const double size =
+      std::min({static_cast<double>(config_.max_batch), by_time, std::max(share, round_trip)});
+  return static_cast<std::size_t>(std::max(1.0, size));
 }
 
 std::size_t Scheduler::window(const Worker& w) const {
   // Queueing a second batch behind the one computing saves a round trip per batch, which only
   // matters when batches are short; behind a long one it would hold slices another worker could
   // take. So prefetch only once batches are known to be short.
+  // Nor while so little is left that other workers would go without.
   const double batch_ns = mean_slice_ns_ * static_cast<double>(batch_size());
   const bool short_batches = mean_slice_ns_ > 0 && batch_ns < kPrefetchBelowNs;
-  return short_batches ? w.info.credit : 1;
+  const bool plenty_left = pending_.size() >= 2 * eligible_workers_ * batch_size();
+  return short_batches && plenty_left ? w.info.credit : 1;
 }
 
 std::size_t Scheduler::assign_to(Worker& w, Clock::time_point now, std::size_t max_batches) {
   if (state_ != JobState::running || !serves(w)) return 0;
   std::size_t sent = 0;
-  const std::size_t in_flight = window(w);
-  while (sent < max_batches && w.batches.size() < in_flight && !pending_.empty()) {
+  while (sent < max_batches && w.batches.size() < window(w) && !pending_.empty()) {
     const std::size_t size = batch_size();
     wire::Assign assign{
         job_id_, next_batch_++, job_->producer, job_->source, job_->params, job_->memory.kind, {}};
@@ -489,7 +510,9 @@ bool Scheduler::speculate_to(Worker& w, Clock::time_point now) {
     if (id == w.id) continue;
     for (const auto& [batch_id, batch] : other.batches) {
       if (!(batch.job == job_id_)) continue;
-      const double expected = mean_slice_ns_ * static_cast<double>(batch.slices.size());
+      // Expected: computing, plus what a batch spends beyond that (transfer, queues).
+      const double expected =
+          mean_slice_ns_ * static_cast<double>(batch.slices.size()) + mean_overhead_ns_;
       const double elapsed = std::chrono::duration<double, std::nano>(now - batch.sent).count();
       const double overdue = elapsed / (2 * expected + 5e6);  // > 1: well past its time
       if (overdue > 1 && overdue > worst) {

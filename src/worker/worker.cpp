@@ -84,8 +84,11 @@ class Worker {
   // --- the I/O side ------------------------------------------------------------------------
 
   void connect() {
+    close_socket();
     socket_ = std::make_unique<zmq::socket_t>(context_, zmq::socket_type::dealer);
-    identity_ = fmt::format("{}/{}/{}", host_name(), getpid(), ++generation_);
+    // Unique per process, not per Worker: worker threads of one process (tests) must differ.
+    static std::atomic<unsigned> generation{0};
+    identity_ = fmt::format("{}/{}/{}", host_name(), getpid(), ++generation);
     socket_->set(zmq::sockopt::routing_id, identity_);
     socket_->set(zmq::sockopt::linger, 0);
     // Retry soon after a producer goes: the next run may start at once, and each attempt at a
@@ -93,11 +96,36 @@ class Worker {
     socket_->set(zmq::sockopt::reconnect_ivl, 10);
     socket_->set(zmq::sockopt::reconnect_ivl_max, 100);
     socket_->set(zmq::sockopt::tcp_keepalive, 1);
+    // Told when a connection is made, the worker greets at once: a producer started after the
+    // previous one ended then learns of it without waiting for a heartbeat.
+    const std::string monitor_endpoint = "inproc://pymar-monitor-" + identity_;
+    zmq_socket_monitor(socket_->handle(), monitor_endpoint.c_str(), ZMQ_EVENT_HANDSHAKE_SUCCEEDED);
+    monitor_ = std::make_unique<zmq::socket_t>(context_, zmq::socket_type::pair);
+    monitor_->set(zmq::sockopt::linger, 0);
+    monitor_->connect(monitor_endpoint);
     socket_->connect(options_.endpoint);
     const Clock::time_point now = Clock::now();
     last_heard_ = now;
     connected_to_producer_ = false;
+    connections_ = 0;
     send_ready(now);
+  }
+
+  void close_socket() {
+    if (!socket_) return;
+    zmq_socket_monitor(socket_->handle(), nullptr, 0);
+    monitor_.reset();
+    socket_.reset();
+  }
+
+  /// A connection to the producer's address was made: if it is not the first, the producer may
+  /// be a new one that does not know this worker; a heartbeat makes it ask (WHO).
+  void on_connection_event(Clock::time_point now) {
+    zmq::message_t event;
+    zmq::message_t address;
+    if (!monitor_->recv(event, zmq::recv_flags::dontwait)) return;
+    if (event.more()) (void)monitor_->recv(address, zmq::recv_flags::dontwait);
+    if (++connections_ > 1) send(wire::Heartbeat{0}, now);
   }
 
   void send_ready(Clock::time_point now) {
@@ -135,14 +163,15 @@ class Worker {
       zmq::pollitem_t items[] = {
           {socket_->handle(), 0, ZMQ_POLLIN, 0},
           {nullptr, done_fd_, ZMQ_POLLIN, 0},
+          {monitor_->handle(), 0, ZMQ_POLLIN, 0},
           {nullptr, options_.stop_fd, ZMQ_POLLIN, 0},
       };
       try {
-        zmq::poll(items, options_.stop_fd >= 0 ? 3 : 2, timeout);
+        zmq::poll(items, options_.stop_fd >= 0 ? 4 : 3, timeout);
       } catch (const zmq::error_t& e) {
         if (e.num() != EINTR) throw;
       }
-      if (options_.stop_fd >= 0 && (items[2].revents & ZMQ_POLLIN)) return 0;
+      if (options_.stop_fd >= 0 && (items[3].revents & ZMQ_POLLIN)) return 0;
       const Clock::time_point after = Clock::now();
       if (after - (now + timeout) > options_.heartbeat) {
         // We overslept (the process was stopped, or starved of CPU): the silence was ours, and
@@ -160,6 +189,7 @@ class Worker {
         }
       }
       if (items[1].revents & ZMQ_POLLIN) send_results(after);
+      if (items[2].revents & ZMQ_POLLIN) on_connection_event(after);
       on_time(after);
     }
   }
@@ -296,7 +326,7 @@ class Worker {
     spdlog::info("leaving: telling the producer");
     send(wire::Bye{"the worker was asked to stop"}, Clock::now());
     socket_->set(zmq::sockopt::linger, 1000);  // give the BYE a moment to reach the producer
-    socket_.reset();
+    close_socket();
     context_.close();
     if (options_.supervised) std::_Exit(0);  // a kernel may still be running: do not wait
     compute_.join();
@@ -369,6 +399,10 @@ class Worker {
     if (!options_.supervised) return;
     std::lock_guard lock(mutex_);
     if (!computing_ || (job && !(*computing_ == *job))) return;
+    // A slice of the usual length finishes sooner than a restart would make the worker free.
+    const auto elapsed = Clock::now().time_since_epoch().count() - slice_started_.load();
+    const auto typical = typical_slice_ns_.load();
+    if (typical > 0 && elapsed < 2 * typical + 10'000'000) return;
     spdlog::info("abandoning a slice of job {}: {}; restarting", computing_->seq, why);
     std::_Exit(kExitAbandoned);
   }
@@ -404,6 +438,7 @@ class Worker {
         r->in_slice.store(1, std::memory_order_release);
       }
       const Clock::time_point start = Clock::now();
+      slice_started_.store(std::chrono::nanoseconds(start.time_since_epoch()).count());
       try {
         kernel.kernel(input, done.values);
         outcome.ok = true;
@@ -417,6 +452,10 @@ class Worker {
       outcome.compute_ns = static_cast<std::uint64_t>(
           std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count());
       if (CrashRecord* r = options_.crash_record) r->in_slice.store(0, std::memory_order_release);
+      const auto typical = typical_slice_ns_.load();
+      typical_slice_ns_.store(
+          typical == 0 ? static_cast<std::int64_t>(outcome.compute_ns)
+                       : (7 * typical + static_cast<std::int64_t>(outcome.compute_ns)) / 8);
       if (outcome.ok) {
         done.value_sizes.push_back(done.values.size() - before);
       } else {
@@ -439,8 +478,9 @@ class Worker {
   // I/O thread only.
   zmq::context_t context_{1};
   std::unique_ptr<zmq::socket_t> socket_;
+  std::unique_ptr<zmq::socket_t> monitor_;  // connection events of socket_
+  unsigned connections_ = 0;                // made by socket_ so far
   std::string identity_;
-  unsigned generation_ = 0;
   std::string header_;
   Clock::time_point last_heard_;
   Clock::time_point last_sent_;
@@ -458,7 +498,9 @@ class Worker {
   std::deque<Task> tasks_;
   std::deque<Done> done_;
   std::unordered_set<wire::JobId, JobIdHash> cancelled_;
-  std::optional<wire::JobId> computing_;  // the job of the batch being computed
+  std::optional<wire::JobId> computing_;           // the job of the batch being computed
+  std::atomic<std::int64_t> slice_started_{0};     // steady clock, ns: the slice computing now
+  std::atomic<std::int64_t> typical_slice_ns_{0};  // running mean of slice compute times
   bool stopping_ = false;
 
   std::thread compute_;
