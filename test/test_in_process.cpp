@@ -218,3 +218,40 @@ TEST_CASE("a source's prepare runs once on the producer and its result reaches e
   // 2 * (1000 + 1001 + ... + 1009) = 20090
   CHECK(Doubler().map(pymar::factory<Prepared>({10, 0})) == 20090);
 }
+
+namespace {
+
+// A source that reads its elements one at a time, as a database cursor would.
+struct Countdown : pymar::PullRange<Countdown, long> {
+  long next = 0;
+  long stop = 0;
+  bool read(long& out) {
+    if (next >= stop) return false;
+    out = next++;
+    return true;
+  }
+};
+
+struct Pulled : pymar::DataSource {
+  static std::size_t full_length() { return 100; }
+  Countdown items() const {
+    Countdown range;
+    range.next = static_cast<long>(offset);
+    range.stop = static_cast<long>(offset + limit);
+    return range;
+  }
+};
+
+}  // namespace
+
+REGISTER_DATASOURCE(Pulled);
+
+TEST_CASE("a source may pull its elements one at a time through a PullRange") {
+  static_assert(std::ranges::input_range<Countdown>);
+  Countdown empty;
+  CHECK(empty.begin() == empty.end());
+  pymar::detail::use_dispatcher(nullptr, false);
+  CHECK(Doubler().map(pymar::factory<Pulled>()) == 9900);
+  pymar::test::LocalCluster cluster(2);
+  CHECK(Doubler().map(pymar::factory<Pulled>()) == 9900);
+}

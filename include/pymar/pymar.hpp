@@ -8,5 +8,6 @@
 #include "pymar/factory.hpp"
 #include "pymar/main.hpp"
 #include "pymar/producer.hpp"
+#include "pymar/pull_range.hpp"
 #include "pymar/registry.hpp"
 #include "pymar/version.hpp"

@@ -30,6 +30,7 @@
 #include <pymar/codec.hpp>
 #include <pymar/data_source.hpp>
 #include <pymar/error.hpp>
+#include <pymar/pull_range.hpp>
 
 namespace pymar::mongo {
 
@@ -304,52 +305,17 @@ bool next(Cursor& cursor, Document& out);
 
 /// The documents of one slice, read as the range is iterated: a single-pass (input) range of
 /// `const Document&`, each valid until the iterator moves on.
-class Documents {
+class Documents : public PullRange<Documents, Document> {
  public:
-  class iterator {
-   public:
-    using value_type = Document;
-    using difference_type = std::ptrdiff_t;
-
-    iterator() = default;
-    const Document& operator*() const { return range_->current_; }
-    const Document* operator->() const { return &range_->current_; }
-    iterator& operator++() {
-      range_->advance();
-      return *this;
-    }
-    void operator++(int) { ++*this; }
-    friend bool operator==(const iterator& it, std::default_sentinel_t) { return it.at_end(); }
-
-   private:
-    bool at_end() const { return range_->done_; }
-    friend class Documents;
-    explicit iterator(Documents* range) : range_(range) {}
-    Documents* range_ = nullptr;
-  };
-
   /// No documents (a slice of no elements).
   Documents() = default;
   explicit Documents(detail::CursorPtr cursor) : cursor_(std::move(cursor)) {}
 
-  iterator begin() {
-    if (!started_) {
-      started_ = true;
-      advance();
-    }
-    return iterator(this);
-  }
-  std::default_sentinel_t end() const noexcept { return {}; }
+  /// The next document into `out`; false after the last. Called by PullRange.
+  bool read(Document& out) { return cursor_ && detail::next(*cursor_, out); }
 
  private:
-  void advance() {
-    if (!done_ && !(cursor_ && detail::next(*cursor_, current_))) done_ = true;
-  }
-
   detail::CursorPtr cursor_;
-  Document current_;
-  bool started_ = false;
-  bool done_ = false;
 };
 
 /// The query a slice runs: `find(filter, options)`, both as relaxed extended JSON.

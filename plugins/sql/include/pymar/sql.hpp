@@ -26,6 +26,7 @@
 #include <pymar/codec.hpp>
 #include <pymar/data_source.hpp>
 #include <pymar/factory.hpp>
+#include <pymar/pull_range.hpp>
 
 #include "pymar/sql/cursor.hpp"
 #include "pymar/sql/row.hpp"
@@ -154,62 +155,25 @@ std::unique_ptr<Cursor> open_slice(const Params& params, std::size_t offset, std
 /// The rows of one slice, converted to Row as they are read: a single-pass (input) range.
 /// Converting a value that does not fit Row throws ConversionError.
 template <RowType Row>
-class Rows {
+class Rows : public PullRange<Rows<Row>, Row> {
  public:
-  class iterator {
-   public:
-    using value_type = Row;
-    using difference_type = std::ptrdiff_t;
-
-    iterator() = default;
-    const Row& operator*() const { return rows_->row_; }
-    const Row* operator->() const { return &rows_->row_; }
-    iterator& operator++() {
-      rows_->advance();
-      return *this;
-    }
-    void operator++(int) { ++*this; }
-    friend bool operator==(const iterator& it, std::default_sentinel_t) { return it.at_end(); }
-
-   private:
-    bool at_end() const { return rows_->done_; }
-    friend class Rows;
-    explicit iterator(Rows* rows) : rows_(rows) {}
-    Rows* rows_ = nullptr;
-  };
-
   /// Takes over a cursor; throws QueryError when its column count does not match Row.
   explicit Rows(std::unique_ptr<Cursor> cursor) : cursor_(std::move(cursor)) {
     if (cursor_->column_count() != row_arity<Row>()) throw_mismatch();
   }
 
-  /// Reads the first row (once: the range is single-pass).
-  iterator begin() {
-    if (!started_) {
-      started_ = true;
-      advance();
-    }
-    return iterator(this);
+  /// The next row into `row`; false after the last. Called by PullRange as the range is iterated.
+  bool read(Row& row) {
+    if (!cursor_->next()) return false;
+    read_row(*cursor_, index_++, row);
+    return true;
   }
-  std::default_sentinel_t end() const noexcept { return {}; }
 
  private:
-  void advance() {
-    if (done_) return;
-    if (!cursor_->next()) {
-      done_ = true;
-      return;
-    }
-    read_row(*cursor_, index_++, row_);
-  }
-
   [[noreturn]] void throw_mismatch() const;
 
   std::unique_ptr<Cursor> cursor_;
-  Row row_{};
   std::size_t index_ = 0;
-  bool started_ = false;
-  bool done_ = false;
 };
 
 namespace detail {

@@ -29,6 +29,7 @@
 #include <pymar/data_source.hpp>
 #include <pymar/error.hpp>
 #include <pymar/factory.hpp>
+#include <pymar/pull_range.hpp>
 
 namespace pymar::text {
 
@@ -79,8 +80,8 @@ inline std::vector<std::uint64_t> sizes_of(const Params& params) {
 }  // namespace detail
 
 /// The lines whose first byte lies in one byte range of the files: a single-pass (input) range
-/// of std::string_view, each valid until the iterator moves on.
-class LineRange {
+/// of `const std::string&`, each valid until the iterator moves on.
+class LineRange : public PullRange<LineRange, std::string> {
  public:
   /// The part of one file this range covers: lines starting at a byte in [begin, end).
   struct Piece {
@@ -89,37 +90,25 @@ class LineRange {
     std::uint64_t end = 0;
   };
 
-  class iterator {
-   public:
-    using value_type = std::string_view;
-    using difference_type = std::ptrdiff_t;
-
-    iterator() = default;
-    std::string_view operator*() const { return range_->line_; }
-    iterator& operator++() {
-      range_->advance();
-      return *this;
-    }
-    void operator++(int) { ++*this; }
-    friend bool operator==(const iterator& it, std::default_sentinel_t) { return it.at_end(); }
-
-   private:
-    bool at_end() const { return range_->done_; }
-    friend class LineRange;
-    explicit iterator(LineRange* range) : range_(range) {}
-    LineRange* range_ = nullptr;
-  };
-
   explicit LineRange(std::vector<Piece> pieces) : pieces_(std::move(pieces)) {}
 
-  iterator begin() {
-    if (!started_) {
-      started_ = true;
-      advance();
+  /// The next line into `line`; false after the last. Called by PullRange.
+  bool read(std::string& line) {
+    while (piece_ < pieces_.size()) {
+      if (!in_.is_open() && !open_piece()) {
+        next_piece();
+        continue;
+      }
+      if (position_ < pieces_[piece_].end && in_.peek() != std::char_traits<char>::eof()) {
+        std::getline(in_, line);
+        position_ += line.size() + (in_.eof() ? 0 : 1);
+        if (in_.bad()) throw Error("text source: error reading '" + pieces_[piece_].file + "'");
+        return true;
+      }
+      next_piece();
     }
-    return iterator(this);
+    return false;
   }
-  std::default_sentinel_t end() const noexcept { return {}; }
 
  private:
   // Opens pieces_[piece_] and finds the first line that starts in it; false if none does.
@@ -139,24 +128,6 @@ class LineRange {
     return true;
   }
 
-  void advance() {
-    while (piece_ < pieces_.size()) {
-      if (!in_.is_open() && !open_piece()) {
-        next_piece();
-        continue;
-      }
-      if (position_ < pieces_[piece_].end && in_.peek() != std::char_traits<char>::eof()) {
-        std::getline(in_, line_);
-        position_ += line_.size() + (in_.eof() ? 0 : 1);
-        if (in_.bad()) throw Error("text source: error reading '" + pieces_[piece_].file + "'");
-        return;
-      }
-      next_piece();
-    }
-    done_ = true;
-    line_.clear();
-  }
-
   void next_piece() {
     in_.close();
     ++piece_;
@@ -166,9 +137,6 @@ class LineRange {
   std::size_t piece_ = 0;
   std::ifstream in_;
   std::uint64_t position_ = 0;  // in the current file, of the next line's first byte
-  std::string line_;
-  bool started_ = false;
-  bool done_ = false;
 };
 
 /// The lines of text files. Register it (REGISTER_DATASOURCE(pymar::text::Lines)) or a class
