@@ -391,7 +391,7 @@ std::unique_ptr<Cursor> open_slice(const Params& params, std::size_t offset, std
   auto backend = detail::connect(params.url, /*read_only=*/true);
   std::string sql;
   if (params.split == Split::key_range && !params.snapshot.taken) {
-    // Given to pymar::factory rather than pymar::sql::factory: read the figures here.
+    // Parameters that did not go through Source::prepare: read the figures here.
     Params with_snapshot = params;
     with_snapshot.snapshot = detail::read_snapshot(*backend, params);
     sql = slice_query(with_snapshot, offset, limit);

@@ -205,6 +205,16 @@ class Source : public pymar::DataSource {
 
   explicit Source(Params params) : params_(std::move(params)) {}
 
+  /// Runs once on the producer, when the factory is made: under Split::key_range, reads the
+  /// snapshot of the rows (count, smallest and largest key), so that every worker maps its slice
+  /// to a key range from the same figures and none has to count the rows again.
+  static Params prepare(Params params) {
+    if (params.split == Split::key_range && !params.snapshot.taken) {
+      params.snapshot = take_snapshot(params);
+    }
+    return params;
+  }
+
   /// The number of rows (see count_rows).
   static std::size_t full_length(const Params& params) { return count_rows(params); }
 
@@ -217,17 +227,12 @@ class Source : public pymar::DataSource {
   Params params_;
 };
 
-/// pymar::factory<S>(params), after reading the snapshot of the rows on the producer (under
-/// Split::key_range), so that every worker maps its slice to a key range from the same figures
-/// and none has to count the rows again.
+/// The same as pymar::factory<S>(params), which reads the snapshot through Source::prepare.
 template <class S>
 requires requires {
   typename S::row_type;
 } && std::derived_from<S, Source<typename S::row_type>> pymar::SourceFactory<S> factory(
     Params params) {
-  if (params.split == Split::key_range && !params.snapshot.taken) {
-    params.snapshot = take_snapshot(params);
-  }
   return pymar::factory<S>(std::move(params));
 }
 
