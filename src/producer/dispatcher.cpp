@@ -29,6 +29,9 @@ constexpr std::size_t kZeroCopyMinBytes = 16 << 10;
 // Messages taken from the socket before timers get a turn.
 constexpr int kReceiveBurst = 512;
 
+// A long job says how far it got this often.
+constexpr std::chrono::seconds kProgressInterval{10};
+
 template <class... F>
 struct Overloaded : F... {
   using F::operator()...;
@@ -143,6 +146,7 @@ void Dispatcher::loop() {
     Clock::time_point deadline = scheduler_.next_deadline();
     if (job_deadline_ && !finishing_) deadline = std::min(deadline, *job_deadline_);
     if (finishing_) deadline = std::min(deadline, drain_deadline_);
+    if (current_ != nullptr) deadline = std::min(deadline, next_progress_);
     const Clock::time_point now = Clock::now();
     std::chrono::milliseconds timeout(-1);
     if (deadline != Clock::time_point::max()) {
@@ -177,6 +181,7 @@ void Dispatcher::loop() {
     }
     if (count == 3 && (items[2].revents & ZMQ_POLLIN)) on_interrupt(after);
     if (after >= scheduler_.next_deadline()) scheduler_.tick(after);
+    if (current_ != nullptr && after >= next_progress_) report_progress(after);
     check_job(after);
   }
   if (current_ != nullptr) scheduler_.finish_job();  // tell workers to drop what they hold
@@ -252,10 +257,25 @@ void Dispatcher::take_commands(Clock::time_point now) {
     job_deadline_ = now + std::chrono::duration_cast<Clock::duration>(*job->timeout);
   }
   garbage_count_ = 0;
+  next_progress_ = now + kProgressInterval;
   scheduler_.start_job(*job, current_id_, options_.grace, now);
   spdlog::info("job {}: {} over {}, {} elements in {} slices, {} worker(s) connected",
                current_id_.seq, job->producer, job->source, job->length, scheduler_.slices_total(),
                scheduler_.live_workers());
+}
+
+void Dispatcher::report_progress(Clock::time_point now) {
+  next_progress_ = now + kProgressInterval;
+  const std::size_t done = scheduler_.slices_done();
+  const std::size_t total = scheduler_.slices_total();
+  const double elapsed = std::chrono::duration<double>(now - job_started_).count();
+  std::string eta = "unknown";
+  if (done > 0) eta = fmt::format("{:.0f} s", elapsed * static_cast<double>(total - done) / done);
+  spdlog::info(
+      "job {}: {} of {} slices done ({:.0f}%) after {:.0f} s on {} worker(s), {} re-run; "
+      "about {} to go",
+      current_id_.seq, done, total, 100.0 * static_cast<double>(done) / total, elapsed,
+      scheduler_.live_workers(), scheduler_.reruns(), eta);
 }
 
 void Dispatcher::on_interrupt(Clock::time_point now) {

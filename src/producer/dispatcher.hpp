@@ -65,6 +65,7 @@ class Dispatcher final : private Outbox {
   void handle(zmq::message_t& identity, std::vector<zmq::message_t>& frames, Clock::time_point now);
   void take_commands(Clock::time_point now);
   void on_interrupt(Clock::time_point now);
+  void report_progress(Clock::time_point now);
   void check_job(Clock::time_point now);
   void deliver(Clock::time_point now);
   void wake();
@@ -98,6 +99,7 @@ class Dispatcher final : private Outbox {
   std::uint64_t next_job_ = 1;
   Clock::time_point job_started_;
   std::optional<Clock::time_point> job_deadline_;
+  Clock::time_point next_progress_;      // of a long job
   std::optional<JobOutcome> finishing_;  // waiting for zero-copy payloads to be released
   Clock::time_point drain_deadline_;
   std::string header_;  // reused encoding buffer
