@@ -255,3 +255,74 @@ TEST_CASE("a source may pull its elements one at a time through a PullRange") {
   pymar::test::LocalCluster cluster(2);
   CHECK(Doubler().map(pymar::factory<Pulled>()) == 9900);
 }
+
+namespace {
+
+struct RowSums : pymar::Producer<RowSums> {
+  static constexpr std::size_t WORKERS_NUMBER = 4;
+  static auto map_fn(auto&& rows) {
+    return rows | std::views::transform([](const auto& row) {
+             if constexpr (requires { row.first; }) {
+               return static_cast<double>(row.first + row.second);
+             } else {
+               return pymar::sum(row);
+             }
+           });
+  }
+  static double reduce_fn(auto&& values) { return pymar::sum(values); }
+};
+
+}  // namespace
+
+REGISTER_PRODUCER(RowSums);
+
+TEST_CASE("in-memory elements that are arrays themselves travel, whatever their length" *
+          doctest::timeout(60)) {
+  pymar::test::LocalCluster cluster(2);
+  // 4 rows of 1000: each slice holds one row, longer than the slice.
+  const std::vector<std::vector<double>> rows(4, std::vector<double>(1000, 0.5));
+  CHECK(RowSums().map(pymar::factory(rows)) == 2000.0);
+  // Pairs in one-element slices.
+  const std::vector<std::pair<int, int>> pairs{{1, 2}, {3, 4}};
+  CHECK(RowSums().map(pymar::factory(pairs)) == 10.0);
+}
+
+TEST_CASE("map called from two threads at once gives each its own answer" * doctest::timeout(60)) {
+  pymar::test::LocalCluster cluster(2);
+  long first = 0;
+  long second = 0;
+  std::thread other([&] { second = Doubler().map(pymar::factory<Range>({2000})); });
+  first = Doubler().map(pymar::factory<Range>({1000}));
+  other.join();
+  CHECK(first == 999000);
+  CHECK(second == 3998000);
+}
+
+TEST_CASE("a timeout of hours::max() means no timeout" * doctest::timeout(60)) {
+  pymar::test::LocalCluster cluster(1);
+  CHECK(Doubler().map(pymar::factory<Range>({10}), std::chrono::hours::max()) == 90);
+}
+
+namespace {
+
+struct Bulky : pymar::DataSource {
+  struct Params {
+    std::string blob;
+    MSGPACK_DEFINE(blob)
+  };
+  explicit Bulky(Params) {}
+  static std::size_t full_length(const Params&) { return 10; }
+  auto items() const { return indices(); }
+};
+
+}  // namespace
+
+REGISTER_DATASOURCE(Bulky);
+
+TEST_CASE("parameters too large for a message are a clear error, not a hang" *
+          doctest::timeout(60)) {
+  pymar::test::LocalCluster cluster(1);
+  CHECK_THROWS_WITH_AS((void)Doubler().map(pymar::factory<Bulky>({std::string(2 << 20, 'x')})),
+                       doctest::Contains("over the 512 KiB"), pymar::Error);
+  CHECK(Doubler().map(pymar::factory<Bulky>({"small"})) == 90);
+}

@@ -184,9 +184,9 @@ TEST_CASE("random and truncated bytes never crash the decoder") {
 
 TEST_CASE("a message type beyond 255 is unknown, not taken for the type it wraps around to") {
   // 257 and 258 wrap around to READY (1) and ASSIGN (2) when narrowed to 8 bits.
-  const std::string ready = header(1u, 257u, "build", "task", "host", 4242, 2u,
-                                   std::vector<std::string>{}, std::vector<std::string>{},
-                                   msgpack::type::nil_t());
+  const std::string ready =
+      header(1u, 257u, "build", "task", "host", 4242, 2u, std::vector<std::string>{},
+             std::vector<std::string>{}, msgpack::type::nil_t());
   CHECK_THROWS_WITH_AS(decode(ready, 0), doctest::Contains("unknown message type 257"),
                        ProtocolError);
   const std::string heartbeat = header(1u, 256u + 4u, std::uint64_t{7});
@@ -194,9 +194,20 @@ TEST_CASE("a message type beyond 255 is unknown, not taken for the type it wraps
                        ProtocolError);
   CHECK_THROWS_AS(decode(header(1u, std::uint64_t{1} << 40), 0), ProtocolError);
   // The same fields under their own type still decode.
-  CHECK(std::holds_alternative<Ready>(decode(header(1u, 1u, "build", "task", "host", 4242, 2u,
-                                                    std::vector<std::string>{},
-                                                    std::vector<std::string>{},
-                                                    msgpack::type::nil_t()),
-                                             0)));
+  CHECK(std::holds_alternative<Ready>(
+      decode(header(1u, 1u, "build", "task", "host", 4242, 2u, std::vector<std::string>{},
+                    std::vector<std::string>{}, msgpack::type::nil_t()),
+             0)));
+}
+
+TEST_CASE("a batch of many failed slices with long messages still fits one header") {
+  Result r;
+  for (std::uint64_t i = 0; i < kMaxSlicesPerBatch / 64; ++i) {
+    r.outcomes.push_back({i, false, 1, std::string(1000, 't'), std::string(10000, 'm')});
+  }
+  const std::string header = encode(r);
+  CHECK(header.size() <= kMaxHeaderBytes);
+  const Result back = std::get<Result>(decode(header, 0));
+  CHECK(back.outcomes.size() == r.outcomes.size());
+  CHECK_FALSE(back.outcomes[0].error_message.empty());
 }

@@ -525,3 +525,21 @@ TEST_CASE("a repeated job starts with the cost measured in the previous one") {
   REQUIRE(assigns.size() == 1);
   CHECK(assigns[0].slices.size() == 4);
 }
+
+TEST_CASE("a known worker that sends garbage has its slices re-queued and registers again") {
+  RecordingOutbox out;
+  Scheduler s(config(), out);
+  s.on_ready("w1", ready(1), t0);
+  s.on_ready("w2", ready(1), t0);
+  const JobRequest request = job(2, 2);
+  s.start_job(request, {7, 1}, 10s, t0);
+  auto held = out.taken<Assign>("w1");
+  REQUIRE(held.size() == 1);
+  auto other = out.taken<Assign>("w2");
+  answer(s, "w2", other[0], t0);
+  s.on_garbage("w1", t0 + 1ms);  // perhaps its result, mangled: waiting for it would hang
+  CHECK(out.taken<Who>("w1").size() == 1);
+  auto rerun = out.taken<Assign>("w2");
+  REQUIRE(rerun.size() == 1);
+  CHECK(rerun[0].slices[0].index == held[0].slices[0].index);
+}

@@ -43,6 +43,10 @@ struct Producer {
   template <class Factory, class Rep, class Period>
   auto map(const Factory& factory, std::chrono::duration<Rep, Period> timeout,
            OnTimeout on_timeout = OnTimeout::fail) const {
+    // A timeout of a century or more (hours::max() for "never") is no timeout: in nanoseconds
+    // it would overflow.
+    const std::chrono::duration<double> seconds = timeout;
+    if (seconds.count() >= 100 * 365.25 * 24 * 3600) return run(factory, std::nullopt, on_timeout);
     return run(factory, std::chrono::duration_cast<std::chrono::nanoseconds>(timeout), on_timeout);
   }
 

@@ -7,8 +7,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <optional>
 #include <string>
 #include <thread>
@@ -222,6 +224,12 @@ int run_producer(const Settings& s, const std::function<int(const Arguments&)>& 
   sigaddset(&stop, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop, nullptr);
   const int stop_fd = signalfd(-1, &stop, SFD_NONBLOCK | SFD_CLOEXEC);
+  if (stop_fd < 0) {
+    // Without the signalfd nobody would read them: let them end the process as usual.
+    spdlog::warn("signalfd: {}; Ctrl-C will end the producer without telling its workers",
+                 std::strerror(errno));
+    pthread_sigmask(SIG_UNBLOCK, &stop, nullptr);
+  }
 
   const Address address = parse_queue(s.queue, "*");
   DispatcherOptions options;
@@ -253,7 +261,7 @@ int run_producer(const Settings& s, const std::function<int(const Arguments&)>& 
     status = run_job_safely(job, s.job_arguments);
     use_dispatcher(nullptr);
   }
-  ::close(stop_fd);
+  if (stop_fd >= 0) ::close(stop_fd);
   return status;
 }
 

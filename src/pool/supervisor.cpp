@@ -170,7 +170,8 @@ class Pool {
       p.slice = record.slice.load();
       const std::string how = p.signal != 0 ? "killed by " + signal_name(p.signal)
                                             : fmt::format("exited with status {}", p.exit_code);
-      if (p.signal == 0 && p.exit_code == kExitAbandoned) {
+      const bool abandoned = p.signal == 0 && p.exit_code == kExitAbandoned;
+      if (abandoned) {
         spdlog::info("worker process {} left a slice nobody needs; restarting it", pid);
         p.in_slice = false;  // not a crash: nothing to count against the slice
       } else if (p.in_slice) {
@@ -182,10 +183,11 @@ class Pool {
       slot->predecessor = p;
       // A process that dies soon after starting, before any slice, is crash-looping (a broken
       // environment): wait longer each time. One killed by a slice is restarted at once, so that
-      // its successor reports the crash without delay; the producer bounds retries of a slice.
+      // its successor reports the crash without delay (the producer bounds retries of a slice),
+      // and so is one that left a slice nobody needed.
       const auto lived = Clock::now() - slot->started;
       slot->backoff =
-          lived < kQuickDeath && !p.in_slice
+          lived < kQuickDeath && !p.in_slice && !abandoned
               ? std::min(kMaxBackoff, std::max(std::chrono::milliseconds(100), slot->backoff * 2))
               : std::chrono::milliseconds(0);
       if (slot->backoff.count() > 0) {

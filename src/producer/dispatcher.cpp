@@ -97,7 +97,9 @@ void Dispatcher::bind_router() {
   router_->set(zmq::sockopt::router_handover, 1);
   router_->set(zmq::sockopt::maxmsgsize, options_.max_message_bytes);
   router_->set(zmq::sockopt::tcp_keepalive, 1);
-  router_->set(zmq::sockopt::sndhwm, 0);  // in flight per worker is bounded by its credit
+  // Far above what a worker of ours is ever sent at once (its credit's batches, heartbeats), but
+  // bounded: replies to a peer that never reads are dropped rather than queued without end.
+  router_->set(zmq::sockopt::sndhwm, 10000);
   std::string endpoint = options_.bind;
   if (port_ != 0) {
     // Re-binding after a reset: the same port, so that workers reconnect to it.
@@ -126,8 +128,11 @@ void Dispatcher::release_payload(void*, void* hint) {
 }
 
 JobOutcome Dispatcher::run(const JobRequest& request) {
+  // One job at a time: map() called from several threads runs one call after another.
+  std::lock_guard one_job(run_mutex_);
   std::unique_lock lock(mutex_);
   if (interrupted_) throw Interrupted();
+  if (broken_) throw Error("the producer's I/O thread stopped: " + *broken_);
   submitted_ = &request;
   outcome_.reset();
   lock.unlock();
@@ -142,12 +147,34 @@ JobOutcome Dispatcher::run(const JobRequest& request) {
 // --- the I/O loop ----------------------------------------------------------------------------
 
 void Dispatcher::loop() {
-  while (true) {
-    Clock::time_point deadline = scheduler_.next_deadline();
+  try {
+    while (step()) {
+    }
+  } catch (const std::exception& e) {
+    // Nothing should get here; if something does, the caller of map hears of it, not terminate.
+    spdlog::error("the producer's I/O thread stopped: {}", e.what());
+    std::lock_guard lock(mutex_);
+    broken_ = e.what();
+    if (current_ != nullptr || submitted_ != nullptr) {
+      JobOutcome outcome;
+      outcome.end = JobEnd::broken;
+      outcome.error = e.what();
+      outcome_ = std::move(outcome);
+      finished_.notify_all();
+    }
+    return;
+  }
+  if (current_ != nullptr) scheduler_.finish_job();  // tell workers to drop what they hold
+}
+
+bool Dispatcher::step() {
+  {
+    const Clock::time_point now = Clock::now();
+    const Clock::time_point tick_at = scheduler_.next_deadline(now);
+    Clock::time_point deadline = tick_at;
     if (job_deadline_ && !finishing_) deadline = std::min(deadline, *job_deadline_);
     if (finishing_) deadline = std::min(deadline, drain_deadline_);
     if (current_ != nullptr) deadline = std::min(deadline, next_progress_);
-    const Clock::time_point now = Clock::now();
     std::chrono::milliseconds timeout(-1);
     if (deadline != Clock::time_point::max()) {
       timeout = std::max(std::chrono::milliseconds(0),
@@ -175,16 +202,16 @@ void Dispatcher::loop() {
       [[maybe_unused]] ssize_t n = ::read(wake_fd_, &value, sizeof value);
       {
         std::lock_guard lock(mutex_);
-        if (stopping_) break;
+        if (stopping_) return false;
       }
       take_commands(after);
     }
     if (count == 3 && (items[2].revents & ZMQ_POLLIN)) on_interrupt(after);
-    if (after >= scheduler_.next_deadline()) scheduler_.tick(after);
+    if (after >= tick_at) scheduler_.tick(after);
     if (current_ != nullptr && after >= next_progress_) report_progress(after);
     check_job(after);
   }
-  if (current_ != nullptr) scheduler_.finish_job();  // tell workers to drop what they hold
+  return true;
 }
 
 void Dispatcher::receive(Clock::time_point now) {
@@ -314,42 +341,47 @@ void Dispatcher::check_job(Clock::time_point now) {
           std::this_thread::sleep_for(std::chrono::milliseconds(20));  // the old listener closes
         }
       }
+      scheduler_.forget_workers();  // their connections are gone: each registers again
       drain_deadline_ = Clock::time_point::max();
     }
     return;
   }
   if (current_ == nullptr) return;
   JobEnd end;
-  switch (scheduler_.state()) {
-    case JobState::done:
-      end = JobEnd::done;
-      break;
-    case JobState::failed:
-      end = JobEnd::failed;
-      break;
-    case JobState::no_workers:
-      end = JobEnd::no_workers;
-      break;
-    default:
-      if (interrupted_) {
-        end = JobEnd::interrupted;
-      } else if (job_deadline_ && now >= *job_deadline_) {
-        end = JobEnd::timed_out;
-      } else {
-        return;
-      }
-  }
+  if (payload_failure_) {
+    end = JobEnd::failed;
+  } else
+    switch (scheduler_.state()) {
+      case JobState::done:
+        end = JobEnd::done;
+        break;
+      case JobState::failed:
+        end = JobEnd::failed;
+        break;
+      case JobState::no_workers:
+        end = JobEnd::no_workers;
+        break;
+      default:
+        if (interrupted_) {
+          end = JobEnd::interrupted;
+        } else if (job_deadline_ && now >= *job_deadline_) {
+          end = JobEnd::timed_out;
+        } else {
+          return;
+        }
+    }
   JobOutcome outcome;
   outcome.end = end;
   outcome.missing = scheduler_.missing_slices();
-  outcome.failure = scheduler_.failure();
+  outcome.failure = payload_failure_ ? payload_failure_ : scheduler_.failure();
+  payload_failure_.reset();
   outcome.partials = scheduler_.take_partials();
   outcome.seconds = std::chrono::duration<double>(now - job_started_).count();
   const DropCounts drops = scheduler_.drops();
   const std::size_t reruns = scheduler_.reruns();
   scheduler_.finish_job();
-  static constexpr const char* kEnds[] = {"done", "failed", "found no workers", "timed out",
-                                          "interrupted"};
+  static constexpr const char* kEnds[] = {"done",      "failed",      "found no workers",
+                                          "timed out", "interrupted", "broke"};
   spdlog::info("job {} {} after {:.3f} s: {} of {} slices, {} re-run", current_id_.seq,
                kEnds[static_cast<int>(end)], outcome.seconds,
                outcome.partials.size() - outcome.missing.size(), outcome.partials.size(), reruns);
@@ -384,36 +416,57 @@ void Dispatcher::send(const std::string& worker, const wire::Message& message) {
 
 void Dispatcher::send_assign(const std::string& worker, const wire::Assign& assign,
                              const JobRequest& job) {
-  header_.clear();
-  wire::encode(assign, header_);
-  const bool has_payload = assign.payload != PayloadKind::none;
-  (void)router_->send(zmq::buffer(worker), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
-  (void)router_->send(zmq::buffer(header_),
-                      has_payload ? zmq::send_flags::sndmore | zmq::send_flags::dontwait
-                                  : zmq::send_flags::dontwait);
-  if (!has_payload) return;
-  for (std::size_t i = 0; i < assign.slices.size(); ++i) {
-    const wire::SliceRange& slice = assign.slices[i];
-    zmq::message_t payload;
+  // Payloads first: one too large for a worker to accept fails the job with a clear error,
+  // instead of cutting the worker off again and again.
+  payloads_.clear();
+  for (const wire::SliceRange& slice : assign.slices) {
+    if (assign.payload == PayloadKind::none) break;
+    std::size_t size = 0;
     if (assign.payload == PayloadKind::raw) {
       const std::string_view bytes = job.memory.raw_slice(slice.offset, slice.limit);
-      if (bytes.size() >= kZeroCopyMinBytes) {
+      size = bytes.size();
+      if (size > wire::kMaxPayloadBytes) {
+        // Never sent: nothing to release.
+      } else if (size >= kZeroCopyMinBytes) {
         ++payloads_in_flight_;
-        payload =
-            zmq::message_t(const_cast<char*>(bytes.data()), bytes.size(), &release_payload, this);
+        payloads_.emplace_back(const_cast<char*>(bytes.data()), size, &release_payload, this);
       } else {
-        payload = zmq::message_t(bytes.data(), bytes.size());
+        payloads_.emplace_back(bytes.data(), size);
       }
     } else {
       auto* encoded = new std::string;
       job.memory.encode_slice(slice.offset, slice.limit, *encoded);
-      payload = zmq::message_t(
-          encoded->data(), encoded->size(),
-          [](void*, void* hint) { delete static_cast<std::string*>(hint); }, encoded);
+      size = encoded->size();
+      payloads_.emplace_back(
+          encoded->data(), size, [](void*, void* hint) { delete static_cast<std::string*>(hint); },
+          encoded);
     }
-    const bool last = i + 1 == assign.slices.size();
-    (void)router_->send(payload, last ? zmq::send_flags::dontwait
-                                      : zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+    if (size > wire::kMaxPayloadBytes && !payload_failure_) {
+      payload_failure_ = SliceError::Details{
+          slice.index,
+          slice.offset,
+          slice.limit,
+          "",
+          getpid(),
+          "pymar::Error",
+          fmt::format("the slice's data is {} bytes, over the {} GiB a message to a worker may "
+                      "carry: raise WORKERS_NUMBER",
+                      size, wire::kMaxPayloadBytes >> 30),
+          0};
+    }
+  }
+  if (payload_failure_) {
+    payloads_.clear();  // releases what was prepared; the job fails in check_job
+    return;
+  }
+  header_.clear();
+  wire::encode(assign, header_);
+  const auto more = zmq::send_flags::sndmore | zmq::send_flags::dontwait;
+  (void)router_->send(zmq::buffer(worker), more);
+  (void)router_->send(zmq::buffer(header_), payloads_.empty() ? zmq::send_flags::dontwait : more);
+  for (std::size_t i = 0; i < payloads_.size(); ++i) {
+    const bool last = i + 1 == payloads_.size();
+    (void)router_->send(payloads_[i], last ? zmq::send_flags::dontwait : more);
   }
 }
 

@@ -24,19 +24,20 @@ namespace pymar::detail {
 struct DispatcherOptions {
   std::string bind = "tcp://*:7627";  ///< ZeroMQ endpoint to bind; port "*" picks a free one
   SchedulerConfig scheduler;
-  std::chrono::milliseconds grace{2000};       ///< wait this long for a worker before going local
-  std::int64_t max_message_bytes = 256 << 20;  ///< larger messages from a peer cut it off
+  std::chrono::milliseconds grace{2000};  ///< wait this long for a worker before going local
+  std::int64_t max_message_bytes = wire::kMaxValueBytes;  ///< larger frames cut a peer off
   int interrupt_fd = -1;  ///< readable when the producer is asked to stop (a signalfd), or -1
   std::function<void()> on_idle_interrupt;  ///< called on interrupt when no job is running
 };
 
-enum class JobEnd { done, failed, no_workers, timed_out, interrupted };
+enum class JobEnd { done, failed, no_workers, timed_out, interrupted, broken };
 
 struct JobOutcome {
   JobEnd end = JobEnd::done;
   Partials partials;
   std::vector<std::size_t> missing;  ///< slices without a partial value
   std::optional<SliceError::Details> failure;
+  std::string error;  ///< when broken: what stopped the dispatcher
   double seconds = 0;
 };
 
@@ -60,6 +61,7 @@ class Dispatcher final : private Outbox {
 
  private:
   void loop();
+  bool step();  // one turn of the loop; false to stop
   void bind_router();
   void receive(Clock::time_point now);
   void handle(zmq::message_t& identity, std::vector<zmq::message_t>& frames, Clock::time_point now);
@@ -86,11 +88,13 @@ class Dispatcher final : private Outbox {
   std::thread thread_;
 
   // Shared with the calling thread.
+  std::mutex run_mutex_;  // one job at a time
   std::mutex mutex_;
   std::condition_variable finished_;
   const JobRequest* submitted_ = nullptr;
   std::optional<JobOutcome> outcome_;
   bool stopping_ = false;
+  std::optional<std::string> broken_;  // why the I/O thread stopped, if it did
   std::atomic<bool> interrupted_{false};
 
   // I/O thread only.
@@ -104,6 +108,8 @@ class Dispatcher final : private Outbox {
   Clock::time_point drain_deadline_;
   std::string header_;  // reused encoding buffer
   std::vector<zmq::message_t> frames_;
+  std::vector<zmq::message_t> payloads_;                // of the ASSIGN being sent
+  std::optional<SliceError::Details> payload_failure_;  // a slice too large to send
   std::vector<std::string_view> values_;
   LogBudgets garbage_logs_;        // malformed messages by kind, over the dispatcher's life
   std::size_t garbage_count_ = 0;  // malformed messages during the current job

@@ -16,6 +16,7 @@
 #include "pymar/detail/job.hpp"
 #include "pymar/error.hpp"
 #include "pymar/registry.hpp"
+#include "wire/protocol.hpp"
 
 namespace pymar::detail {
 namespace {
@@ -101,6 +102,12 @@ void compute_locally(const JobRequest& request, const std::vector<std::size_t>& 
 
 Partials run_job(const JobRequest& request) {
   const std::size_t slice_count = std::min(request.parts, request.length);
+  if (request.params.size() > wire::kMaxParamsBytes) {
+    throw Error(
+        fmt::format("the parameters of source {} encode to {} bytes, over the {} KiB "
+                    "they may take: pass what is large through the data itself",
+                    request.source, request.params.size(), wire::kMaxParamsBytes >> 10));
+  }
   auto all_locally = [&] {
     Partials partials(slice_count);
     std::vector<std::size_t> all(slice_count);
@@ -126,6 +133,8 @@ Partials run_job(const JobRequest& request) {
       throw SliceError(*outcome.failure);
     case JobEnd::interrupted:
       throw Interrupted();
+    case JobEnd::broken:
+      throw Error("the producer's I/O thread stopped: " + outcome.error);
     case JobEnd::no_workers:
       spdlog::warn("no worker serving {} over {} at {}: computing {} slice(s) locally on {} cores",
                    request.producer, request.source, dispatcher->endpoint(), outcome.missing.size(),

@@ -121,7 +121,7 @@ void Scheduler::on_result(const std::string& id, const wire::Result& result,
   Worker& w = it->second;
   w.last_heard = now;
   auto b = w.batches.find(result.batch);
-  if (b == w.batches.end() || !(b->second.job == result.job)) {
+  if (b == w.batches.end() || !(b->second.job == result.job) || !(result.job == job_id_)) {
     if (!(result.job == job_id_)) {
       ++drops_.stale;
       spdlog::debug("dropped a result of another job from worker {}", printable(id));
@@ -240,8 +240,14 @@ void Scheduler::on_bye(const std::string& id, std::string_view reason, Clock::ti
 }
 
 void Scheduler::on_garbage(const std::string& id, Clock::time_point now) {
-  auto it = workers_.find(id);
-  if (it != workers_.end()) it->second.last_heard = now;
+  if (!workers_.contains(id)) return;
+  // What it said is lost; if it was a result, waiting for it would wait forever.
+  drop_worker(id, "it sent a message that does not decode", now);
+  outbox_.send(id, wire::Who{});
+}
+
+void Scheduler::forget_workers() {
+  workers_.clear();
 }
 
 void Scheduler::drop_worker(const std::string& id, std::string_view why, Clock::time_point now) {
@@ -329,7 +335,7 @@ void Scheduler::tick(Clock::time_point now) {
   }
 }
 
-Clock::time_point Scheduler::next_deadline() const {
+Clock::time_point Scheduler::next_deadline(Clock::time_point now) const {
   Clock::time_point next = Clock::time_point::max();
   for (const auto& [id, w] : workers_) {
     next = std::min({next, w.last_sent + config_.heartbeat, w.last_heard + config_.liveness});
@@ -340,7 +346,7 @@ Clock::time_point Scheduler::next_deadline() const {
       // Look for stragglers a few times per expected batch time.
       const auto step = std::chrono::nanoseconds(static_cast<std::int64_t>(
           std::clamp(mean_slice_ns_ * static_cast<double>(batch_size()), 1e6, 1e8)));
-      next = std::min(next, Clock::now() + step);
+      next = std::min(next, now + step);
     }
   }
   return next;

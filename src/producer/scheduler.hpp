@@ -73,8 +73,13 @@ class Scheduler {
                  std::span<const std::string_view> values, Clock::time_point now);
   void on_heartbeat(const std::string& worker, Clock::time_point now);
   void on_bye(const std::string& worker, std::string_view reason, Clock::time_point now);
-  /// A message from `worker` that did not decode: it is alive, but what it said is dropped.
+  /// A message from `worker` that did not decode. From a worker we know, it may have been a
+  /// result: its slices go back to the queue and it is asked to register again.
   void on_garbage(const std::string& worker, Clock::time_point now);
+
+  /// Forgets every worker (after the socket was reset, so that each registers again). Only
+  /// between jobs.
+  void forget_workers();
 
   /// Counts every worker as heard from now: after the producer itself was stopped or starved,
   /// its workers' silence says nothing about them.
@@ -82,7 +87,7 @@ class Scheduler {
 
   /// Heartbeats out, silent workers dropped, stragglers copied. Call at next_deadline().
   void tick(Clock::time_point now);
-  Clock::time_point next_deadline() const;
+  Clock::time_point next_deadline(Clock::time_point now) const;
 
   // --- jobs --------------------------------------------------------------------------------
   /// Starts a job; `request` must outlive it. The grace period starts now.
@@ -164,8 +169,8 @@ class Scheduler {
   std::size_t done_count_ = 0;
   Partials partials_;
   std::optional<SliceError::Details> failure_;
-  double mean_slice_ns_ = 0;  // running mean of kernel time per slice, for batch sizes
-  double mean_overhead_ns_ = 0;  // running mean of a batch's time beyond computing
+  double mean_slice_ns_ = 0;          // running mean of kernel time per slice, for batch sizes
+  double mean_overhead_ns_ = 0;       // running mean of a batch's time beyond computing
   std::size_t eligible_workers_ = 0;  // workers serving the current job
   std::size_t timed_slices_ = 0;
   std::unordered_map<std::string, double> known_cost_;  // by producer and source, across jobs

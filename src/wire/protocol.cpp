@@ -1,5 +1,7 @@
 #include "wire/protocol.hpp"
 
+#include <algorithm>
+
 #include <fmt/format.h>
 
 #include "pymar/codec.hpp"
@@ -84,6 +86,12 @@ struct Encoder {
   }
 
   void operator()(const Result& m) {
+    // Error texts share what a header may hold, so that a batch of many failed slices with long
+    // messages still fits and reaches the producer.
+    std::size_t failed = 0;
+    for (const Outcome& o : m.outcomes) failed += o.ok ? 0 : 1;
+    const std::size_t text_cap = std::min(
+        kMaxErrorMessageBytes, kMaxHeaderBytes / 2 / (2 * std::max<std::size_t>(failed, 1)));
     header(Type::result, 4);
     p.pack(m.job.session);
     p.pack(m.job.seq);
@@ -99,8 +107,8 @@ struct Encoder {
       p.pack(o.ok);
       p.pack(o.compute_ns);
       if (!o.ok) {
-        pack_text(p, o.error_type, kMaxErrorMessageBytes);
-        pack_text(p, o.error_message, kMaxErrorMessageBytes);
+        pack_text(p, o.error_type, text_cap);
+        pack_text(p, o.error_message, text_cap);
       }
     }
   }

@@ -133,6 +133,14 @@ inline constexpr std::size_t kMaxSlicesPerBatch = 1 << 16;
 inline constexpr std::size_t kMaxNames = 4096;
 inline constexpr std::size_t kMaxTextBytes = 64 << 10;
 inline constexpr std::size_t kMaxErrorMessageBytes = 4 << 10;  // longer messages are cut on send
+/// A partial value (one RESULT frame) larger than this cuts the worker off at the producer: the
+/// worker reports it as an error instead of sending it.
+inline constexpr std::size_t kMaxValueBytes = std::size_t{256} << 20;
+/// A slice's payload larger than this is refused by the producer, which fails the job with a
+/// clear error (a worker would drop the connection).
+inline constexpr std::size_t kMaxPayloadBytes = std::size_t{1} << 32;
+/// Encoded source parameters larger than this do not fit a header.
+inline constexpr std::size_t kMaxParamsBytes = kMaxHeaderBytes / 2;
 
 /// The header frame of `message`, encoded.
 std::string encode(const Message& message);

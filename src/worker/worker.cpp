@@ -73,9 +73,14 @@ class Worker {
 
   int run() {
     compute_ = std::thread([this] { compute_loop(); });
-    connect();
-    spdlog::info("waiting for a producer at {}", options_.endpoint);
-    const int status = serve();
+    int status = 1;
+    try {
+      connect();
+      spdlog::info("waiting for a producer at {}", options_.endpoint);
+      status = serve();
+    } catch (const std::exception& e) {
+      spdlog::error("worker stopped: {}", e.what());
+    }
     leave();
     return status;
   }
@@ -96,6 +101,8 @@ class Worker {
     socket_->set(zmq::sockopt::reconnect_ivl, 10);
     socket_->set(zmq::sockopt::reconnect_ivl_max, 100);
     socket_->set(zmq::sockopt::tcp_keepalive, 1);
+    // A frame larger than any slice the producer sends is not from a producer of ours.
+    socket_->set(zmq::sockopt::maxmsgsize, static_cast<std::int64_t>(wire::kMaxPayloadBytes));
     // Told when a connection is made, the worker greets at once: a producer started after the
     // previous one ended then learns of it without waiting for a heartbeat.
     const std::string monitor_endpoint = "inproc://pymar-monitor-" + identity_;
@@ -118,14 +125,18 @@ class Worker {
     socket_.reset();
   }
 
-  /// A connection to the producer's address was made: if it is not the first, the producer may
-  /// be a new one that does not know this worker; a heartbeat makes it ask (WHO).
+  /// A connection to the producer's address was made. If it is not the first, messages may have
+  /// been lost with the old one, or the producer may be a new one: offer ourselves afresh. A
+  /// producer that knew us re-queues what we held; one that did not learns of us at once.
   void on_connection_event(Clock::time_point now) {
     zmq::message_t event;
     zmq::message_t address;
     if (!monitor_->recv(event, zmq::recv_flags::dontwait)) return;
     if (event.more()) (void)monitor_->recv(address, zmq::recv_flags::dontwait);
-    if (++connections_ > 1) send(wire::Heartbeat{0}, now);
+    if (++connections_ > 1) {
+      drop_queued_tasks();
+      send_ready(now);
+    }
   }
 
   void send_ready(Clock::time_point now) {
@@ -298,13 +309,13 @@ class Worker {
       header_.clear();
       wire::encode(d.result, header_);
       const bool has_values = !d.value_sizes.empty();
-      (void)socket_->send(zmq::buffer(header_),
-                          has_values ? zmq::send_flags::sndmore : zmq::send_flags::none);
+      const auto more = zmq::send_flags::sndmore | zmq::send_flags::dontwait;
+      (void)socket_->send(zmq::buffer(header_), has_values ? more : zmq::send_flags::dontwait);
       std::size_t offset = 0;
       for (std::size_t i = 0; i < d.value_sizes.size(); ++i) {
         const bool last = i + 1 == d.value_sizes.size();
         (void)socket_->send(zmq::buffer(d.values.data() + offset, d.value_sizes[i]),
-                            last ? zmq::send_flags::none : zmq::send_flags::sndmore);
+                            last ? zmq::send_flags::dontwait : more);
         offset += d.value_sizes[i];
       }
       last_sent_ = now;
@@ -323,10 +334,12 @@ class Worker {
       tasks_.clear();
       task_ready_.notify_all();
     }
-    spdlog::info("leaving: telling the producer");
-    send(wire::Bye{"the worker was asked to stop"}, Clock::now());
-    socket_->set(zmq::sockopt::linger, 1000);  // give the BYE a moment to reach the producer
-    close_socket();
+    if (socket_) {
+      spdlog::info("leaving: telling the producer");
+      send(wire::Bye{"the worker was asked to stop"}, Clock::now());
+      socket_->set(zmq::sockopt::linger, 1000);  // give the BYE a moment to reach the producer
+      close_socket();
+    }
     context_.close();
     if (options_.supervised) std::_Exit(0);  // a kernel may still be running: do not wait
     compute_.join();
@@ -456,6 +469,14 @@ class Worker {
       typical_slice_ns_.store(
           typical == 0 ? static_cast<std::int64_t>(outcome.compute_ns)
                        : (7 * typical + static_cast<std::int64_t>(outcome.compute_ns)) / 8);
+      if (outcome.ok && done.values.size() - before > wire::kMaxValueBytes) {
+        outcome.ok = false;
+        outcome.error_type = "pymar::Error";
+        outcome.error_message = fmt::format(
+            "the partial value of this slice encodes to {} bytes, over the {} MiB a result may "
+            "carry: raise WORKERS_NUMBER, or reduce to something smaller",
+            done.values.size() - before, wire::kMaxValueBytes >> 20);
+      }
       if (outcome.ok) {
         done.value_sizes.push_back(done.values.size() - before);
       } else {

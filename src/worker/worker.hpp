@@ -29,8 +29,6 @@ struct WorkerOptions {
   bool supervised = false;
 };
 
-
-
 /// Serves jobs until `stop_fd` becomes readable. Returns the process exit status.
 int run_worker(const WorkerOptions& options);
 

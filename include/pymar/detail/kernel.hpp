@@ -91,7 +91,8 @@ std::span<const T> raw_elements(const SliceInput& input, std::vector<T>& realign
   if (reinterpret_cast<std::uintptr_t>(data) % alignof(T) == 0) {
     return {static_cast<const T*>(data), input.limit};
   }
-  // Frames small enough to be stored inline by ZeroMQ may be misaligned: copy those.
+  // ZeroMQ's receive buffers do not promise alignment (a slice may sit at any offset of a larger
+  // read buffer): copy a misaligned slice rather than read it in place.
   realigned.resize(input.limit);
   if (input.limit != 0) std::memcpy(realigned.data(), data, input.payload.size());
   return {realigned.data(), realigned.size()};
@@ -107,9 +108,9 @@ struct KernelFor {
         std::span<const T> elements = raw_elements<T>(input, realigned);
         map_and_reduce<P>(elements, out);
       } else {
-        DecodeLimits limits;
-        limits.max_array = input.limit;
-        auto elements = decode<std::vector<T>>(input.payload, limits);
+        // The default limits, already bounded by the payload's size: elements may hold arrays
+        // of their own (pairs, structs, vectors), which may be longer than the slice.
+        auto elements = decode<std::vector<T>>(input.payload);
         if (elements.size() != input.limit) {
           throw DecodeError("slice payload holds " + std::to_string(elements.size()) +
                             " elements, expected " + std::to_string(input.limit));
