@@ -27,6 +27,7 @@
 #include <pymar/pymar.hpp>
 
 #include "int128.hpp"
+#include "workloads.hpp"
 
 namespace {
 
@@ -59,56 +60,15 @@ std::string text(int128 value) {
   return digits;
 }
 
-constexpr double a = 1.0;
-constexpr double b = 10.0;
-constexpr double dx = 1e-6;
+using bench::a;
+using bench::b;
+using bench::dx;
 
 }  // namespace
 
-// --- integration, as in examples/integration.cpp ------------------------------------------------
-
-struct Points : pymar::DataSource {
-  static std::size_t full_length() { return static_cast<std::size_t>(std::llround((b - a) / dx)); }
-
-  auto items() const {
-    return indices() | std::views::transform([](std::size_t i) { return a + double(i) * dx; });
-  }
-};
 REGISTER_DATASOURCE(Points);
-
-struct Integral : pymar::Producer<Integral> {
-  static constexpr std::size_t WORKERS_NUMBER = 4;
-
-  static auto map_fn(auto&& points) {
-    return points | std::views::transform([](double x) { return std::exp(x) * dx; });
-  }
-
-  static double reduce_fn(auto&& values) { return pymar::sum(values); }
-};
 REGISTER_PRODUCER(Integral);
-
-// --- trivial slices: one index each, summed; the exact answer shows that none is lost ------------
-
-struct Indices : pymar::DataSource {
-  struct Params {
-    std::uint64_t count = 0;
-    MSGPACK_DEFINE(count)
-  };
-  explicit Indices(const Params&) {}
-  static std::size_t full_length(const Params& p) { return p.count; }
-  auto items() const { return indices(); }
-};
 REGISTER_DATASOURCE(Indices);
-
-struct Trivial : pymar::Producer<Trivial> {
-  static constexpr std::size_t WORKERS_NUMBER = std::size_t{1} << 24;  // one slice per element
-
-  static auto map_fn(auto&& indices) {
-    return indices | std::views::transform([](std::size_t i) { return std::uint64_t(i); });
-  }
-
-  static std::uint64_t reduce_fn(auto&& values) { return pymar::sum<std::uint64_t>(values); }
-};
 REGISTER_PRODUCER(Trivial);
 
 // --- squaredsum and squaredsum2, as in the examples: numbers made on the workers, or 80 MB shipped

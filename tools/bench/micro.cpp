@@ -29,6 +29,8 @@
 #include <spdlog/spdlog.h>
 #include <pymar/pymar.hpp>
 
+#include "workloads.hpp"
+
 #include "common/build_id.hpp"
 #include "producer/dispatcher.hpp"
 #include "producer/runtime.hpp"
@@ -38,47 +40,15 @@
 
 namespace {
 
-constexpr double a = 1.0;
-constexpr double dx = 1e-6;
+using bench::a;
+using bench::dx;
 constexpr std::size_t kSlicePoints = 2'250'000;  // 9,000,000 points in 4 slices
 
 }  // namespace
 
-struct Points : pymar::DataSource {
-  static std::size_t full_length() { return 9'000'000; }
-  auto items() const {
-    return indices() | std::views::transform([](std::size_t i) { return a + double(i) * dx; });
-  }
-};
 REGISTER_DATASOURCE(Points);
-
-struct Integral : pymar::Producer<Integral> {
-  static constexpr std::size_t WORKERS_NUMBER = 4;
-  static auto map_fn(auto&& points) {
-    return points | std::views::transform([](double x) { return std::exp(x) * dx; });
-  }
-  static double reduce_fn(auto&& values) { return pymar::sum(values); }
-};
 REGISTER_PRODUCER(Integral);
-
-struct Indices : pymar::DataSource {
-  struct Params {
-    std::uint64_t count = 0;
-    MSGPACK_DEFINE(count)
-  };
-  explicit Indices(const Params&) {}
-  static std::size_t full_length(const Params& p) { return p.count; }
-  auto items() const { return indices(); }
-};
 REGISTER_DATASOURCE(Indices);
-
-struct Trivial : pymar::Producer<Trivial> {
-  static constexpr std::size_t WORKERS_NUMBER = std::size_t{1} << 24;
-  static auto map_fn(auto&& indices) {
-    return indices | std::views::transform([](std::size_t i) { return std::uint64_t(i); });
-  }
-  static std::uint64_t reduce_fn(auto&& values) { return pymar::sum<std::uint64_t>(values); }
-};
 REGISTER_PRODUCER(Trivial);
 
 namespace {
