@@ -44,9 +44,8 @@ Scheduler::Scheduler(SchedulerConfig config, Outbox& outbox)
 void Scheduler::on_ready(const std::string& id, const wire::Ready& ready, Clock::time_point now) {
   if (ready.build != config_.build) {
     const std::string reason = fmt::format(
-        "this worker runs build {} of '{}', the producer runs build {}: start workers from the "
-        "same "
-        "binary as the producer",
+        "this worker runs build {} of '{}', the producer runs build {}: start workers from "
+        "the same binary as the producer",
         ready.build, ready.task, config_.build);
     if (refused_.size() > 10000) refused_.clear();  // bounded, whatever strangers send
     if (refused_.insert(id).second && refused_log_.spend()) {
@@ -80,12 +79,12 @@ void Scheduler::on_ready(const std::string& id, const wire::Ready& ready, Clock:
 void Scheduler::record_crash(const wire::Ready& ready, Clock::time_point now) {
   const wire::Predecessor& p = *ready.predecessor;
   const std::string how = describe_end(p);
+  // Every registration of the dead process (it may have reconnected under a new identity).
+  std::vector<std::string> dead;
   for (const auto& [id, w] : workers_) {
-    if (w.info.host == ready.host && w.info.pid == p.pid) {
-      drop_worker(std::string(id), how, now);  // copy: drop_worker erases the entry
-      break;
-    }
+    if (w.info.host == ready.host && w.info.pid == p.pid) dead.push_back(id);
   }
+  for (const std::string& id : dead) drop_worker(id, how, now);
   if (!p.in_slice || state_ != JobState::running || !(p.job == job_id_) ||
       p.slice >= slices_.size()) {
     return;
