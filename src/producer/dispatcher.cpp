@@ -168,49 +168,47 @@ void Dispatcher::loop() {
 }
 
 bool Dispatcher::step() {
-  {
-    const Clock::time_point now = Clock::now();
-    const Clock::time_point tick_at = scheduler_.next_deadline(now);
-    Clock::time_point deadline = tick_at;
-    if (job_deadline_ && !finishing_) deadline = std::min(deadline, *job_deadline_);
-    if (finishing_) deadline = std::min(deadline, drain_deadline_);
-    if (current_ != nullptr) deadline = std::min(deadline, next_progress_);
-    std::chrono::milliseconds timeout(-1);
-    if (deadline != Clock::time_point::max()) {
-      timeout = std::max(std::chrono::milliseconds(0),
-                         std::chrono::ceil<std::chrono::milliseconds>(deadline - now));
-    }
-    zmq::pollitem_t items[] = {
-        {router_->handle(), 0, ZMQ_POLLIN, 0},
-        {nullptr, wake_fd_, ZMQ_POLLIN, 0},
-        {nullptr, options_.interrupt_fd, ZMQ_POLLIN, 0},
-    };
-    const int count = options_.interrupt_fd >= 0 ? 3 : 2;
-    try {
-      zmq::poll(items, count, timeout);
-    } catch (const zmq::error_t& e) {
-      if (e.num() != EINTR) throw;
-    }
-    const Clock::time_point after = Clock::now();
-    if (timeout.count() >= 0 && after - (now + timeout) > options_.scheduler.heartbeat) {
-      // We overslept (stopped or starved of CPU): the workers' silence was ours to cause.
-      scheduler_.forgive_silence(after);
-    }
-    if (items[0].revents & ZMQ_POLLIN) receive(after);
-    if (items[1].revents & ZMQ_POLLIN) {
-      std::uint64_t value;
-      [[maybe_unused]] ssize_t n = ::read(wake_fd_, &value, sizeof value);
-      {
-        std::lock_guard lock(mutex_);
-        if (stopping_) return false;
-      }
-      take_commands(after);
-    }
-    if (count == 3 && (items[2].revents & ZMQ_POLLIN)) on_interrupt(after);
-    if (after >= tick_at) scheduler_.tick(after);
-    if (current_ != nullptr && after >= next_progress_) report_progress(after);
-    check_job(after);
+  const Clock::time_point now = Clock::now();
+  const Clock::time_point tick_at = scheduler_.next_deadline(now);
+  Clock::time_point deadline = tick_at;
+  if (job_deadline_ && !finishing_) deadline = std::min(deadline, *job_deadline_);
+  if (finishing_) deadline = std::min(deadline, drain_deadline_);
+  if (current_ != nullptr) deadline = std::min(deadline, next_progress_);
+  std::chrono::milliseconds timeout(-1);
+  if (deadline != Clock::time_point::max()) {
+    timeout = std::max(std::chrono::milliseconds(0),
+                       std::chrono::ceil<std::chrono::milliseconds>(deadline - now));
   }
+  zmq::pollitem_t items[] = {
+      {router_->handle(), 0, ZMQ_POLLIN, 0},
+      {nullptr, wake_fd_, ZMQ_POLLIN, 0},
+      {nullptr, options_.interrupt_fd, ZMQ_POLLIN, 0},
+  };
+  const int count = options_.interrupt_fd >= 0 ? 3 : 2;
+  try {
+    zmq::poll(items, count, timeout);
+  } catch (const zmq::error_t& e) {
+    if (e.num() != EINTR) throw;
+  }
+  const Clock::time_point after = Clock::now();
+  if (timeout.count() >= 0 && after - (now + timeout) > options_.scheduler.heartbeat) {
+    // We overslept (stopped or starved of CPU): the workers' silence was ours to cause.
+    scheduler_.forgive_silence(after);
+  }
+  if (items[0].revents & ZMQ_POLLIN) receive(after);
+  if (items[1].revents & ZMQ_POLLIN) {
+    std::uint64_t value;
+    [[maybe_unused]] ssize_t n = ::read(wake_fd_, &value, sizeof value);
+    {
+      std::lock_guard lock(mutex_);
+      if (stopping_) return false;
+    }
+    take_commands(after);
+  }
+  if (count == 3 && (items[2].revents & ZMQ_POLLIN)) on_interrupt(after);
+  if (after >= tick_at) scheduler_.tick(after);
+  if (current_ != nullptr && after >= next_progress_) report_progress(after);
+  check_job(after);
   return true;
 }
 
