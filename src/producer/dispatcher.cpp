@@ -169,6 +169,8 @@ void Dispatcher::loop() {
 
 bool Dispatcher::step() {
   const Clock::time_point now = Clock::now();
+  // Stopped or starved of CPU between two turns: the workers' silence was ours to cause.
+  if (now - awake_ > options_.scheduler.heartbeat) scheduler_.forgive_silence(now);
   const Clock::time_point tick_at = scheduler_.next_deadline(now);
   Clock::time_point deadline = tick_at;
   if (job_deadline_ && !finishing_) deadline = std::min(deadline, *job_deadline_);
@@ -209,6 +211,7 @@ bool Dispatcher::step() {
   if (after >= tick_at) scheduler_.tick(after);
   if (current_ != nullptr && after >= next_progress_) report_progress(after);
   check_job(after);
+  awake_ = after;  // a stop anywhere after this shows as a gap next turn
   return true;
 }
 

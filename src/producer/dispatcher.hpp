@@ -103,8 +103,9 @@ class Dispatcher final : private Outbox {
   std::uint64_t next_job_ = 1;
   Clock::time_point job_started_;
   std::optional<Clock::time_point> job_deadline_;
-  Clock::time_point next_progress_;      // of a long job
-  std::optional<JobOutcome> finishing_;  // waiting for zero-copy payloads to be released
+  Clock::time_point next_progress_;         // of a long job
+  Clock::time_point awake_ = Clock::now();  // the time the last turn acted on
+  std::optional<JobOutcome> finishing_;     // waiting for zero-copy payloads to be released
   Clock::time_point drain_deadline_;
   std::string header_;  // reused encoding buffer
   std::vector<zmq::message_t> frames_;

@@ -161,8 +161,11 @@ class Worker {
 
   int serve() {
     std::vector<zmq::message_t> frames;
+    Clock::time_point awake = Clock::now();  // the time the last turn acted on
     while (true) {
       const Clock::time_point now = Clock::now();
+      // Stopped (SIGSTOP) or starved of CPU between two turns: the silence was ours.
+      if (now - awake > options_.heartbeat) last_heard_ = now;
       Clock::time_point deadline;
       if (refused_until_) {
         deadline = *refused_until_;
@@ -202,6 +205,8 @@ class Worker {
       if (items[1].revents & ZMQ_POLLIN) send_results(after);
       if (items[2].revents & ZMQ_POLLIN) on_connection_event(after);
       on_time(after);
+      // The last moment this turn acted on: a stop anywhere after it shows as a gap next turn.
+      awake = after;
     }
   }
 

@@ -130,8 +130,10 @@ TEST_SUITE("faults") {
     REQUIRE(requeued.has_value());
     check_integration(*p);
     INFO("producer stderr:\n" << p->err() << "\npool stderr:\n" << workers->err());
-    CHECK(p->count_stderr("dropped a late result") == 1);
-    CHECK(p->count_stderr("1 late, 0 duplicate") == 1);
+    // Its result, and that of any batch it held queued behind it, came late and counted for
+    // nothing.
+    CHECK(p->count_stderr("dropped a late result") >= 1);
+    CHECK(p->count_stderr("[1-9] late, 0 duplicate") == 1);
   }
 
   TEST_CASE("a long map_fn is not taken for a dead worker") {

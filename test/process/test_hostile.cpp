@@ -445,8 +445,7 @@ TEST_SUITE("hostile") {
             doctest::timeout(120)) {
     const unsigned port = free_port();
     auto producer = start_producer(port);
-    wait_for_job(*producer);
-    auto pool = start_pool(port, 2);
+    wait_for_job(*producer);  // and waiting for workers: it stays up whatever the garbage takes
     std::mt19937_64 random(20240501);
     for (int connection = 0; connection < 20; ++connection) {
       const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
@@ -469,6 +468,7 @@ TEST_SUITE("hostile") {
       }
       ::close(fd);
     }
+    auto pool = start_pool(port, 2);
     CHECK(answer_of(*producer) == kAnswer);
     CHECK(pool->running());
     INFO("producer stderr:\n" << producer->err());
