@@ -1,5 +1,6 @@
 // pymar::main: the command line on top, wiring the roles together. A task binary runs as the
 // producer (the default) or as a worker pool; nothing here knows about slices.
+#include <arpa/inet.h>
 #include <malloc.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -21,6 +22,8 @@
 #include <CLI/CLI.hpp>
 
 #include "common/build_id.hpp"
+#include "common/crash_record.hpp"
+#include "common/keys.hpp"
 #include "common/log.hpp"
 #include "common/registry.hpp"
 #include "pool/supervisor.hpp"
@@ -54,6 +57,12 @@ struct Settings {
   bool no_speculation = false;
   bool verbose = false;
   bool quiet = false;
+  std::string keygen;         // make a key pair in this folder
+  std::string key_name;       // ... named this
+  std::string secret_key;     // this process's secret certificate
+  std::string allow;          // producer: workers' public certificates (file or folder)
+  std::string producer_key;   // worker: the producer's certificate
+  bool insecure = false;      // no keys on an address other than loopback
   Arguments job_arguments;  // after --
 };
 
@@ -81,6 +90,64 @@ Address parse_queue(const std::string& text, const std::string& default_host) {
     }
   }
   return a;
+}
+
+/// Addresses only this machine can reach. Anything else, `*` included, may be reached from a
+/// network.
+bool is_loopback(const std::string& host) {
+  if (host == "localhost" || host == "lo" || host == "::1" || host == "[::1]") return true;
+  in_addr address{};
+  return inet_pton(AF_INET, host.c_str(), &address) == 1 && (ntohl(address.s_addr) >> 24) == 127;
+}
+
+/// Closed by default: a producer or worker that would use a network other than loopback needs
+/// keys, or an explicit --insecure (then a warning at every start). Returns an exit status, or 0.
+int check_exposure(const Settings& s, const Address& address, bool keys, const char* verb) {
+  if (keys || is_loopback(address.host)) return 0;
+  if (!s.insecure) {
+    fmt::print(stderr,
+               "{0}: error: {1} {2}:{3} needs keys: make them with '{0} --keygen DIR', then give "
+               "--secret-key and {4} (README: \"Running on many machines\"); or add --insecure "
+               "on a network where every host is trusted\n",
+               task_name(), verb, address.host, address.port,
+               s.worker ? "--producer-key" : "--allow");
+    return 2;
+  }
+  spdlog::warn(
+      "--insecure: {} {}:{} without keys; any peer that reaches it can {}", verb, address.host,
+      address.port,
+      s.worker ? "act as the producer and choose what files and databases these workers open"
+               : "join, and the results it returns are trusted");
+  return 0;
+}
+
+/// Reads the keys the flags name, or none. Throws pymar::Error saying what is wrong.
+std::optional<Keys> load_keys(const Settings& s) {
+  if (s.secret_key.empty()) return std::nullopt;
+  Keys keys;
+  keys.own = read_certificate(s.secret_key, true);
+  if (s.worker) {
+    keys.producer = read_certificate(s.producer_key, false).public_key;
+  } else {
+    keys.allowed = read_allowed_keys(s.allow);
+  }
+  return keys;
+}
+
+int make_keys(const Settings& s) {
+  try {
+    const std::string name = s.key_name.empty() ? host_name() : s.key_name;
+    const KeyPair keys = make_key_pair();
+    const auto [public_path, secret_path] = write_key_pair(s.keygen, name, keys);
+    fmt::print(
+        "public key {}\n  {}  give it to the peers that let this one in (a producer's --allow "
+        "folder, or a worker's --producer-key)\n  {}  the secret key: keep it here (--secret-key)\n",
+        keys.public_key, public_path, secret_path);
+    return 0;
+  } catch (const Error& e) {
+    fmt::print(stderr, "{}: error: {}\n", task_name(), e.what());
+    return 1;
+  }
 }
 
 std::chrono::milliseconds to_ms(double seconds) {
@@ -119,7 +186,17 @@ int run_worker_pool(const Settings& s) {
   if (int status = check_names(s.producers, producer_names(), "producer")) return status;
   if (int status = check_names(s.sources, source_names(), "data source")) return status;
   const Address address = parse_queue(s.queue, "127.0.0.1");
+  std::optional<Keys> keys;
+  try {
+    keys = load_keys(s);
+  } catch (const Error& e) {
+    spdlog::error("{}", e.what());
+    return 2;
+  }
+  if (int status = check_exposure(s, address, keys.has_value(), "serving the producer at"))
+    return status;
   WorkerOptions worker;
+  worker.keys = std::move(keys);
   worker.endpoint = fmt::format("tcp://{}:{}", address.host, address.port);
   worker.heartbeat = to_ms(s.heartbeat);
   worker.liveness = to_ms(s.liveness);
@@ -128,8 +205,9 @@ int run_worker_pool(const Settings& s) {
   worker.only_sources = s.sources;
   worker.supervised = true;
   const unsigned processes = s.workers.value_or(std::max(1u, std::thread::hardware_concurrency()));
-  spdlog::info("{} worker process(es) of {} (build {}) serving the producer at {}", processes,
-               task_name(), build_fingerprint(), worker.endpoint);
+  spdlog::info("{} worker process(es) of {} (build {}) serving the producer at {}{}", processes,
+               task_name(), build_fingerprint(), worker.endpoint,
+               worker.keys ? fmt::format(" with key {}", worker.keys->own.public_key) : "");
   PoolOptions pool;
   pool.processes = processes;
   pool.run_worker = [&](const WorkerSlot& slot) {
@@ -152,14 +230,22 @@ int run_worker_pool(const Settings& s) {
 /// A worker pool started for one producer run (`--produce -w N`), stopped when it ends.
 class EmbeddedPool {
  public:
-  EmbeddedPool(const Settings& s, unsigned processes, std::uint16_t port) {
+  EmbeddedPool(const Settings& s, unsigned processes, const std::string& host, std::uint16_t port) {
     std::vector<std::string> args = {task_name(),   "--worker",
-                                     "-q",          fmt::format("127.0.0.1:{}", port),
+                                     "-q",          fmt::format("{}:{}", host, port),
                                      "-w",          std::to_string(processes),
                                      "--heartbeat", fmt::format("{}", s.heartbeat),
                                      "--liveness",  fmt::format("{}", s.liveness),
                                      "--credit",    std::to_string(s.credit)};
     args.push_back(s.verbose ? "-v" : "--quiet");
+    if (!s.secret_key.empty()) {
+      // The producer lets its own key in: its embedded pool needs no key of its own.
+      for (const char* flag : {"--secret-key", "--producer-key"}) {
+        args.push_back(flag);
+        args.push_back(s.secret_key);
+      }
+    }
+    if (s.insecure) args.push_back("--insecure");
     std::vector<char*> argv;
     for (std::string& arg : args) argv.push_back(arg.data());
     argv.push_back(nullptr);
@@ -231,8 +317,16 @@ int run_producer(const Settings& s, const std::function<int(const Arguments&)>& 
     pthread_sigmask(SIG_UNBLOCK, &stop, nullptr);
   }
 
-  const Address address = parse_queue(s.queue, "*");
+  const Address address = parse_queue(s.queue, "127.0.0.1");
   DispatcherOptions options;
+  try {
+    options.keys = load_keys(s);
+  } catch (const Error& e) {
+    spdlog::error("{}", e.what());
+    return 2;
+  }
+  if (int status = check_exposure(s, address, options.keys.has_value(), "listening on"))
+    return status;
   options.bind = fmt::format("tcp://{}:{}", address.host,
                              address.port == 0 ? std::string("*") : std::to_string(address.port));
   options.grace = to_ms(s.grace);
@@ -254,9 +348,16 @@ int run_producer(const Settings& s, const std::function<int(const Arguments&)>& 
       spdlog::error("{}", e.what());
       return 1;
     }
-    spdlog::info("listening on {} (build {})", dispatcher->endpoint(), build_fingerprint());
+    spdlog::info("listening on {} (build {}){}", dispatcher->endpoint(), build_fingerprint(),
+                 options.keys ? fmt::format(", with key {} and {} allowed worker key(s)",
+                                            options.keys->own.public_key,
+                                            options.keys->allowed.size())
+                              : "");
     std::optional<EmbeddedPool> pool;
-    if (s.workers.value_or(0) > 0) pool.emplace(s, *s.workers, dispatcher->port());
+    if (s.workers.value_or(0) > 0) {
+      const bool any = address.host == "*" || address.host == "0.0.0.0";
+      pool.emplace(s, *s.workers, any ? "127.0.0.1" : address.host, dispatcher->port());
+    }
     use_dispatcher(&*dispatcher);
     status = run_job_safely(job, s.job_arguments);
     use_dispatcher(nullptr);
@@ -287,8 +388,13 @@ int run_main(int argc, char** argv, std::function<int(const Arguments&)> job,
       "  {0} --worker -q HOST -w 8    serve the producer on HOST with 8 worker processes\n"
       "  {0} --produce                run the job on the workers that serve this machine\n"
       "  {0} --local                  run the job on this machine's cores, no network\n"
+      "  {0} --keygen keys --key-name producer   make a key pair (keys/producer.key, "
+      "keys/producer.key_secret)\n"
       "With no worker within --grace seconds the producer computes locally, with a warning.\n"
-      "Exit status: 0 done, 1 the job failed, 2 usage error, 130 interrupted.\n",
+      "The producer listens on loopback unless -q names another address, which needs keys\n"
+      "(--secret-key and --allow; workers: --secret-key and --producer-key) or --insecure.\n"
+      "Exit status: 0 done, 1 the job failed, 2 usage error, 3 refused by the producer (keys),\n"
+      "130 interrupted.\n",
       task_name()));
   app.set_version_flag("--version",
                        fmt::format("{} (pymar {}, protocol {}, build {})", task_name(), version(),
@@ -300,8 +406,8 @@ int run_main(int argc, char** argv, std::function<int(const Arguments&)> job,
   worker->excludes(list);
   app.add_option("-q,--queue", s.queue,
                  fmt::format("producer address HOST[:PORT]; the producer listens on it (default "
-                             "*:{0}, port 0 picks a free one), workers connect to it (default "
-                             "127.0.0.1:{0})",
+                             "127.0.0.1:{0}, * for every interface, port 0 picks a free one), "
+                             "workers connect to it (default 127.0.0.1:{0})",
                              kDefaultPort))
       ->envname("PYMAR_QUEUE")
       ->type_name("HOST[:PORT]");
@@ -350,6 +456,30 @@ int run_main(int argc, char** argv, std::function<int(const Arguments&)> job,
     app.add_option("arguments", s.job_arguments, "the job's own arguments, after --")
         ->type_name("ARGS");
   }
+  auto* keygen = app.add_option("--keygen", s.keygen,
+                                "make a CurveZMQ key pair in DIR (NAME.key and NAME.key_secret)")
+                     ->type_name("DIR");
+  keygen->excludes(produce)->excludes(worker)->excludes(list);
+  app.add_option("--key-name", s.key_name, "with --keygen: the key pair's name (default: host name)")
+      ->type_name("NAME")
+      ->needs(keygen);
+  app.add_option("--secret-key", s.secret_key,
+                 "this process's secret key file (NAME.key_secret): use CurveZMQ keys")
+      ->envname("PYMAR_SECRET_KEY")
+      ->type_name("FILE");
+  app.add_option("--allow", s.allow,
+                 "producer: let in only workers whose public key file (NAME.key) is this file or "
+                 "in this folder")
+      ->envname("PYMAR_ALLOW")
+      ->type_name("PATH");
+  app.add_option("--producer-key", s.producer_key,
+                 "worker: the producer's public key file; talk to no other")
+      ->envname("PYMAR_PRODUCER_KEY")
+      ->type_name("FILE");
+  app.add_flag("--insecure", s.insecure,
+               "use an address other than loopback without keys (a network where every host is "
+               "trusted)")
+      ->envname("PYMAR_INSECURE");
   app.add_flag("-v,--verbose", s.verbose, "log every slice and message (to stderr)");
   app.add_flag("--quiet", s.quiet, "log only warnings and errors");
 
@@ -362,6 +492,14 @@ int run_main(int argc, char** argv, std::function<int(const Arguments&)> job,
       throw CLI::ValidationError("-p/-s", "only apply with --worker");
     }
     parse_queue(s.queue, "");
+    // The other role's key option is ignored: one shell may export PYMAR_ALLOW and
+    // PYMAR_PRODUCER_KEY for both roles.
+    const std::string& peers = s.worker ? s.producer_key : s.allow;
+    if (s.secret_key.empty() != peers.empty() && s.keygen.empty() && !s.list && !s.local) {
+      throw CLI::ValidationError(
+          s.worker ? "--secret-key/--producer-key" : "--secret-key/--allow",
+          "keys need both: this process's secret key and its peers' public keys");
+    }
   } catch (const CLI::CallForHelp&) {
     fmt::print("{}", app.help());
     return 0;
@@ -376,6 +514,7 @@ int run_main(int argc, char** argv, std::function<int(const Arguments&)> job,
   }
 
   if (s.list) return list_registry();
+  if (!s.keygen.empty()) return make_keys(s);
   if (s.worker) return run_worker_pool(s);
   return run_producer(s, job);
 }

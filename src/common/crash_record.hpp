@@ -19,4 +19,8 @@ struct CrashRecord {
 /// job was cancelled, its producer is gone): not a crash, and restarted at once.
 inline constexpr int kExitAbandoned = 75;
 
+/// The exit status of a worker (and of its pool) that the producer refused at the handshake: its
+/// key is not allowed, or it has no key and the producer wants one. Restarting cannot help.
+inline constexpr int kExitRefused = 3;
+
 }  // namespace pymar::detail

@@ -94,6 +94,13 @@ class Pool {
         }
       }
       reap(stopping);
+      if (refused_ && !stopping) {
+        // The producer will refuse every process of this pool alike: stop rather than retry.
+        spdlog::error("the producer refused this pool's workers; stopping the pool");
+        stopping = true;
+        stop_deadline = Clock::now() + kStopTimeout;
+        kill_all(SIGTERM);
+      }
       const Clock::time_point now = Clock::now();
       if (stopping) {
         if (running() == 0) break;
@@ -110,7 +117,7 @@ class Pool {
       }
     }
     spdlog::info("worker pool stopped");
-    return 0;
+    return refused_ ? kExitRefused : 0;
   }
 
  private:
@@ -170,6 +177,10 @@ class Pool {
       p.slice = record.slice.load();
       const std::string how = p.signal != 0 ? "killed by " + signal_name(p.signal)
                                             : fmt::format("exited with status {}", p.exit_code);
+      if (p.signal == 0 && p.exit_code == kExitRefused) {
+        refused_ = true;  // the worker said why; no restart
+        continue;
+      }
       const bool abandoned = p.signal == 0 && p.exit_code == kExitAbandoned;
       if (abandoned) {
         spdlog::info("worker process {} left a slice nobody needs; restarting it", pid);
@@ -213,6 +224,7 @@ class Pool {
   const PoolOptions& options_;
   std::vector<Slot> slots_;
   CrashRecord* records_ = nullptr;
+  bool refused_ = false;  // a worker was refused by the producer at the handshake
   std::size_t records_bytes_ = 0;
 };
 

@@ -74,6 +74,12 @@ Dispatcher::Dispatcher(DispatcherOptions options)
       scheduler_(options_.scheduler, *this) {
   wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (wake_fd_ < 0) throw Error(fmt::format("eventfd: {}", std::strerror(errno)));
+  if (options_.keys) {
+    std::set<std::string> allowed = options_.keys->allowed;
+    // The producer's own key too: its embedded pool (--produce -w N) uses the producer's pair.
+    allowed.insert(options_.keys->own.public_key);
+    gate_.emplace(context_, std::move(allowed));
+  }
   bind_router();
   current_id_.session = options_.scheduler.session;
   thread_ = std::thread([this] { loop(); });
@@ -87,6 +93,7 @@ Dispatcher::~Dispatcher() {
   wake();
   if (thread_.joinable()) thread_.join();
   router_.reset();
+  gate_.reset();
   context_.close();  // returns once ZeroMQ has released every payload it held
   ::close(wake_fd_);
 }
@@ -100,6 +107,11 @@ void Dispatcher::bind_router() {
   // Far above what a worker of ours is ever sent at once (its credit's batches, heartbeats), but
   // bounded: replies to a peer that never reads are dropped rather than queued without end.
   router_->set(zmq::sockopt::sndhwm, 10000);
+  if (options_.keys) {
+    router_->set(zmq::sockopt::curve_server, 1);
+    router_->set(zmq::sockopt::curve_secretkey, options_.keys->own.secret_key);
+    router_->set(zmq::sockopt::zap_domain, KeyGate::kDomain);
+  }
   std::string endpoint = options_.bind;
   if (port_ != 0) {
     // Re-binding after a reset: the same port, so that workers reconnect to it.
@@ -184,9 +196,11 @@ bool Dispatcher::step() {
   zmq::pollitem_t items[] = {
       {router_->handle(), 0, ZMQ_POLLIN, 0},
       {nullptr, wake_fd_, ZMQ_POLLIN, 0},
+      {gate_ ? gate_->socket().handle() : nullptr, -1, static_cast<short>(gate_ ? ZMQ_POLLIN : 0),
+       0},
       {nullptr, options_.interrupt_fd, ZMQ_POLLIN, 0},
   };
-  const int count = options_.interrupt_fd >= 0 ? 3 : 2;
+  const int count = options_.interrupt_fd >= 0 ? 4 : 3;
   try {
     zmq::poll(items, count, timeout);
   } catch (const zmq::error_t& e) {
@@ -207,7 +221,8 @@ bool Dispatcher::step() {
     }
     take_commands(after);
   }
-  if (count == 3 && (items[2].revents & ZMQ_POLLIN)) on_interrupt(after);
+  if (items[2].revents & ZMQ_POLLIN) gate_->answer();
+  if (count == 4 && (items[3].revents & ZMQ_POLLIN)) on_interrupt(after);
   if (after >= tick_at) scheduler_.tick(after);
   if (current_ != nullptr && after >= next_progress_) report_progress(after);
   check_job(after);
@@ -238,6 +253,9 @@ void Dispatcher::handle(zmq::message_t& identity_frame, std::vector<zmq::message
     scheduler_.on_garbage(identity, now);
   };
   if (frames.size() < 2) return garbage("no header frame", "no header frame");
+  if (gate_ && !sent_with_own_key(identity, frames[1])) {
+    return garbage("its routing id names another peer's key", "a routing id of another key");
+  }
 
   wire::Message message;
   try {
@@ -268,6 +286,17 @@ void Dispatcher::handle(zmq::message_t& identity_frame, std::vector<zmq::message
                  },
              },
              message);
+}
+
+/// With keys, a worker's routing id begins with its public key, and ZeroMQ tells us the key each
+/// message was sent with: a peer can only speak for registrations made with its own key, so one
+/// invited peer cannot take over another's slices or results.
+bool Dispatcher::sent_with_own_key(const std::string& identity, const zmq::message_t& header) {
+  const char* key = zmq_msg_gets(header.handle(), "User-Id");
+  if (key == nullptr) return false;
+  const std::string_view sender(key);
+  return identity.size() > sender.size() && identity.compare(0, sender.size(), sender) == 0 &&
+         identity[sender.size()] == '/';
 }
 
 void Dispatcher::take_commands(Clock::time_point now) {

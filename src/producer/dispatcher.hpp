@@ -16,7 +16,9 @@
 
 #include <zmq.hpp>
 
+#include "common/keys.hpp"
 #include "common/log_budget.hpp"
+#include "producer/key_gate.hpp"
 #include "producer/scheduler.hpp"
 
 namespace pymar::detail {
@@ -28,6 +30,9 @@ struct DispatcherOptions {
   std::int64_t max_message_bytes = wire::kMaxValueBytes;  ///< larger frames cut a peer off
   int interrupt_fd = -1;  ///< readable when the producer is asked to stop (a signalfd), or -1
   std::function<void()> on_idle_interrupt;  ///< called on interrupt when no job is running
+  /// CurveZMQ: the producer's own key pair and the workers' public keys it lets in. Without
+  /// keys, every peer that reaches the port is let in (loopback or a trusted network).
+  std::optional<Keys> keys;
 };
 
 enum class JobEnd { done, failed, no_workers, timed_out, interrupted, broken };
@@ -65,6 +70,7 @@ class Dispatcher final : private Outbox {
   void bind_router();
   void receive(Clock::time_point now);
   void handle(zmq::message_t& identity, std::vector<zmq::message_t>& frames, Clock::time_point now);
+  bool sent_with_own_key(const std::string& identity, const zmq::message_t& header);
   void take_commands(Clock::time_point now);
   void on_interrupt(Clock::time_point now);
   void report_progress(Clock::time_point now);
@@ -80,6 +86,7 @@ class Dispatcher final : private Outbox {
 
   DispatcherOptions options_;
   zmq::context_t context_;
+  std::optional<KeyGate> gate_;  // with keys: bound before the router, as ZeroMQ requires
   std::unique_ptr<zmq::socket_t> router_;
   std::string endpoint_;
   std::uint16_t port_ = 0;

@@ -81,7 +81,7 @@ class Worker {
     } catch (const std::exception& e) {
       spdlog::error("worker stopped: {}", e.what());
     }
-    leave();
+    leave(status);
     return status;
   }
 
@@ -94,6 +94,14 @@ class Worker {
     // Unique per process, not per Worker: worker threads of one process (tests) must differ.
     static std::atomic<unsigned> generation{0};
     identity_ = fmt::format("{}/{}/{}", host_name(), getpid(), ++generation);
+    if (const auto& keys = options_.keys) {
+      // The producer accepts a message only under a routing id that begins with the key it was
+      // sent with, so no other peer can speak for this one.
+      identity_ = keys->own.public_key + "/" + identity_;
+      socket_->set(zmq::sockopt::curve_serverkey, keys->producer);
+      socket_->set(zmq::sockopt::curve_publickey, keys->own.public_key);
+      socket_->set(zmq::sockopt::curve_secretkey, keys->own.secret_key);
+    }
     socket_->set(zmq::sockopt::routing_id, identity_);
     socket_->set(zmq::sockopt::linger, 0);
     // Retry soon after a producer goes: the next run may start at once, and each attempt at a
@@ -106,7 +114,10 @@ class Worker {
     // Told when a connection is made, the worker greets at once: a producer started after the
     // previous one ended then learns of it without waiting for a heartbeat.
     const std::string monitor_endpoint = "inproc://pymar-monitor-" + identity_;
-    zmq_socket_monitor(socket_->handle(), monitor_endpoint.c_str(), ZMQ_EVENT_HANDSHAKE_SUCCEEDED);
+    zmq_socket_monitor(socket_->handle(), monitor_endpoint.c_str(),
+                       ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
+                           ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                           ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL);
     monitor_ = std::make_unique<zmq::socket_t>(context_, zmq::socket_type::pair);
     monitor_->set(zmq::sockopt::linger, 0);
     monitor_->connect(monitor_endpoint);
@@ -133,9 +144,43 @@ class Worker {
     zmq::message_t address;
     if (!monitor_->recv(event, zmq::recv_flags::dontwait)) return;
     if (event.more()) (void)monitor_->recv(address, zmq::recv_flags::dontwait);
+    std::uint16_t id = 0;
+    std::uint32_t value = 0;
+    if (event.size() >= 6) {
+      std::memcpy(&id, event.data(), sizeof id);
+      std::memcpy(&value, event.data<char>() + 2, sizeof value);
+    }
+    if (id != ZMQ_EVENT_HANDSHAKE_SUCCEEDED) return on_failed_handshake(id, value);
     if (++connections_ > 1) {
       drop_queued_tasks();
       send_ready(now);
+    }
+  }
+
+  /// The CURVE handshake with whatever listens at the producer's address failed. Refused by the
+  /// producer: restarting cannot help, so the worker ends with kExitRefused. Anything else (a peer
+  /// without keys, or with a key that is not the producer's) may be a port squatter that a real
+  /// producer replaces later: the worker keeps trying, and never talks to it.
+  void on_failed_handshake(std::uint16_t id, std::uint32_t value) {
+    const bool mismatch = id == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL &&
+                          value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH;
+    if (id == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
+      refusal_ = fmt::format(
+          "the producer at {} refused this worker's key {}: add the worker's NAME.key file to the "
+          "folder the producer gives with --allow",
+          options_.endpoint, options_.keys ? options_.keys->own.public_key : "(none)");
+    } else if (mismatch && !options_.keys) {
+      refusal_ = fmt::format(
+          "the producer at {} requires keys: give this worker --secret-key and --producer-key "
+          "(see --help and the README, \"Running on many machines\")",
+          options_.endpoint);
+    } else if (LogBudget& budget = handshake_logs_[mismatch ? "mismatch" : "key"];
+               budget.spend()) {
+      spdlog::warn(
+          "the peer at {} is not the producer this worker was given ({} so far): {}; not talking "
+          "to it",
+          options_.endpoint, budget.count(),
+          mismatch ? "it does not use keys" : "its key is not the one given with --producer-key");
     }
   }
 
@@ -204,6 +249,10 @@ class Worker {
       }
       if (items[1].revents & ZMQ_POLLIN) send_results(after);
       if (items[2].revents & ZMQ_POLLIN) on_connection_event(after);
+      if (!refusal_.empty()) {
+        spdlog::error("{}", refusal_);
+        return kExitRefused;
+      }
       on_time(after);
       // The last moment this turn acted on: a stop anywhere after it shows as a gap next turn.
       awake = after;
@@ -332,7 +381,7 @@ class Worker {
     tasks_.clear();
   }
 
-  void leave() {
+  void leave(int status) {
     {
       std::lock_guard lock(mutex_);
       stopping_ = true;
@@ -346,7 +395,7 @@ class Worker {
       close_socket();
     }
     context_.close();
-    if (options_.supervised) std::_Exit(0);  // a kernel may still be running: do not wait
+    if (options_.supervised) std::_Exit(status);  // a kernel may still be running: do not wait
     compute_.join();
   }
 
@@ -512,6 +561,8 @@ class Worker {
   Clock::time_point last_sent_;
   bool connected_to_producer_ = false;
   std::optional<Clock::time_point> refused_until_;
+  std::string refusal_;          // why the producer refused this worker at the handshake
+  LogBudgets handshake_logs_;    // failed handshakes with a peer that is not our producer
   std::string last_refusal_;
   LogBudgets garbage_logs_;     // malformed messages, by kind
   LogBudget unknown_name_log_;  // the compute thread's

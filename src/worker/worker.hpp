@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "common/crash_record.hpp"
+#include "common/keys.hpp"
 #include "wire/protocol.hpp"
 
 namespace pymar::detail {
@@ -27,9 +28,13 @@ struct WorkerOptions {
   /// needs any more (its job was cancelled, its producer is gone, the worker is stopping), exit,
   /// and let the pool start a fresh process at once.
   bool supervised = false;
+  /// CurveZMQ: this worker's key pair and the producer's public key. The worker then talks only to
+  /// a producer holding that key, and exits with kExitRefused if the producer refuses its key.
+  std::optional<Keys> keys;
 };
 
-/// Serves jobs until `stop_fd` becomes readable. Returns the process exit status.
+/// Serves jobs until `stop_fd` becomes readable. Returns the process exit status: 0, 1 when it
+/// could not serve, or kExitRefused.
 int run_worker(const WorkerOptions& options);
 
 }  // namespace pymar::detail
