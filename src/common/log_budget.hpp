@@ -33,16 +33,19 @@ class LogBudget {
 /// of another. Past `max_kinds` kinds, the rest share one budget.
 class LogBudgets {
  public:
-  explicit LogBudgets(std::size_t max_kinds = 64) : max_kinds_(max_kinds) {}
+  /// `first`: occurrences of each kind logged before the doubling rule applies.
+  explicit LogBudgets(std::size_t max_kinds = 64, std::size_t first = 3)
+      : max_kinds_(max_kinds), first_(first), others_(first) {}
 
   LogBudget& operator[](std::string_view kind) {
     if (auto it = budgets_.find(kind); it != budgets_.end()) return it->second;
     if (budgets_.size() >= max_kinds_) return others_;
-    return budgets_.emplace(std::string(kind), LogBudget()).first->second;
+    return budgets_.emplace(std::string(kind), LogBudget(first_)).first->second;
   }
 
  private:
   std::size_t max_kinds_;
+  std::size_t first_;
   std::map<std::string, LogBudget, std::less<>> budgets_;
   LogBudget others_;
 };

@@ -33,7 +33,8 @@ class KeyGate {
  private:
   zmq::socket_t socket_;
   std::set<std::string> allowed_;  // Z85 public keys
-  LogBudgets refusal_logs_{256};   // per refused key; past 256 keys they share one budget
+  // Per refused key: its first refusal, then each doubling; past 256 keys they share one budget.
+  LogBudgets refusal_logs_{256, 1};
   std::size_t refused_ = 0;
 };
 
