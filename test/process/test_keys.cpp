@@ -3,15 +3,11 @@
 // and nothing listens beyond loopback without keys unless the user says --insecure.
 #include <doctest/doctest.h>
 
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <array>
 #include <cstdlib>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -54,8 +50,8 @@ class KeyFolder {
 
   /// Makes SUBDIR/NAME.key and SUBDIR/NAME.key_secret; returns the public key's path.
   std::string make(const std::string& subdir, const std::string& name) {
-    Process keygen({binary("test/test_task"), "--keygen", (root_ / subdir).string(), "--key-name",
-                    name});
+    Process keygen(
+        {binary("test/test_task"), "--keygen", (root_ / subdir).string(), "--key-name", name});
     const auto status = keygen.wait(60s);
     INFO("keygen stderr: " << keygen.err());
     REQUIRE(status == 0);
@@ -87,8 +83,8 @@ struct Keys {
 
 std::unique_ptr<Process> start_pool(unsigned port, unsigned workers,
                                     std::vector<std::string> extra) {
-  std::vector<std::string> argv = {binary("test/test_task"), "--worker", "-v", "-q", queue(port),
-                                   "-w", std::to_string(workers)};
+  std::vector<std::string> argv = {
+      binary("test/test_task"), "--worker", "-v", "-q", queue(port), "-w", std::to_string(workers)};
   argv.insert(argv.end(), extra.begin(), extra.end());
   return std::make_unique<Process>(argv);
 }
@@ -98,8 +94,8 @@ std::unique_ptr<Process> start_pool(unsigned port, unsigned workers,
 /// throws things at it.
 std::unique_ptr<Process> start_producer(unsigned port, std::vector<std::string> extra,
                                         const std::string& grace = "60", bool slow = false) {
-  std::vector<std::string> argv = {binary("test/test_task"), "--produce", "-v", "-q", queue(port),
-                                   "--grace", grace};
+  std::vector<std::string> argv = {
+      binary("test/test_task"), "--produce", "-v", "-q", queue(port), "--grace", grace};
   argv.insert(argv.end(), extra.begin(), extra.end());
   std::vector<std::pair<std::string, std::string>> env = {
       {"TEST_JOB", "doubled"}, {"TEST_LENGTH", "1000"}, {"TEST_PARTS", "16"}};
@@ -205,8 +201,8 @@ TEST_SUITE("keys") {
             doctest::timeout(180)) {
     Keys keys;
     const unsigned port = free_port();
-    auto producer = start_producer(port, {"--secret-key", keys.producer_secret, "--allow",
-                                          keys.allowed, "-w", "2"});
+    auto producer = start_producer(
+        port, {"--secret-key", keys.producer_secret, "--allow", keys.allowed, "-w", "2"});
     CHECK(answer_of(*producer) == kAnswer);
     CHECK(producer->count_stderr("debug: worker .* joined") >= 1);
     CHECK(producer->count_stderr("computing .* locally") == 0);
@@ -220,9 +216,8 @@ TEST_SUITE("keys") {
     // A short grace: with no worker let in, the producer computes locally.
     auto producer = start_producer(port, keys.producer_flags(), "2");
     REQUIRE(producer->wait_for_stderr("listening on"));
-    auto pool = start_pool(port, 2,
-                           {"--secret-key", stranger + "_secret", "--producer-key",
-                            keys.producer_public});
+    auto pool = start_pool(
+        port, 2, {"--secret-key", stranger + "_secret", "--producer-key", keys.producer_public});
     const auto status = pool->wait(60s);
     INFO("pool stderr:\n" << pool->err());
     CHECK(status == 3);
@@ -263,8 +258,9 @@ TEST_SUITE("keys") {
         port, {"--secret-key", squatter_key + "_secret", "--allow", keys.allowed}, "3");
     REQUIRE(squatter->wait_for_stderr("listening on"));
     auto pool = start_pool(port, 1, keys.worker_flags());
-    REQUIRE(pool->wait_for_stderr("not the producer this worker was given .*its key is not the "
-                                  "one given with --producer-key"));
+    REQUIRE(
+        pool->wait_for_stderr("not the producer this worker was given .*its key is not the "
+                              "one given with --producer-key"));
     CHECK(answer_of(*squatter) == kAnswer);  // computed locally: the worker never joined
     CHECK(squatter->count_stderr("joined") == 0);
     CHECK(slices_computed_by(*pool) == 0);
@@ -328,46 +324,79 @@ TEST_SUITE("keys") {
     REQUIRE(producer->wait_for_stderr("job 1: .* 0 worker\\(s\\) connected"));
     const long before = resident_kib(producer->pid());
     REQUIRE(before > 0);
-
-    // ZMTP 3.0 with the NULL mechanism, then frames flagged "more" without end: without keys,
-    // libzmq keeps such an unfinished message whole. Here the producer hangs up at the greeting.
-    const int fd = socket(AF_INET, SOCK_STREAM, 0);
-    REQUIRE(fd >= 0);
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_port = htons(static_cast<std::uint16_t>(port));
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REQUIRE(connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0);
-    std::array<char, 64> greeting{};
-    greeting[0] = '\xff';
-    greeting[9] = '\x7f';
-    greeting[10] = 3;
-    std::memcpy(&greeting[12], "NULL", 4);
-    std::string stream(greeting.begin(), greeting.end());
-    stream += std::string("\x04\x1a\x05READY\x0bSocket-Type\x00\x00\x00\x06" "DEALER", 28);
-    std::string frame(2 + 255, 'x');
-    frame[0] = '\x01';  // short frame, "more"
-    frame[1] = '\xff';
-    std::size_t sent = 0;
-    bool refused = false;
-    for (int i = 0; i < 1'000'000 && sent < (512u << 20); ++i) {  // bounded: stops by itself
-      const std::string& chunk = i == 0 ? stream : frame;
-      const ssize_t n = send(fd, chunk.data(), chunk.size(), MSG_NOSIGNAL);
-      if (n < 0) {
-        refused = true;  // the producer hung up
-        break;
-      }
-      sent += static_cast<std::size_t>(n);
-    }
-    close(fd);
-    CHECK(refused);
+    // Up to 512 MiB of an unfinished message: the producer hangs up at the greeting instead.
+    Process endless(
+        {binary("test/hostile_peer"), "endless", "127.0.0.1", std::to_string(port), "512"});
+    REQUIRE(endless.wait_for_stdout("sent [0-9]+ bytes; the producer"));
+    CHECK(endless.out().find("the producer hung up") != std::string::npos);
     const long after = resident_kib(producer->pid());
     INFO("producer RSS before " << before << " KiB, after " << after << " KiB");
     CHECK(after - before < 16 * 1024);  // stated bound: 16 MiB
+    CHECK(endless.wait(60s) == 0);
 
     auto pool = start_pool(port, 2, keys.worker_flags());
     CHECK(answer_of(*producer) == kAnswer);
     CHECK(slices_computed_by(*pool) >= 16);
+  }
+
+  TEST_CASE("a forging peer gets no slice from a producer with keys, with no key or a stranger's" *
+            doctest::timeout(180)) {
+    Keys keys;
+    const std::string stranger = keys.folder.make("elsewhere", "stranger");
+    const unsigned port = free_port();
+    auto producer = start_producer(port, keys.producer_flags(), "60", true);
+    const auto listening = producer->wait_for_stderr("listening on .* \\(build [^)]+\\)");
+    REQUIRE(listening);
+    const std::size_t at = listening->rfind("(build ") + 7;
+    const std::string build = listening->substr(at, listening->find(')', at) - at);
+    // Both know the build and answer every slice with 1 at once: they would win every race.
+    Process keyless({binary("test/hostile_peer"), "forge", queue(port), build, "DoubleSum<16>",
+                     "Scripted", "1"});
+    Process stranger_peer({binary("test/hostile_peer"), "forge", queue(port), build,
+                           "DoubleSum<16>", "Scripted", "1", stranger + "_secret",
+                           keys.producer_public});
+    REQUIRE(producer->wait_for_stderr("refused a peer at .* whose public key .* is not allowed"));
+    auto pool = start_pool(port, 2, keys.worker_flags());
+    CHECK(answer_of(*producer) == kAnswer);
+    CHECK(slices_computed_by(*pool) >= 16);
+    for (Process* peer : {&keyless, &stranger_peer}) {
+      peer->signal(SIGTERM);
+      CHECK(peer->wait(60s) == 0);
+      CHECK(peer->out().find("forged 0 slices") != std::string::npos);
+      CHECK(peer->out().find("given") == std::string::npos);
+    }
+  }
+
+  TEST_CASE("without keys every peer that reaches the port is trusted, as the README warns" *
+            doctest::timeout(180)) {
+    // What a network must be trusted not to do when keys are off (loopback, or --insecure).
+    const unsigned port = free_port();
+    auto producer = start_producer(port, {});
+    const auto listening = producer->wait_for_stderr("listening on .* \\(build [^)]+\\)");
+    REQUIRE(listening);
+    const std::size_t at = listening->rfind("(build ") + 7;
+    const std::string build = listening->substr(at, listening->find(')', at) - at);
+    REQUIRE(producer->wait_for_stderr("job 1: .* 0 worker\\(s\\) connected"));
+
+    // An unfinished message is held whole while the connection stays open.
+    const long before = resident_kib(producer->pid());
+    Process endless(
+        {binary("test/hostile_peer"), "endless", "127.0.0.1", std::to_string(port), "64"});
+    REQUIRE(endless.wait_for_stdout("sent [0-9]+ bytes; the producer"));
+    CHECK(endless.out().find("the producer took it all") != std::string::npos);
+    const long after = resident_kib(producer->pid());
+    INFO("producer RSS before " << before << " KiB, after " << after << " KiB");
+    CHECK(after - before > 32 * 1024);
+    endless.signal(SIGTERM);
+    CHECK(endless.wait(60s) == 0);
+
+    // A peer that knows the build registers and its forged partials make the answer: 16 x 1.
+    Process forger({binary("test/hostile_peer"), "forge", queue(port), build, "DoubleSum<16>",
+                    "Scripted", "1"});
+    CHECK(answer_of(*producer) == "16");
+    forger.signal(SIGTERM);
+    CHECK(forger.wait(60s) == 0);
+    CHECK(forger.out().find("forged 16 slices") != std::string::npos);
   }
 
   TEST_CASE("nothing listens beyond loopback without keys, unless --insecure says so" *
