@@ -9,6 +9,7 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <random>
 #include <thread>
 #include <unordered_set>
 #include <variant>
@@ -92,8 +93,12 @@ class Worker {
     close_socket();
     socket_ = std::make_unique<zmq::socket_t>(context_, zmq::socket_type::dealer);
     // Unique per process, not per Worker: worker threads of one process (tests) must differ.
+    // The random part keeps it unguessable: the producer lets a reconnecting peer take over its
+    // own routing id, so a guessable id would let another peer take over this worker's link.
     static std::atomic<unsigned> generation{0};
-    identity_ = fmt::format("{}/{}/{}", host_name(), getpid(), ++generation);
+    std::random_device random;
+    identity_ = fmt::format("{}/{}/{}/{:08x}{:08x}", host_name(), getpid(), ++generation, random(),
+                            random());
     if (const auto& keys = options_.keys) {
       // The producer accepts a message only under a routing id that begins with the key it was
       // sent with, so no other peer can speak for this one.
@@ -174,8 +179,7 @@ class Worker {
           "the producer at {} requires keys: give this worker --secret-key and --producer-key "
           "(see --help and the README, \"Running on many machines\")",
           options_.endpoint);
-    } else if (LogBudget& budget = handshake_logs_[mismatch ? "mismatch" : "key"];
-               budget.spend()) {
+    } else if (LogBudget& budget = handshake_logs_[mismatch ? "mismatch" : "key"]; budget.spend()) {
       spdlog::warn(
           "the peer at {} is not the producer this worker was given ({} so far): {}; not talking "
           "to it",
@@ -561,8 +565,8 @@ class Worker {
   Clock::time_point last_sent_;
   bool connected_to_producer_ = false;
   std::optional<Clock::time_point> refused_until_;
-  std::string refusal_;          // why the producer refused this worker at the handshake
-  LogBudgets handshake_logs_;    // failed handshakes with a peer that is not our producer
+  std::string refusal_;        // why the producer refused this worker at the handshake
+  LogBudgets handshake_logs_;  // failed handshakes with a peer that is not our producer
   std::string last_refusal_;
   LogBudgets garbage_logs_;     // malformed messages, by kind
   LogBudget unknown_name_log_;  // the compute thread's

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <array>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -314,6 +315,43 @@ TEST_SUITE("keys") {
     CHECK(answer_of(*producer) == kAnswer);  // the forged failure changed nothing
     CHECK(slices_computed_by(*pool) >= 16);
     CHECK(producer->count_stderr("routing id names another peer's key") <= 10);
+  }
+
+  TEST_CASE("without keys, a peer cannot guess a worker's routing id and take over its link" *
+            doctest::timeout(180)) {
+    // The producer lets a reconnecting worker take over its own routing id. An id made of the
+    // host, pid and a counter alone would let any peer that knows them take over the link.
+    const unsigned port = free_port();
+    auto producer = start_producer(port, {}, "60", true);
+    REQUIRE(producer->wait_for_stderr("listening on"));
+    auto pool = start_pool(port, 1, {});
+    const auto joined = producer->wait_for_stderr("debug: worker .* joined \\(pid [0-9]+ on");
+    REQUIRE(joined);
+    const std::size_t at = joined->find("(pid ") + 5;
+    const std::string pid = joined->substr(at, joined->find(' ', at) - at);
+    std::array<char, 256> host{};
+    REQUIRE(gethostname(host.data(), host.size() - 1) == 0);
+
+    zmq::context_t context;
+    zmq::socket_t impostor(context, zmq::socket_type::dealer);
+    impostor.set(zmq::sockopt::linger, 0);
+    impostor.set(zmq::sockopt::routing_id, std::string(host.data()) + "/" + pid + "/1");
+    impostor.connect("tcp://" + queue(port));
+    (void)impostor.send(zmq::buffer(wire::encode(wire::Heartbeat{0})), zmq::send_flags::none);
+    // Had it taken the worker's place, the slow slice's batch-mates, heartbeats and CANCELs
+    // meant for the worker would come here. A stranger is only asked who it is.
+    std::vector<std::string> received;
+    while (producer->running()) {
+      zmq::pollitem_t item{impostor.handle(), 0, ZMQ_POLLIN, 0};
+      if (zmq::poll(&item, 1, std::chrono::milliseconds(100)) == 0) continue;
+      std::vector<zmq::message_t> frames;
+      REQUIRE(zmq::recv_multipart(impostor, std::back_inserter(frames)));
+      received.push_back(
+          wire::type_name(wire::decode(frames[0].to_string_view(), frames.size() - 1)));
+    }
+    CHECK(answer_of(*producer) == kAnswer);
+    CHECK(slices_computed_by(*pool) >= 16);
+    for (const std::string& type : received) CHECK(type == "WHO");
   }
 
   TEST_CASE("a raw TCP peer sending a never-ending message costs a producer with keys nothing" *
