@@ -167,6 +167,14 @@ TEST_SUITE("keys") {
     CHECK(again.wait(60s) == 1);
     CHECK(again.err().find("File exists") != std::string::npos);
     CHECK(read_file(public_path) == public_text);  // the old key is still there
+
+    // Without --key-name, the pair is named after the host.
+    Process unnamed({binary("test/test_task"), "--keygen", folder.path("host")});
+    CHECK(unnamed.wait(60s) == 0);
+    std::array<char, 256> host{};
+    REQUIRE(gethostname(host.data(), host.size() - 1) == 0);
+    CHECK(fs::exists(folder.path("host/" + std::string(host.data()) + ".key")));
+    CHECK(fs::exists(folder.path("host/" + std::string(host.data()) + ".key_secret")));
   }
 
   TEST_CASE("a secret key file others can read is refused, with the command that fixes it" *
