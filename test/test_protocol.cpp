@@ -124,6 +124,38 @@ TEST_CASE("the small messages round-trip") {
   CHECK_NOTHROW(round_trip(Who{}));
 }
 
+TEST_CASE("STATUS carries the producer, its job and its workers, with the list capped") {
+  CHECK_NOTHROW(round_trip(StatusQuery{}));
+  Status s;
+  s.task = "integration";
+  s.build = "abc/0.1.0";
+  s.host = "node1";
+  s.pid = 42;
+  s.uptime_ms = 1234;
+  s.job = JobStatus{3, "DoubleSum<16>", "Scripted", 16, 9, 1, 567};
+  s.workers_total = 2;
+  s.workers = {{"node2", 7, 2, 1, 5, 10}, {std::string(1000, 'h'), 8, 2, 0, 4, 20}};
+  Status back = round_trip(s);
+  CHECK(back.task == "integration");
+  CHECK(back.pid == 42);
+  REQUIRE(back.job);
+  CHECK(back.job->producer == "DoubleSum<16>");
+  CHECK(back.job->slices_done == 9);
+  CHECK(back.job->elapsed_ms == 567);
+  REQUIRE(back.workers.size() == 2);
+  CHECK(back.workers[0].slices_done == 5);
+  CHECK(back.workers[1].host.size() == kMaxStatusHostBytes);  // cut by the sender
+
+  s.job.reset();
+  s.workers.assign(kMaxStatusWorkers + 10, {"n", 1, 1, 0, 0, 0});
+  s.workers_total = s.workers.size();
+  back = round_trip(s);
+  CHECK_FALSE(back.job);
+  CHECK(back.workers.size() == kMaxStatusWorkers);
+  CHECK(back.workers_total == kMaxStatusWorkers + 10);
+  CHECK(encode(s).size() < kMaxHeaderBytes / 4);
+}
+
 TEST_CASE("another protocol version is recognised as such") {
   const std::string future = header(pymar::protocol_version() + 1, 4, 0);
   try {

@@ -21,6 +21,7 @@
 #include <fmt/ranges.h>
 #include <CLI/CLI.hpp>
 
+#include "cli/status.hpp"
 #include "common/build_id.hpp"
 #include "common/crash_record.hpp"
 #include "common/keys.hpp"
@@ -43,6 +44,8 @@ struct Settings {
   bool produce = false;
   bool worker = false;
   bool list = false;
+  bool status = false;  // ask a running producer what it does
+  bool json = false;    // ... and print the answer as JSON
   bool local = false;
   std::string queue;
   std::optional<unsigned> workers;
@@ -57,13 +60,13 @@ struct Settings {
   bool no_speculation = false;
   bool verbose = false;
   bool quiet = false;
-  std::string keygen;         // make a key pair in this folder
-  std::string key_name;       // ... named this
-  std::string secret_key;     // this process's secret certificate
-  std::string allow;          // producer: workers' public certificates (file or folder)
-  std::string producer_key;   // worker: the producer's certificate
-  bool insecure = false;      // no keys on an address other than loopback
-  Arguments job_arguments;  // after --
+  std::string keygen;        // make a key pair in this folder
+  std::string key_name;      // ... named this
+  std::string secret_key;    // this process's secret certificate
+  std::string allow;         // producer: workers' public certificates (file or folder)
+  std::string producer_key;  // worker: the producer's certificate
+  bool insecure = false;     // no keys on an address other than loopback
+  Arguments job_arguments;   // after --
 };
 
 struct Address {
@@ -113,11 +116,11 @@ int check_exposure(const Settings& s, const Address& address, bool keys, const c
                s.worker ? "--producer-key" : "--allow");
     return 2;
   }
-  spdlog::warn(
-      "--insecure: {} {}:{} without keys; any peer that reaches it can {}", verb, address.host,
-      address.port,
-      s.worker ? "act as the producer and choose what files and databases these workers open"
-               : "join, and the results it returns are trusted");
+  spdlog::warn("--insecure: {} {}:{} without keys; any peer that reaches it can {}", verb,
+               address.host, address.port,
+               s.worker
+                   ? "act as the producer and choose what files and databases these workers open"
+                   : "join, and the results it returns are trusted");
   return 0;
 }
 
@@ -126,12 +129,26 @@ std::optional<Keys> load_keys(const Settings& s) {
   if (s.secret_key.empty()) return std::nullopt;
   Keys keys;
   keys.own = read_certificate(s.secret_key, true);
-  if (s.worker) {
+  if (s.worker || s.status) {
     keys.producer = read_certificate(s.producer_key, false).public_key;
   } else {
     keys.allowed = read_allowed_keys(s.allow);
   }
   return keys;
+}
+
+int ask_status(const Settings& s) {
+  StatusRequest request;
+  const Address address = parse_queue(s.queue, "127.0.0.1");
+  request.endpoint = fmt::format("tcp://{}:{}", address.host, address.port);
+  request.json = s.json;
+  try {
+    request.keys = load_keys(s);
+  } catch (const Error& e) {
+    fmt::print(stderr, "{}: error: {}\n", task_name(), e.what());
+    return 2;
+  }
+  return query_status(request);
 }
 
 int make_keys(const Settings& s) {
@@ -141,7 +158,8 @@ int make_keys(const Settings& s) {
     const auto [public_path, secret_path] = write_key_pair(s.keygen, name, keys);
     fmt::print(
         "public key {}\n  {}  give it to the peers that let this one in (a producer's --allow "
-        "folder, or a worker's --producer-key)\n  {}  the secret key: keep it here (--secret-key)\n",
+        "folder, or a worker's --producer-key)\n  {}  the secret key: keep it here "
+        "(--secret-key)\n",
         keys.public_key, public_path, secret_path);
     return 0;
   } catch (const Error& e) {
@@ -349,10 +367,10 @@ int run_producer(const Settings& s, const std::function<int(const Arguments&)>& 
       return 1;
     }
     spdlog::info("listening on {} (build {}){}", dispatcher->endpoint(), build_fingerprint(),
-                 options.keys ? fmt::format(", with key {} and {} allowed worker key(s)",
-                                            options.keys->own.public_key,
-                                            options.keys->allowed.size())
-                              : "");
+                 options.keys
+                     ? fmt::format(", with key {} and {} allowed worker key(s)",
+                                   options.keys->own.public_key, options.keys->allowed.size())
+                     : "");
     std::optional<EmbeddedPool> pool;
     if (s.workers.value_or(0) > 0) {
       const bool any = address.host == "*" || address.host == "0.0.0.0";
@@ -390,6 +408,8 @@ int run_main(int argc, char** argv, std::function<int(const Arguments&)> job,
       "  {0} --local                  run the job on this machine's cores, no network\n"
       "  {0} --keygen keys --key-name producer   make a key pair (keys/producer.key, "
       "keys/producer.key_secret)\n"
+      "  {0} --status -q HOST         show what the producer on HOST is doing (--json for "
+      "scripts)\n"
       "With no worker within --grace seconds the producer computes locally, with a warning.\n"
       "The producer listens on loopback unless -q names another address, which needs keys\n"
       "(--secret-key and --allow; workers: --secret-key and --producer-key) or --insecure.\n"
@@ -404,6 +424,11 @@ int run_main(int argc, char** argv, std::function<int(const Arguments&)> job,
   auto* list = app.add_flag("--list", s.list, "print the registered producers and sources");
   produce->excludes(worker)->excludes(list);
   worker->excludes(list);
+  auto* status = app.add_flag("--status", s.status,
+                              "ask the producer at -q who is connected, what runs and how far it "
+                              "is (with keys: --secret-key and --producer-key, as a worker)");
+  status->excludes(produce)->excludes(worker)->excludes(list);
+  app.add_flag("--json", s.json, "with --status: print the answer as JSON")->needs(status);
   app.add_option("-q,--queue", s.queue,
                  fmt::format("producer address HOST[:PORT]; the producer listens on it (default "
                              "127.0.0.1:{0}, * for every interface, port 0 picks a free one), "
@@ -459,8 +484,9 @@ int run_main(int argc, char** argv, std::function<int(const Arguments&)> job,
   auto* keygen = app.add_option("--keygen", s.keygen,
                                 "make a CurveZMQ key pair in DIR (NAME.key and NAME.key_secret)")
                      ->type_name("DIR");
-  keygen->excludes(produce)->excludes(worker)->excludes(list);
-  app.add_option("--key-name", s.key_name, "with --keygen: the key pair's name (default: host name)")
+  keygen->excludes(produce)->excludes(worker)->excludes(list)->excludes(status);
+  app.add_option("--key-name", s.key_name,
+                 "with --keygen: the key pair's name (default: host name)")
       ->type_name("NAME")
       ->needs(keygen);
   app.add_option("--secret-key", s.secret_key,
@@ -494,10 +520,10 @@ int run_main(int argc, char** argv, std::function<int(const Arguments&)> job,
     parse_queue(s.queue, "");
     // The other role's key option is ignored: one shell may export PYMAR_ALLOW and
     // PYMAR_PRODUCER_KEY for both roles.
-    const std::string& peers = s.worker ? s.producer_key : s.allow;
+    const std::string& peers = s.worker || s.status ? s.producer_key : s.allow;
     if (s.secret_key.empty() != peers.empty() && s.keygen.empty() && !s.list && !s.local) {
       throw CLI::ValidationError(
-          s.worker ? "--secret-key/--producer-key" : "--secret-key/--allow",
+          s.worker || s.status ? "--secret-key/--producer-key" : "--secret-key/--allow",
           "keys need both: this process's secret key and its peers' public keys");
     }
   } catch (const CLI::CallForHelp&) {
@@ -514,6 +540,7 @@ int run_main(int argc, char** argv, std::function<int(const Arguments&)> job,
   }
 
   if (s.list) return list_registry();
+  if (s.status) return ask_status(s);
   if (!s.keygen.empty()) return make_keys(s);
   if (s.worker) return run_worker_pool(s);
   return run_producer(s, job);

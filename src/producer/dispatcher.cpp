@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 #include <zmq_addon.hpp>
 
+#include "common/build_id.hpp"
 #include "common/log.hpp"
 #include "common/printable.hpp"
 #include "producer/runtime.hpp"
@@ -279,6 +280,7 @@ void Dispatcher::handle(zmq::message_t& identity_frame, std::vector<zmq::message
                  },
                  [&](const wire::Heartbeat&) { scheduler_.on_heartbeat(identity, now); },
                  [&](const wire::Bye& m) { scheduler_.on_bye(identity, m.reason, now); },
+                 [&](const wire::StatusQuery&) { answer_status(identity, now); },
                  [&](const auto& m) {
                    garbage(fmt::format("a {} message, which workers do not send",
                                        wire::type_name(wire::Message(m))),
@@ -286,6 +288,45 @@ void Dispatcher::handle(zmq::message_t& identity_frame, std::vector<zmq::message
                  },
              },
              message);
+}
+
+/// STATUS for anyone who reaches the producer (with keys: anyone allowed). Each answer costs a
+/// walk over the workers, so answers are limited to kStatusAnswersPerSecond; more are dropped.
+void Dispatcher::answer_status(const std::string& asker, Clock::time_point now) {
+  if (now - status_window_ >= std::chrono::seconds(1)) {
+    status_window_ = now;
+    status_answers_ = 0;
+  }
+  if (++status_answers_ > kStatusAnswersPerSecond) {
+    LogBudget& budget = garbage_logs_["status queries over the limit"];
+    if (budget.spend()) {
+      spdlog::warn("dropped a status query from '{}': over {} a second ({} so far)",
+                   printable(asker), kStatusAnswersPerSecond, budget.count());
+    }
+    return;
+  }
+  wire::Status status;
+  status.task = task_name();
+  status.build = build_fingerprint();
+  status.host = host_name();
+  status.pid = getpid();
+  status.uptime_ms = static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(now - started_).count());
+  if (current_ != nullptr) {
+    status.job = wire::JobStatus{
+        current_id_.seq,
+        current_->producer,
+        current_->source,
+        scheduler_.slices_total(),
+        scheduler_.slices_done(),
+        scheduler_.reruns(),
+        static_cast<std::uint64_t>(
+            std::chrono::duration_cast<std::chrono::milliseconds>(now - job_started_).count())};
+  }
+  status.workers_total = scheduler_.live_workers();
+  status.workers = scheduler_.worker_status(now, wire::kMaxStatusWorkers);
+  send(asker, status);
+  spdlog::debug("answered a status query from '{}'", printable(asker));
 }
 
 /// With keys, a worker's routing id begins with its public key, and ZeroMQ tells us the key each

@@ -71,6 +71,7 @@ class Dispatcher final : private Outbox {
   void receive(Clock::time_point now);
   void handle(zmq::message_t& identity, std::vector<zmq::message_t>& frames, Clock::time_point now);
   bool sent_with_own_key(const std::string& identity, const zmq::message_t& header);
+  void answer_status(const std::string& asker, Clock::time_point now);
   void take_commands(Clock::time_point now);
   void on_interrupt(Clock::time_point now);
   void report_progress(Clock::time_point now);
@@ -119,6 +120,10 @@ class Dispatcher final : private Outbox {
   std::vector<zmq::message_t> payloads_;                // of the ASSIGN being sent
   std::optional<SliceError::Details> payload_failure_;  // a slice too large to send
   std::vector<std::string_view> values_;
+  const Clock::time_point started_ = Clock::now();
+  static constexpr unsigned kStatusAnswersPerSecond = 50;
+  Clock::time_point status_window_;
+  unsigned status_answers_ = 0;
   LogBudgets garbage_logs_;        // malformed messages by kind, over the dispatcher's life
   std::size_t garbage_count_ = 0;  // malformed messages during the current job
 

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <tuple>
 #include <utility>
 
 #include <fmt/format.h>
@@ -195,6 +196,7 @@ void Scheduler::on_result(const std::string& id, const wire::Result& result,
       --s.copies;
       s.done = true;
       ++done_count_;
+      ++w.slices_done;
       partials_.set(slice, value);
       // A running mean of kernel time per slice sizes the next batches.
       ++timed_slices_;
@@ -549,6 +551,26 @@ bool Scheduler::speculate_to(Worker& w, Clock::time_point now) {
 void Scheduler::send(Worker& w, const wire::Message& message, Clock::time_point now) {
   outbox_.send(w.id, message);
   w.last_sent = now;
+}
+
+std::vector<wire::WorkerStatus> Scheduler::worker_status(Clock::time_point now,
+                                                         std::size_t max) const {
+  std::vector<wire::WorkerStatus> out;
+  out.reserve(workers_.size());
+  for (const auto& [id, w] : workers_) {
+    const auto silent = std::chrono::duration_cast<std::chrono::milliseconds>(now - w.last_heard);
+    out.push_back({w.info.host, w.info.pid, w.info.credit, w.batches.size(), w.slices_done,
+                   static_cast<std::uint64_t>(std::max<std::int64_t>(0, silent.count()))});
+  }
+  // Busiest first: the workers a user asks about are the ones doing (or not doing) the work.
+  const auto keep = std::min(max, out.size());
+  std::partial_sort(out.begin(), out.begin() + static_cast<std::ptrdiff_t>(keep), out.end(),
+                    [](const auto& a, const auto& b) {
+                      return std::tie(b.slices_done, a.host, a.pid) <
+                             std::tie(a.slices_done, b.host, b.pid);
+                    });
+  out.resize(keep);
+  return out;
 }
 
 }  // namespace pymar::detail

@@ -107,6 +107,8 @@ class Scheduler {
   const DropCounts& drops() const { return drops_; }
   std::size_t live_workers() const { return workers_.size(); }
   std::size_t reruns() const { return reruns_; }
+  /// Up to `max` workers as a STATUS shows them, busiest first.
+  std::vector<wire::WorkerStatus> worker_status(Clock::time_point now, std::size_t max) const;
 
  private:
   struct Batch {
@@ -123,6 +125,7 @@ class Scheduler {
     Clock::time_point last_heard;
     Clock::time_point last_sent;
     std::unordered_map<std::uint64_t, Batch> batches;  // in flight, by batch id
+    std::uint64_t slices_done = 0;                     // partial values that counted
   };
 
   struct SliceState {

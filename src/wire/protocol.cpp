@@ -19,6 +19,8 @@ enum class Type : std::uint8_t {
   cancel = 6,
   refuse = 7,
   who = 8,
+  status_query = 9,
+  status = 10,
 };
 
 using Packer = msgpack::packer<detail::StringSink>;
@@ -135,6 +137,43 @@ struct Encoder {
   }
 
   void operator()(const Who&) { header(Type::who, 0); }
+
+  void operator()(const StatusQuery&) { header(Type::status_query, 0); }
+
+  void operator()(const Status& m) {
+    header(Type::status, 8);
+    pack_text(p, m.task);
+    pack_text(p, m.build);
+    pack_text(p, m.host);
+    p.pack(m.pid);
+    p.pack(m.uptime_ms);
+    if (!m.job) {
+      p.pack_nil();
+    } else {
+      const JobStatus& j = *m.job;
+      p.pack_array(7);
+      p.pack(j.seq);
+      pack_text(p, j.producer);
+      pack_text(p, j.source);
+      p.pack(j.slices_total);
+      p.pack(j.slices_done);
+      p.pack(j.reruns);
+      p.pack(j.elapsed_ms);
+    }
+    p.pack(m.workers_total);
+    const std::size_t count = std::min(m.workers.size(), kMaxStatusWorkers);
+    p.pack_array(static_cast<std::uint32_t>(count));
+    for (std::size_t i = 0; i < count; ++i) {
+      const WorkerStatus& w = m.workers[i];
+      p.pack_array(6);
+      pack_text(p, w.host, kMaxStatusHostBytes);
+      p.pack(w.pid);
+      p.pack(w.credit);
+      p.pack(w.batches_in_flight);
+      p.pack(w.slices_done);
+      p.pack(w.silent_ms);
+    }
+  }
 };
 
 // Reads the fields of one msgpack array in order, checking each one's type.
@@ -317,6 +356,44 @@ Result decode_result(Fields& f, std::size_t payload_frames) {
   return m;
 }
 
+Status decode_status(Fields& f) {
+  Status m;
+  m.task = f.text();
+  m.build = f.text();
+  m.host = f.text();
+  m.pid = f.i64();
+  m.uptime_ms = f.u64();
+  const msgpack::object& job = f.next();
+  if (job.type != msgpack::type::NIL) {
+    Fields j(job, "STATUS job", 7, 7);
+    JobStatus s;
+    s.seq = j.u64();
+    s.producer = j.text();
+    s.source = j.text();
+    s.slices_total = j.u64();
+    s.slices_done = j.u64();
+    s.reruns = j.u64();
+    s.elapsed_ms = j.u64();
+    m.job = std::move(s);
+  }
+  m.workers_total = f.u64();
+  Fields workers(f.next(), "STATUS workers", 0, kMaxStatusWorkers);
+  m.workers.reserve(workers.size());
+  while (!workers.done()) {
+    Fields w(workers.next(), "STATUS worker", 6, 6);
+    WorkerStatus s;
+    s.host = w.text();
+    s.pid = w.i64();
+    s.credit = w.u32();
+    s.batches_in_flight = w.u64();
+    s.slices_done = w.u64();
+    s.silent_ms = w.u64();
+    m.workers.push_back(std::move(s));
+  }
+  if (m.workers_total < m.workers.size()) f.fail("fewer workers in all than listed");
+  return m;
+}
+
 }  // namespace
 
 void encode(const Message& message, std::string& out) {
@@ -421,6 +498,16 @@ Message decode(std::string_view header, std::size_t payload_frames) {
       fields("WHO", 0);
       return Who{};
     }
+    case Type::status_query: {
+      no_payload("STATUS?");
+      fields("STATUS?", 0);
+      return StatusQuery{};
+    }
+    case Type::status: {
+      no_payload("STATUS");
+      Fields f = fields("STATUS", 8);
+      return decode_status(f);
+    }
   }
   throw ProtocolError(fmt::format("header: unknown message type {}", type.via.u64),
                       ProtocolError::Kind::wrong_shape);
@@ -443,8 +530,8 @@ const char* ProtocolError::kind_name() const noexcept {
 }
 
 const char* type_name(const Message& message) {
-  static constexpr const char* names[] = {"READY", "ASSIGN", "RESULT", "HEARTBEAT",
-                                          "BYE",   "CANCEL", "REFUSE", "WHO"};
+  static constexpr const char* names[] = {"READY",  "ASSIGN", "RESULT", "HEARTBEAT", "BYE",
+                                          "CANCEL", "REFUSE", "WHO",    "STATUS?",   "STATUS"};
   return names[message.index()];
 }
 

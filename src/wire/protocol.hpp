@@ -102,7 +102,45 @@ struct Refuse {
 /// Producer -> worker: I do not know you; send READY.
 struct Who {};
 
-using Message = std::variant<Ready, Assign, Result, Heartbeat, Bye, Cancel, Refuse, Who>;
+/// Anyone -> producer: what are you doing? Answered with STATUS; with keys, only from an allowed
+/// key, like any message.
+struct StatusQuery {};
+
+/// One worker as the producer sees it, in a STATUS.
+struct WorkerStatus {
+  std::string host;
+  std::int64_t pid = 0;
+  std::uint32_t credit = 0;
+  std::uint64_t batches_in_flight = 0;
+  std::uint64_t slices_done = 0;  ///< partial values it delivered that counted, over all jobs
+  std::uint64_t silent_ms = 0;    ///< since the producer last heard from it
+};
+
+/// The job a producer is running, in a STATUS.
+struct JobStatus {
+  std::uint64_t seq = 0;
+  std::string producer;
+  std::string source;
+  std::uint64_t slices_total = 0;
+  std::uint64_t slices_done = 0;
+  std::uint64_t reruns = 0;
+  std::uint64_t elapsed_ms = 0;
+};
+
+/// Producer -> asker: who is connected, what runs and how far it is.
+struct Status {
+  std::string task;
+  std::string build;
+  std::string host;
+  std::int64_t pid = 0;
+  std::uint64_t uptime_ms = 0;
+  std::optional<JobStatus> job;
+  std::uint64_t workers_total = 0;    ///< may exceed workers.size(): the list is capped
+  std::vector<WorkerStatus> workers;  ///< at most kMaxStatusWorkers
+};
+
+using Message =
+    std::variant<Ready, Assign, Result, Heartbeat, Bye, Cancel, Refuse, Who, StatusQuery, Status>;
 
 /// A message that could not be decoded, and which kind of problem it had (for logs that report
 /// each kind without letting a flood of one kind through).
@@ -139,6 +177,10 @@ inline constexpr std::size_t kMaxValueBytes = std::size_t{256} << 20;
 /// A slice's payload larger than this is refused by the producer, which fails the job with a
 /// clear error (a worker would drop the connection).
 inline constexpr std::size_t kMaxPayloadBytes = std::size_t{1} << 32;
+/// Workers listed in a STATUS (the rest are counted), and the longest host name shown for each:
+/// a STATUS stays well under kMaxHeaderBytes.
+inline constexpr std::size_t kMaxStatusWorkers = 1024;
+inline constexpr std::size_t kMaxStatusHostBytes = 255;
 /// Encoded source parameters larger than this do not fit a header.
 inline constexpr std::size_t kMaxParamsBytes = kMaxHeaderBytes / 2;
 
