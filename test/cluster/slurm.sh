@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# The Slurm example end to end: on a one-machine cluster (tools/slurm-test-cluster.sh), sbatch
+# examples/slurm/pymar.sbatch with the test task, once plainly and once with a worker step
+# cancelled (scancel) while it holds a slow slice; both times the exact answer, computed by the
+# pools, never by the producer alone. Exits 77 (skip) when Slurm cannot run here.
+#
+#   test/cluster/slurm.sh TEST_TASK
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+
+if [ "${1:-}" != --inside ]; then
+  [ $# -eq 1 ] || { echo "usage: $0 TEST_TASK" >&2; exit 2; }
+  exec "$root/tools/slurm-test-cluster.sh" "$0" --inside "$(realpath "$1")"
+fi
+task=$2
+batch=$root/examples/slurm/pymar.sbatch
+work=$SLURM_TEST_CLUSTER_DIR/work
+mkdir -p "$work"
+cd "$work"  # the submit folder, where the job makes its key folder
+
+fail() {
+  echo "FAIL: $*" >&2
+  for out in "$work"/*.out; do
+    [ -f "$out" ] && { echo "--- $out" >&2; tail -n 60 "$out" >&2; }
+  done
+  echo "--- slurmctld.log" >&2
+  tail -n 20 "$SLURM_TEST_CLUSTER_DIR/log/slurmctld.log" >&2 || true
+  exit 1
+}
+
+job_field() {  # JOB FIELD: a field of `scontrol show job`, e.g. JobState
+  scontrol show job -o "$1" 2>/dev/null | tr ' ' '\n' | sed -n "s/^$2=//p"
+}
+
+wait_for_job() {  # JOB SECONDS: polls until the job has ended; fails after SECONDS
+  local state
+  for _ in $(seq $(($2 * 5))); do
+    state=$(job_field "$1" JobState)
+    case "$state" in
+      PENDING | CONFIGURING | RUNNING | COMPLETING | "") sleep 0.2 ;;
+      *) return 0 ;;
+    esac
+  done
+  fail "job $1 still $state after $2 s"
+}
+
+# The job's own settings travel to the producer and every pool in their environment.
+export TEST_JOB=doubled TEST_PARTS=16 TEST_LENGTH=100000
+answer="Answer: $((TEST_LENGTH * (TEST_LENGTH - 1)))"  # twice 0 + 1 + ... + (n - 1)
+producer_options=(-v --heartbeat 0.2 --liveness 2)
+
+check_job() {  # JOB OUTPUT: ended well, the exact answer, and from the pools
+  local job=$1 out=$2
+  [ "$(job_field "$job" JobState)" = COMPLETED ] ||
+    fail "job $job ended $(job_field "$job" JobState), exit code $(job_field "$job" ExitCode)"
+  grep -qx "$answer" "$out" || fail "job $job: not '$answer'"
+  [ "$(grep -c '^Answer:' "$out")" = 1 ] || fail "job $job: more than one answer"
+  ! grep -q 'locally' "$out" || fail "job $job: the producer computed locally"
+  local joined
+  joined=$(grep -c 'producer\[[0-9]*\] debug: worker .* joined' "$out" || true)
+  [ "$joined" -ge 2 ] || fail "job $job: $joined worker(s) joined the producer, not the 2 pools'"
+  [ -z "$(find "$work" -maxdepth 1 -name '.pymar-keys-*')" ] || fail "job $job left its keys behind"
+}
+
+# --- a plain run: a producer and two pools of one worker ------------------------------------
+start=$SECONDS
+job=$(sbatch --parsable --ntasks=3 --cpus-per-task=1 --output="$work/plain.out" \
+  "$batch" "$task" "${producer_options[@]}")
+wait_for_job "$job" 60
+check_job "$job" "$work/plain.out"
+grep -q 'with key' "$work/plain.out" || fail "the pools did not use keys"
+echo "plain job $job: exact answer from the pools in $((SECONDS - start)) s"
+
+# --- a worker step cancelled while it holds a slow slice ------------------------------------
+# The first worker to reach element 50000 sleeps 120 s, and the producer never runs a second
+# copy of a late slice on its own (--no-speculation): the job can end within the 60 s allowed only
+# if cancelling that worker's step gives its slice to the other pool, where it takes no time.
+start=$SECONDS
+marker=$work/slow-slice
+job=$(TEST_SLOW_AT=50000 TEST_SLOW_MS=120000 TEST_RETRY_MS=0 TEST_SLOW_MARKER="$marker" \
+  sbatch --parsable --ntasks=3 --cpus-per-task=1 --output="$work/cancelled.out" \
+  "$batch" "$task" "${producer_options[@]}" --no-speculation)
+for _ in $(seq 300); do
+  [ -s "$marker" ] && break
+  [ "$(job_field "$job" JobState)" = RUNNING ] || [ "$(job_field "$job" JobState)" = PENDING ] ||
+    fail "job $job ended before any worker reached the slow slice"
+  sleep 0.2
+done
+[ -s "$marker" ] || fail "no worker reached the slow slice within 60 s"
+worker=$(cat "$marker")
+step=$(tr '\0' '\n' <"/proc/$worker/environ" | sed -n 's/^SLURM_STEP_ID=//p')
+[ -n "$step" ] || fail "worker $worker (holding the slow slice) is in no job step"
+scancel "$job.$step"
+echo "cancelled step $job.$step, whose worker $worker holds the slow slice"
+wait_for_job "$job" 60
+check_job "$job" "$work/cancelled.out"
+grep -q "STEP $job.$step ON .* CANCELLED" "$work/cancelled.out" ||
+  fail "job $job: step $step was not cancelled"
+echo "cancelled job $job: exact answer in $((SECONDS - start)) s"
