@@ -23,6 +23,7 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/pymar-unit.XXXXXX")
 pids=()
 cleanup() {
   local status=$?
+  set +e
   [ ${#pids[@]} -gt 0 ] && kill -KILL "${pids[@]}" 2>/dev/null
   rm -rf "$tmp"
   exit "$status"
@@ -91,7 +92,7 @@ PYMAR_PRODUCER_KEY=$tmp/keys/producer.key
 PYMAR_POOL_OPTIONS=--workers 2 --heartbeat 0.2 --liveness 2
 EOF
 
-# Starts the pool as the unit would, with KEY as its credential; prints its pid.
+# Starts the pool as the unit would, with KEY as its credential; its pid in started.
 start_pool() {  # KEY LOG
   cp "$1" "$credentials/secret_key"
   local exec_start environment=()
@@ -106,12 +107,13 @@ start_pool() {  # KEY LOG
   done <"$tmp/$name.env"
   # $PYMAR_POOL_OPTIONS unbraced: systemd splits it into words, as the shell does here.
   env -i PATH="$PATH" "${environment[@]}" bash -c "exec $exec_start" >"$2" 2>&1 &
-  echo $!
+  started=$!
+  pids+=("$started")
 }
 
 # A pool with a key the producer does not know: refused, with a status the unit does not restart on.
-stranger=$(start_pool "$tmp/keys/stranger.key_secret" "$tmp/stranger.log")
-pids+=("$stranger")
+start_pool "$tmp/keys/stranger.key_secret" "$tmp/stranger.log"
+stranger=$started
 for _ in $(seq 300); do
   kill -0 "$stranger" 2>/dev/null || break
   sleep 0.1
@@ -123,8 +125,8 @@ wait "$stranger" && status=0 || status=$?
   fail "a refused pool exits $status, which RestartPreventExitStatus= ($prevented) lets restart"
 
 # The pool with its key: serves the job, which the producer does not compute itself.
-pool=$(start_pool "$tmp/keys/pool.key_secret" "$tmp/pool.log")
-pids+=("$pool")
+start_pool "$tmp/keys/pool.key_secret" "$tmp/pool.log"
+pool=$started
 wait "$producer" || fail "the producer failed"
 grep -qx "Answer: $((1000 * 999))" "$tmp/producer.out" || fail "not the exact answer"
 ! grep -q locally "$tmp/producer.log" || fail "the producer computed locally"
