@@ -8,7 +8,7 @@
 # The command sees SLURM_CONF (so sbatch, srun, squeue, scontrol and scancel use this cluster)
 # and SLURM_TEST_CLUSTER_DIR (the temporary folder, for its own files). The node is this machine,
 # with 4 virtual CPUs whatever it has, so that several tasks fit on two cores. Needs root and
-# Debian's slurm-wlm and munge (tools/setup-debian.sh slurm). Exits 77 (a skip, to meson) with a
+# Debian's slurm-wlm and munge (tools/setup-debian.sh cluster). Exits 77 (a skip, to meson) with a
 # one-line reason when the cluster cannot start here; otherwise with the command's status.
 set -euo pipefail
 
@@ -17,7 +17,7 @@ set -euo pipefail
 skip() { echo "slurm-test-cluster: SKIP: $*" >&2; exit 77; }
 
 for program in munged mungekey slurmctld slurmd sbatch sinfo scontrol; do
-  command -v "$program" >/dev/null || skip "$program is missing (tools/setup-debian.sh slurm)"
+  command -v "$program" >/dev/null || skip "$program is missing (tools/setup-debian.sh cluster)"
 done
 [ "$(id -u)" = 0 ] || skip "slurmd needs root to start tasks as their users"
 

@@ -2,7 +2,8 @@
 # The Slurm example end to end: on a one-machine cluster (tools/slurm-test-cluster.sh), sbatch
 # examples/slurm/pymar.sbatch with the test task, once plainly and once with a worker step
 # cancelled (scancel) while it holds a slow slice; both times the exact answer, computed by the
-# pools, never by the producer alone. Exits 77 (skip) when Slurm cannot run here.
+# pools, never by the producer alone; and a third time with pools whose keys the producer refuses:
+# the job ends at once with status 3. Exits 77 (skip) when Slurm cannot run here.
 #
 #   test/cluster/slurm.sh TEST_TASK
 set -euo pipefail
@@ -109,3 +110,21 @@ check_job "$job" "$work/cancelled.out"
 grep -q "producer\[[0-9]*\] warning: worker .* (pid $worker on .*) lost: .*; re-queued slices" \
   "$work/cancelled.out" || fail "job $job: the producer did not re-queue the cancelled worker's slices"
 echo "cancelled job $job: exact answer in $((SECONDS - start)) s"
+
+# --- your own keys, the pools' not among those the producer allows ---------------------------
+# Refused pools end with status 3; the script stops the producer rather than let it wait out its
+# grace, and the job ends with that status.
+start=$SECONDS
+keys=$work/own-keys
+for name in producer workers stranger; do "$task" --keygen "$keys" --key-name "$name" >/dev/null; done
+job=$(PYMAR_SECRET_KEY=$keys/producer.key_secret PYMAR_ALLOW=$keys/workers.key \
+  PYMAR_WORKER_SECRET_KEY=$keys/stranger.key_secret PYMAR_PRODUCER_KEY=$keys/producer.key \
+  sbatch --parsable --ntasks=3 --cpus-per-task=1 --output="$work/refused.out" \
+  "$batch" "$task" "${producer_options[@]}")
+wait_for_job "$job" 60
+[ "$(job_field "$job" ExitCode)" = 3:0 ] ||
+  fail "job $job with refused pools ended $(job_field "$job" JobState), exit code $(job_field "$job" ExitCode), not 3"
+! grep -q '^Answer:' "$work/refused.out" || fail "job $job: an answer without a single worker"
+grep -q 'every worker pool has ended' "$work/refused.out" || fail "job $job: the script did not say why"
+[ -f "$keys/producer.key_secret" ] || fail "job $job removed keys it did not make"
+echo "refused job $job: status 3 in $((SECONDS - start)) s"

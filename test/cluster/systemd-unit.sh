@@ -17,7 +17,7 @@ set -euo pipefail
 unit=$(realpath "$1")
 task=$(realpath "$2")
 command -v systemd-analyze >/dev/null ||
-  { echo "SKIP: systemd-analyze is missing (tools/setup-debian.sh test)" >&2; exit 77; }
+  { echo "SKIP: systemd-analyze is missing (tools/setup-debian.sh cluster)" >&2; exit 77; }
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/pymar-unit.XXXXXX")
 pids=()
