@@ -36,8 +36,8 @@ job_field() {  # JOB FIELD: a field of `scontrol show job`, e.g. JobState
 }
 
 wait_for_job() {  # JOB SECONDS: polls until the job has ended; fails after SECONDS
-  local state
-  for _ in $(seq $(($2 * 5))); do
+  local state deadline=$((SECONDS + $2))
+  while [ "$SECONDS" -lt "$deadline" ]; do
     state=$(job_field "$1" JobState)
     case "$state" in
       PENDING | CONFIGURING | RUNNING | COMPLETING | "") sleep 0.2 ;;
@@ -90,7 +90,8 @@ job=$(TEST_SLOW_AT=50000 TEST_SLOW_MS=120000 TEST_RETRY_MS=0 TEST_SLOW_MARKER="$
   sbatch --parsable --ntasks=3 --cpus-per-task=1 --output="$work/cancelled.out" \
   "$batch" "$task" "${producer_options[@]}" --no-speculation)
 # Both pools' workers in, and one of them on the slow slice: then cancel that one's step.
-for _ in $(seq 300); do
+deadline=$((SECONDS + 60))
+while [ "$SECONDS" -lt "$deadline" ]; do
   [ -s "$marker" ] && [ "$(joined "$work/cancelled.out")" -ge 2 ] && break
   case "$(job_field "$job" JobState)" in
     PENDING | RUNNING) sleep 0.2 ;;
