@@ -10,6 +10,7 @@
 # with 4 virtual CPUs whatever it has, so that several tasks fit on two cores. Needs root and
 # Debian's slurm-wlm and munge (tools/setup-debian.sh cluster). Exits 77 (a skip, to meson) with a
 # one-line reason when the cluster cannot start here; otherwise with the command's status.
+# SLURM_TEST_CLUSTER_KEEP=1 keeps the folder (logs, job outputs) for a look afterwards.
 set -euo pipefail
 
 [ $# -gt 0 ] || { echo "usage: $0 COMMAND [ARGS...]" >&2; exit 2; }
@@ -120,12 +121,15 @@ wait_for 10 "munged" test -S "$dir/munge/munge.socket.2" ||
 
 # --- slurm.conf ---------------------------------------------------------------------------
 node=$(hostname -s)
+controller_port=$(free_port)
+node_port=$(free_port)
+while [ "$node_port" = "$controller_port" ]; do node_port=$(free_port); done
 cat >"$SLURM_CONF" <<EOF
 # A one-machine cluster for tests, made by tools/slurm-test-cluster.sh.
 ClusterName=pymartest
 SlurmctldHost=$node(127.0.0.1)
-SlurmctldPort=$(free_port)
-SlurmdPort=$(free_port)
+SlurmctldPort=$controller_port
+SlurmdPort=$node_port
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
