@@ -3,14 +3,17 @@
 # quick when everything is there; needs root when something is missing.
 #
 #   tools/setup-debian.sh            build the library and examples
-#   tools/setup-debian.sh test       ... and run every test (sanitizers, fuzzing, plugins)
+#   tools/setup-debian.sh test       ... and run every test (sanitizers, fuzzing, plugins,
+#                                    the Slurm example and the systemd unit)
+#   tools/setup-debian.sh cluster    ... and run only the Slurm example and check the systemd unit
 #   tools/setup-debian.sh bench      ... and run the benchmark suite
 set -euo pipefail
 
 build=(g++ meson ninja-build pkg-config libzmq3-dev cppzmq-dev libmsgpack-cxx-dev libfmt-dev
        libspdlog-dev libcli11-dev doctest-dev)
 plugins=(libsqlite3-dev libpq-dev libmongoc-dev)
-test=(clang libclang-rt-14-dev postgresql sqlite3 procps)
+cluster=(slurm-wlm munge systemd)
+test=(clang libclang-rt-14-dev postgresql sqlite3 procps "${cluster[@]}")
 bench=(hyperfine libbenchmark-dev libomp-dev clang python3)
 
 wanted=("${build[@]}" "${plugins[@]}")
@@ -18,7 +21,8 @@ for group in "$@"; do
   case "$group" in
     test) wanted+=("${test[@]}") ;;
     bench) wanted+=("${test[@]}" "${bench[@]}") ;;
-    *) echo "setup-debian: unknown group '$group' (known: test, bench)" >&2; exit 2 ;;
+    cluster) wanted+=("${cluster[@]}") ;;
+    *) echo "setup-debian: unknown group '$group' (known: test, bench, cluster)" >&2; exit 2 ;;
   esac
 done
 
