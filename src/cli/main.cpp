@@ -58,6 +58,8 @@ struct Settings {
   unsigned retries = 0;
   unsigned credit = 2;
   bool no_speculation = false;
+  bool progress = false;     // the live progress line even when stderr is not a terminal
+  bool no_progress = false;  // no progress line or progress logs at all
   bool verbose = false;
   bool quiet = false;
   std::string keygen;        // make a key pair in this folder
@@ -351,6 +353,11 @@ int run_producer(const Settings& s, const std::function<int(const Arguments&)>& 
   options.interrupt_fd = stop_fd;
   options.on_idle_interrupt = [] { std::_Exit(130); };
   options.scheduler.heartbeat = to_ms(s.heartbeat);
+  if (s.no_progress) {
+    options.progress = Progress::off;
+  } else if (s.progress || (isatty(STDERR_FILENO) && !s.quiet)) {
+    options.progress = Progress::live;
+  }
   options.scheduler.liveness = to_ms(s.liveness);
   options.scheduler.max_attempts = s.max_attempts;
   options.scheduler.error_retries = s.retries;
@@ -506,6 +513,12 @@ int run_main(int argc, char** argv, std::function<int(const Arguments&)> job,
                "use an address other than loopback without keys (a network where every host is "
                "trusted)")
       ->envname("PYMAR_INSECURE");
+  auto* progress = app.add_flag(
+      "--progress", s.progress,
+      "producer: show a live progress line, even when stderr is not a terminal (the default on "
+      "a terminal; elsewhere a progress log line every 5 s)");
+  app.add_flag("--no-progress", s.no_progress, "producer: no progress line or progress logs")
+      ->excludes(progress);
   app.add_flag("-v,--verbose", s.verbose, "log every slice and message (to stderr)");
   app.add_flag("--quiet", s.quiet, "log only warnings and errors");
 

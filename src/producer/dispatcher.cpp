@@ -30,8 +30,25 @@ constexpr std::size_t kZeroCopyMinBytes = 16 << 10;
 // Messages taken from the socket before timers get a turn.
 constexpr int kReceiveBurst = 512;
 
-// A long job says how far it got this often.
-constexpr std::chrono::seconds kProgressInterval{10};
+// How far a job got: a plain log line this often, or the live line redrawn at most this often.
+constexpr std::chrono::seconds kProgressInterval{5};
+constexpr std::chrono::milliseconds kLiveInterval{200};
+
+/// "12.3 s", "4 min 05 s", "2 h 07 min".
+std::string duration_text(double seconds) {
+  if (seconds < 60) return fmt::format("{:.1f} s", seconds);
+  const auto whole = static_cast<long>(seconds);
+  if (whole < 3600) return fmt::format("{} min {:02} s", whole / 60, whole % 60);
+  return fmt::format("{} h {:02} min", whole / 3600, whole % 3600 / 60);
+}
+
+/// "950", "12.3 k", "4.56 M": elements per second.
+std::string rate_text(double per_second) {
+  if (per_second < 1e3) return fmt::format("{:.0f}", per_second);
+  if (per_second < 1e6) return fmt::format("{:.1f} k", per_second / 1e3);
+  if (per_second < 1e9) return fmt::format("{:.2f} M", per_second / 1e6);
+  return fmt::format("{:.2f} G", per_second / 1e9);
+}
 
 template <class... F>
 struct Overloaded : F... {
@@ -355,7 +372,7 @@ void Dispatcher::take_commands(Clock::time_point now) {
     job_deadline_ = now + std::chrono::duration_cast<Clock::duration>(*job->timeout);
   }
   garbage_count_ = 0;
-  next_progress_ = now + kProgressInterval;
+  next_progress_ = now + (options_.progress == Progress::live ? kLiveInterval : kProgressInterval);
   scheduler_.start_job(*job, current_id_, options_.grace, now);
   spdlog::info("job {}: {} over {}, {} elements in {} slices, {} worker(s) connected",
                current_id_.seq, job->producer, job->source, job->length, scheduler_.slices_total(),
@@ -363,17 +380,29 @@ void Dispatcher::take_commands(Clock::time_point now) {
 }
 
 void Dispatcher::report_progress(Clock::time_point now) {
-  next_progress_ = now + kProgressInterval;
+  const bool live = options_.progress == Progress::live;
+  next_progress_ = now + (live ? kLiveInterval : kProgressInterval);
+  if (options_.progress == Progress::off) return;
   const std::size_t done = scheduler_.slices_done();
   const std::size_t total = scheduler_.slices_total();
   const double elapsed = std::chrono::duration<double>(now - job_started_).count();
-  std::string eta = "unknown";
-  if (done > 0) eta = fmt::format("{:.0f} s", elapsed * static_cast<double>(total - done) / done);
+  const double fraction = total == 0 ? 1.0 : static_cast<double>(done) / static_cast<double>(total);
+  // Slices hold equal shares of the elements, give or take one.
+  const double rate = elapsed > 0 ? fraction * static_cast<double>(current_->length) / elapsed : 0;
+  const std::string left =
+      done == 0 ? "unknown" : duration_text(elapsed * (1 - fraction) / fraction);
+  if (live) {
+    live_line::show(fmt::format(
+        "job {}: {}/{} ({:.0f}%) | {} elem/s | {} workers | {} re-run | {}, ~{} left",
+        current_id_.seq, done, total, 100 * fraction, rate_text(rate), scheduler_.live_workers(),
+        scheduler_.reruns(), duration_text(elapsed), left));
+    return;
+  }
   spdlog::info(
-      "job {}: {} of {} slices done ({:.0f}%) after {:.0f} s on {} worker(s), {} re-run; "
+      "job {}: {} of {} slices done ({:.0f}%) after {} on {} worker(s), {} elements/s, {} re-run; "
       "about {} to go",
-      current_id_.seq, done, total, 100.0 * static_cast<double>(done) / total, elapsed,
-      scheduler_.live_workers(), scheduler_.reruns(), eta);
+      current_id_.seq, done, total, 100 * fraction, duration_text(elapsed),
+      scheduler_.live_workers(), rate_text(rate), scheduler_.reruns(), left);
 }
 
 void Dispatcher::on_interrupt(Clock::time_point now) {
@@ -451,6 +480,7 @@ void Dispatcher::check_job(Clock::time_point now) {
   const DropCounts drops = scheduler_.drops();
   const std::size_t reruns = scheduler_.reruns();
   scheduler_.finish_job();
+  if (options_.progress == Progress::live) live_line::clear();
   static constexpr const char* kEnds[] = {"done",      "failed",      "found no workers",
                                           "timed out", "interrupted", "broke"};
   spdlog::info("job {} {} after {:.3f} s: {} of {} slices, {} re-run", current_id_.seq,

@@ -23,6 +23,10 @@
 
 namespace pymar::detail {
 
+/// How the producer shows a running job's progress: a live line redrawn in place (stderr is a
+/// terminal), a plain log line every few seconds, or nothing.
+enum class Progress { live, plain, off };
+
 struct DispatcherOptions {
   std::string bind = "tcp://*:7627";  ///< ZeroMQ endpoint to bind; port "*" picks a free one
   SchedulerConfig scheduler;
@@ -33,6 +37,7 @@ struct DispatcherOptions {
   /// CurveZMQ: the producer's own key pair and the workers' public keys it lets in. Without
   /// keys, every peer that reaches the port is let in (loopback or a trusted network).
   std::optional<Keys> keys;
+  Progress progress = Progress::plain;
 };
 
 enum class JobEnd { done, failed, no_workers, timed_out, interrupted, broken };

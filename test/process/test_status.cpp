@@ -231,3 +231,83 @@ TEST_SUITE("status") {
     CHECK(producer->count_stderr("dropped a status query") <= 16);
   }
 }
+
+namespace {
+
+/// The slow job of start_slow_producer with its own pool of 2, whose slice 0 takes `slow_ms`.
+std::vector<std::string> slow_job_command(unsigned port, const std::string& slow_ms,
+                                          std::vector<std::string> extra) {
+  std::vector<std::string> argv = {"/usr/bin/env",
+                                   "TEST_JOB=doubled",
+                                   "TEST_LENGTH=1000",
+                                   "TEST_PARTS=16",
+                                   "TEST_SLOW_AT=0",
+                                   "TEST_SLOW_MS=" + slow_ms,
+                                   "TEST_SLOW_MARKER=/tmp/pymar-progress-" + std::to_string(port),
+                                   binary("test/test_task"),
+                                   "--produce",
+                                   "-q",
+                                   queue(port),
+                                   "-w",
+                                   "2",
+                                   "--no-speculation"};
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  return argv;
+}
+
+/// Runs `argv` on a pseudo-terminal (util-linux's `script`); returns what the terminal showed.
+std::string on_a_terminal(const std::vector<std::string>& argv) {
+  std::string command;
+  for (const std::string& arg : argv) command += "'" + arg + "' ";
+  Process terminal({"/usr/bin/script", "-qfec", command, "/dev/null"});
+  const auto status = terminal.wait(120s);
+  INFO("terminal:\n" << terminal.out() << terminal.err());
+  REQUIRE(status == 0);
+  return terminal.out();
+}
+
+std::size_t count(const std::string& text, const std::string& what) {
+  std::size_t n = 0;
+  for (auto at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
+}
+
+}  // namespace
+
+TEST_SUITE("status") {
+  TEST_CASE("on a terminal the producer redraws one live progress line, under its log lines" *
+            doctest::timeout(180)) {
+    const unsigned port = free_port();
+    const std::string shown = on_a_terminal(slow_job_command(port, "1500", {}));
+    INFO("terminal:\n" << shown);
+    CHECK(shown.find("Answer: 999000") != std::string::npos);
+    // Drawn in place again and again: erase the line, write it anew.
+    CHECK(count(shown, "\r\033[Kjob 1: ") >= 3);
+    CHECK(shown.find("/16 (") != std::string::npos);
+    CHECK(shown.find(" elem/s | 2 workers | 0 re-run | ") != std::string::npos);
+    // Log lines are never glued to the live line, and it is gone once the job ends.
+    const auto last = shown.find("job 1 done after");
+    REQUIRE(last != std::string::npos);
+    const auto live_text = shown.rfind(" left", last);
+    REQUIRE(live_text != std::string::npos);
+    CHECK(shown.find("\r\033[K", live_text) < last);  // erased before the log line
+    CHECK(shown.find("elem/s", last) == std::string::npos);
+  }
+
+  TEST_CASE("--no-progress shows no progress; piped, progress is a plain log line every 5 s" *
+            doctest::timeout(180)) {
+    const unsigned port = free_port();
+    const std::string quiet = on_a_terminal(slow_job_command(port, "1500", {"--no-progress"}));
+    CHECK(quiet.find("Answer: 999000") != std::string::npos);
+    CHECK(quiet.find("elem/s") == std::string::npos);
+
+    const unsigned piped_port = free_port();
+    const auto argv = slow_job_command(piped_port, "5600", {});
+    Process piped(argv);
+    CHECK(piped.wait(120s) == 0);
+    INFO("stderr:\n" << piped.err());
+    CHECK(piped.count_stderr("info: job 1: 15 of 16 slices done \\(94%\\) after 5\\.0 s on 2 "
+                             "worker\\(s\\), [0-9.]+ k? ?elements/s, 0 re-run") == 1);
+    CHECK(piped.err().find("\033[K") == std::string::npos);
+  }
+}
