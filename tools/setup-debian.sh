@@ -10,7 +10,9 @@ set -euo pipefail
 build=(g++ meson ninja-build pkg-config libzmq3-dev cppzmq-dev libmsgpack-cxx-dev libfmt-dev
        libspdlog-dev libcli11-dev doctest-dev)
 plugins=(libsqlite3-dev libpq-dev libmongoc-dev)
-test=(clang libclang-rt-14-dev postgresql sqlite3 procps)
+# network suite (tools/testnet.sh): iproute2 for namespaces, nftables for loss where the kernel
+# has no netem, tcpdump to show what travels, python3 for tools/net/delay_relay.py
+test=(clang libclang-rt-14-dev postgresql sqlite3 procps iproute2 nftables tcpdump python3)
 bench=(hyperfine libbenchmark-dev libomp-dev clang python3)
 
 wanted=("${build[@]}" "${plugins[@]}")
