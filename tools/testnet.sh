@@ -226,7 +226,7 @@ case "$command" in
     shift
     [ "${1:-}" = "--" ] && shift
     if ! can_make_namespaces; then
-      echo "skipped: needs CAP_NET_ADMIN (network namespaces cannot be made here)"
+      echo "skipped: needs CAP_NET_ADMIN"
       exit 77
     fi
     net="$prefix-$$"
