@@ -202,7 +202,7 @@ dropped() {
   command -v nft >/dev/null || { echo 0; return; }
   for host in $(hosts_of "$net"); do
     n=$(ip netns exec "$(host_ns "$net" "$host")" nft list table inet pymar_testnet 2>/dev/null |
-      sed -n 's/.*counter packets \([0-9]*\).*/\1/p' | head -1)
+      sed -n 's/.*counter packets \([0-9]*\).*/\1/p' | head -1) || n=0
     total=$((total + ${n:-0}))
   done
   echo "$total"
