@@ -239,8 +239,8 @@ std::vector<std::string> answers_of(Process& producer) {
   return answers;
 }
 
-/// The slices of job `job` that the producer took from workers whose id starts with `key`
-/// (its -v log: "job J: worker ID returned batch B: slices 1, 2, 3").
+/// The slices of job `job` that the producer took from workers whose id starts with
+/// `key_prefix` (its -v log: "job J: worker ID returned batch B: slices 1, 2, 3").
 std::set<int> slices_returned(Process& producer, int job, const std::string& key_prefix) {
   const std::regex re("job " + std::to_string(job) + ": worker " + literal(key_prefix) +
                       "\\S* returned batch [0-9]+: slices ([0-9, ]+)");
