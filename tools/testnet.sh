@@ -80,14 +80,14 @@ teardown() {
   for ns in $(namespaces_of "$net"); do
     ip netns delete "$ns" 2>/dev/null || true
   done
-  rm -rf "${state_root:?}/$net"
+  rm -f "$state_root/$net.owner"
 }
 
 is_stale() {
   local net=$1 owner recorded
   owner=${net#"$prefix"-}
-  [ -f "$state_root/$net/owner" ] || return 0  # a crash before the state was written
-  recorded=$(cat "$state_root/$net/owner")
+  [ -f "$state_root/$net.owner" ] || return 0  # namespaces are made after the owner is written
+  recorded=$(cat "$state_root/$net.owner")
   [ "$recorded" != "$owner $(start_time "$owner" || echo gone)" ]
 }
 
@@ -95,7 +95,7 @@ clean() {
   local net
   for net in $( (ip netns list 2>/dev/null | awk '{ print $1 }' |
     sed -n "s/^\($prefix-[0-9]*\)-\(br\|h[0-9]*\)\$/\1/p"
-    ls "$state_root" 2>/dev/null) | sort -u); do
+    ls "$state_root" 2>/dev/null | sed -n "s/^\($prefix-[0-9]*\)\.owner\$/\1/p") | sort -u); do
     if is_stale "$net"; then
       echo "testnet: removing stale network $net" >&2
       teardown "$net"
@@ -117,9 +117,11 @@ up() {
   net="$prefix-$owner"
   clean
   [ -z "$(namespaces_of "$net")" ] || die "network $net is already up"
-  # The owner is recorded before anything is made, so a crash halfway leaves a stale network.
-  mkdir -p "$state_root/$net"
-  echo "$owner $(start_time "$owner")" >"$state_root/$net/owner"
+  # The owner is recorded (atomically, for a concurrent `clean`) before anything is made, so a
+  # crash halfway leaves a network that the next `up` knows to be stale.
+  mkdir -p "$state_root"
+  echo "$owner $(start_time "$owner")" >"$state_root/.$net.owner.$$"
+  mv "$state_root/.$net.owner.$$" "$state_root/$net.owner"
   ns="$net-br"
   ip netns add "$ns"
   ip -n "$ns" link set lo up
@@ -139,8 +141,7 @@ up() {
 has_netem() {
   local probe="$prefix-probe-$$" ok=1
   ip netns add "$probe" 2>/dev/null || return 1
-  ip -n "$probe" link add d0 type dummy 2>/dev/null &&
-    ip netns exec "$probe" tc qdisc add dev d0 root netem delay 1ms 2>/dev/null && ok=0
+  ip netns exec "$probe" tc qdisc add dev lo root netem delay 1ms 2>/dev/null && ok=0
   ip netns delete "$probe"
   return $ok
 }
