@@ -92,7 +92,7 @@ is_stale() {
 }
 
 clean() {
-  local net
+  local net ns
   for net in $( (ip netns list 2>/dev/null | awk '{ print $1 }' |
     sed -n "s/^\($prefix-[0-9]*\)-\(br\|h[0-9]*\)\$/\1/p"
     ls "$state_root" 2>/dev/null | sed -n "s/^\($prefix-[0-9]*\)\.owner\$/\1/p") | sort -u); do
@@ -100,6 +100,10 @@ clean() {
       echo "testnet: removing stale network $net" >&2
       teardown "$net"
     fi
+  done
+  # Probes of a script killed between making and removing them.
+  for ns in $(ip netns list 2>/dev/null | awk '{ print $1 }' | grep -E "^$prefix-probe-[0-9]+\$"); do
+    kill -0 "${ns##*-}" 2>/dev/null || ip netns delete "$ns" 2>/dev/null || true
   done
 }
 
