@@ -13,7 +13,10 @@ build=(g++ meson ninja-build pkg-config libzmq3-dev cppzmq-dev libmsgpack-cxx-de
        libspdlog-dev libcli11-dev doctest-dev)
 plugins=(libsqlite3-dev libpq-dev libmongoc-dev)
 cluster=(slurm-wlm munge systemd)
-test=(clang libclang-rt-14-dev postgresql sqlite3 procps "${cluster[@]}")
+# network suite (tools/testnet.sh): iproute2 for namespaces, nftables for loss where the kernel
+# has no netem, tcpdump to show what travels, python3 for tools/net/delay_relay.py
+test=(clang libclang-rt-14-dev postgresql sqlite3 procps iproute2 nftables tcpdump python3
+      "${cluster[@]}")
 bench=(hyperfine libbenchmark-dev libomp-dev clang python3)
 
 wanted=("${build[@]}" "${plugins[@]}")

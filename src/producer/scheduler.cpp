@@ -160,6 +160,11 @@ void Scheduler::on_result(const std::string& id, const wire::Result& result,
     assign_all(now);
     return;
   }
+  // Who computed what, for whoever audits a run (-v): the id names the worker's key and host.
+  if (spdlog::should_log(spdlog::level::debug)) {
+    spdlog::debug("job {}: worker {} returned batch {}: slices {}", result.job.seq, printable(id),
+                  result.batch, fmt::join(batch.slices, ", "));
+  }
 
   // What the batch took beyond computing: shipping its payload, queues, the round trip.
   double computed_ns = 0;

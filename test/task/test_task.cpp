@@ -46,6 +46,18 @@ bool first_time(const std::string& marker) {
   return true;
 }
 
+// With a gate, the second job waits until the test creates this file (at most 60 s), so that a
+// test can change the world between two jobs of one producer run.
+void wait_for_gate(const std::string& gate) {
+  if (gate.empty()) return;
+  fmt::print(stderr, "test_task[{}]: job 2 waits for {}\n", getpid(), gate);
+  std::fflush(stderr);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (!std::ifstream(gate).good() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));  // polls a file, bounded
+  }
+}
+
 }  // namespace
 
 // --- a source whose elements misbehave on request --------------------------------------------
@@ -220,7 +232,10 @@ int run_job(const pymar::Arguments& arguments) {
     return 0;
   }
   const auto repeat = env_int("TEST_REPEAT", 1);
+  const bool timing = env_int("TEST_TIMING", 0) != 0;
   for (std::int64_t run = 0; run < repeat; ++run) {
+    if (run == 1) wait_for_gate(env_text("TEST_GATE"));
+    const auto started = std::chrono::steady_clock::now();
     if (job == "integration") {
       SlowPoints::Params p{env_int("TEST_SLOW_OFFSET", -1), env_int("TEST_SLOW_MS", 0),
                            env_int("TEST_RETRY_MS", 0), env_text("TEST_SLOW_MARKER")};
@@ -260,6 +275,11 @@ int run_job(const pymar::Arguments& arguments) {
       return 3;
     }
     std::fflush(stdout);
+    if (timing) {
+      const std::chrono::duration<double, std::micro> took =
+          std::chrono::steady_clock::now() - started;
+      fmt::print(stderr, "test_task: job {} took {:.0f} us\n", run + 1, took.count());
+    }
   }
   return 0;
 }
