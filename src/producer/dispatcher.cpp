@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 #include <zmq_addon.hpp>
 
+#include "common/doorbell.hpp"
 #include "common/log.hpp"
 #include "common/printable.hpp"
 #include "producer/runtime.hpp"
@@ -28,6 +29,10 @@ constexpr std::size_t kZeroCopyMinBytes = 16 << 10;
 
 // Messages taken from the socket before timers get a turn.
 constexpr int kReceiveBurst = 512;
+
+// A job submitted this soon after the port was bound waits, at most this long, for the workers
+// whose doorbells rang to register (they take 2 or 3 ms): it then starts cut for all of them.
+constexpr std::chrono::milliseconds kBellWait{20};
 
 // A long job says how far it got this often.
 constexpr std::chrono::seconds kProgressInterval{10};
@@ -127,6 +132,14 @@ void Dispatcher::bind_router() {
   }
   endpoint_ = router_->get(zmq::sockopt::last_endpoint);
   port_ = static_cast<std::uint16_t>(std::stoul(endpoint_.substr(endpoint_.rfind(':') + 1)));
+  spdlog::debug("bound {}", endpoint_);
+  if (options_.ring_doorbells) {
+    // Workers on this machine waiting for this port retry only every second or two: tell them
+    // the port is open now. A bell only makes them retry what they already would.
+    bells_rung_ = ring_doorbells(port_);
+    bells_until_ = Clock::now() + kBellWait;
+    spdlog::debug("rang {} worker doorbell(s) for port {}", bells_rung_, port_);
+  }
 }
 
 void Dispatcher::wake() {
@@ -188,6 +201,7 @@ bool Dispatcher::step() {
   if (job_deadline_ && !finishing_) deadline = std::min(deadline, *job_deadline_);
   if (finishing_) deadline = std::min(deadline, drain_deadline_);
   if (current_ != nullptr) deadline = std::min(deadline, next_progress_);
+  if (now < bells_until_) deadline = std::min(deadline, bells_until_);
   std::chrono::milliseconds timeout(-1);
   if (deadline != Clock::time_point::max()) {
     timeout = std::max(std::chrono::milliseconds(0),
@@ -220,6 +234,8 @@ bool Dispatcher::step() {
       if (stopping_) return false;
     }
     take_commands(after);
+  } else if (current_ == nullptr && !finishing_) {
+    take_commands(after);  // a job held back for the workers whose doorbells rang
   }
   if (items[2].revents & ZMQ_POLLIN) gate_->answer();
   if (count == 4 && (items[3].revents & ZMQ_POLLIN)) on_interrupt(after);
@@ -303,6 +319,7 @@ void Dispatcher::take_commands(Clock::time_point now) {
   const JobRequest* job = nullptr;
   {
     std::lock_guard lock(mutex_);
+    if (submitted_ != nullptr && awaiting_bells(now)) return;  // taken on a later turn
     job = std::exchange(submitted_, nullptr);
   }
   if (job == nullptr) return;
@@ -319,6 +336,10 @@ void Dispatcher::take_commands(Clock::time_point now) {
   spdlog::info("job {}: {} over {}, {} elements in {} slices, {} worker(s) connected",
                current_id_.seq, job->producer, job->source, job->length, scheduler_.slices_total(),
                scheduler_.live_workers());
+}
+
+bool Dispatcher::awaiting_bells(Clock::time_point now) const {
+  return now < bells_until_ && scheduler_.live_workers() < bells_rung_;
 }
 
 void Dispatcher::report_progress(Clock::time_point now) {
