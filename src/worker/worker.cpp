@@ -61,6 +61,10 @@ constexpr int kRetryMaxMs = 100;
 // A READY that found its new connection not yet usable is sent again this soon.
 constexpr std::chrono::milliseconds kReadyRetry{1};
 
+// After a failed handshake (something listens, but it is not our producer, or it refused us), the
+// next attempt comes this soon: libzmq's backoff at its longest.
+constexpr std::chrono::milliseconds kHandshakeRetry{kRetryMaxMs};
+
 // Bells never make a worker retry more often than libzmq's own fastest retry would.
 constexpr std::chrono::milliseconds kBellSpacing{kRetryMs};
 
@@ -185,6 +189,12 @@ class Worker {
     bell_pending_ = false;
     last_bell_retry_ = now;
     spdlog::debug("a producer rang: connecting to {} now", options_.endpoint);
+    reconnect_now();
+  }
+
+  /// Retries the connection at once, rather than when libzmq's timer says.
+  void reconnect_now() {
+    handshake_retry_at_.reset();
     try {
       socket_->disconnect(options_.endpoint);
       socket_->connect(options_.endpoint);
@@ -225,7 +235,13 @@ class Worker {
       connected_to_producer_ = false;
       return answer_bell(now);
     }
-    if (id != ZMQ_EVENT_HANDSHAKE_SUCCEEDED) return on_failed_handshake(id, value);
+    if (id != ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
+      // Something listens there, and a failed handshake does not always say why (the peer may
+      // reset the connection before its greeting is read): try again soon, not in a second or two.
+      handshake_retry_at_ = now + kHandshakeRetry;
+      return on_failed_handshake(id, value);
+    }
+    handshake_retry_at_.reset();
     linked_ = true;
     gave_up_ = false;
     bell_pending_ = false;
@@ -353,11 +369,13 @@ class Worker {
       deadline = last_heard_ + options_.liveness;
     }
     if (bell_pending_ && !linked_) deadline = std::min(deadline, last_bell_retry_ + kBellSpacing);
+    if (handshake_retry_at_ && !linked_) deadline = std::min(deadline, *handshake_retry_at_);
     return deadline;
   }
 
   void on_time(Clock::time_point now) {
     answer_bell(now);
+    if (handshake_retry_at_ && now >= *handshake_retry_at_ && !linked_) reconnect_now();
     if (refused_until_) {
       if (now >= *refused_until_) {
         refused_until_.reset();
@@ -668,10 +686,11 @@ class Worker {
   std::unique_ptr<zmq::socket_t> monitor_;  // connection events of socket_
   std::optional<Doorbell> doorbell_;        // rung by a producer binding our producer's port
   bool linked_ = false;                     // socket_ has a connection through its handshake
-  bool gave_up_ = false;               // not linked, and queued work was dropped after liveness
-  bool ready_unsent_ = false;          // linked, but READY found no connection to go out on yet
-  bool bell_pending_ = false;          // a bell not yet answered
-  Clock::time_point last_bell_retry_;  // when a bell last made the worker retry
+  bool gave_up_ = false;       // not linked, and queued work was dropped after liveness
+  bool ready_unsent_ = false;  // linked, but READY found no connection to go out on yet
+  std::optional<Clock::time_point> handshake_retry_at_;  // after a failed handshake
+  bool bell_pending_ = false;                            // a bell not yet answered
+  Clock::time_point last_bell_retry_;                    // when a bell last made the worker retry
   std::string identity_;
   std::string header_;
   Clock::time_point last_heard_;
