@@ -31,7 +31,7 @@ constexpr std::size_t kZeroCopyMinBytes = 16 << 10;
 constexpr int kReceiveBurst = 512;
 
 // A job submitted this soon after the port was bound waits, at most this long, for the workers
-// whose doorbells rang to register (they take 2 or 3 ms): it then starts cut for all of them.
+// whose doorbells rang to register (about 3 ms): it then starts cut for all of them.
 constexpr std::chrono::milliseconds kBellWait{20};
 
 // A long job says how far it got this often.

@@ -31,7 +31,7 @@ from pathlib import Path
 from run import busy_fraction, priority, run_in_own_session  # the suite's driver, beside us
 
 TICKS = os.sysconf("SC_CLK_TCK")
-STAMP = re.compile(r"^(\d\d):(\d\d):(\d\d)\.(\d{6}) ")
+STAMP = re.compile(r"^(\d\d):(\d\d):(\d\d)\.(\d{6}|\d{3}) ")
 
 
 def log(message):
@@ -48,8 +48,9 @@ def at_us(line):
     m = STAMP.match(line)
     if not m:
         return None
-    h, mi, s, us = map(int, m.groups())
-    return ((h * 60 + mi) * 60 + s) * 1_000_000 + us
+    h, mi, s, frac = m.groups()
+    us = int(frac) * (1000 if len(frac) == 3 else 1)  # builds before doorbells log milliseconds
+    return ((int(h) * 60 + int(mi)) * 60 + int(s)) * 1_000_000 + us
 
 
 def median(values):
@@ -146,6 +147,8 @@ class Mode:
         self.producer = None
         lines = err.splitlines()
         bound = next((at_us(l) for l in lines if " debug: bound tcp://" in l), None)
+        if bound is None and self.name == "before":  # it logs no "bound": its first line after
+            bound = next((at_us(l) for l in lines if "listening on" in l), None)
         joined = [at_us(l) for l in lines if re.search(r" debug: worker .* joined", l)]
         if bound is None:
             raise RuntimeError(f"{self.name}: no 'bound' line in the producer's log:\n{err}")
@@ -171,6 +174,10 @@ def run(args):
     base_env = {k: v for k, v in os.environ.items() if k != "PYMAR_NO_DOORBELL"}
     modes = [Mode("doorbell", base_env, args, binary),
              Mode("baseline", dict(base_env, PYMAR_NO_DOORBELL="1"), args, binary)]
+    if args.before:
+        # The same bench_task built from the commit before doorbells (and before the worker
+        # stopped queueing heartbeats while disconnected): the behaviour this change replaced.
+        modes.append(Mode("before", base_env, args, Path(args.before) / "tools/bench/bench_task"))
     try:
         for m in modes:
             m.pool.wait_until_waiting()
@@ -212,7 +219,7 @@ def run(args):
 
 
 def report(modes, args):
-    door, base = modes
+    door, base = modes[:2]
     lines = [f"Warm pool of {args.workers} worker processes, producer bind -> all workers "
              f"registered (median; first worker in brackets), doorbells against "
              f"PYMAR_NO_DOORBELL=1, same run:", "",
@@ -231,6 +238,20 @@ def report(modes, args):
     lines.append(f"| idle pool CPU, % of one core (pool + workers, over "
                  f"{door.idle_seconds:.0f} / {base.idle_seconds:.0f} s) | {dc:.3f}% | "
                  f"{bc:.3f}% | {dc / bc if bc else float('nan'):.2f}x | |")
+    if len(modes) > 2:
+        before = modes[2]
+        lines += ["", "Against the build before this change (`--before`; it logs in milliseconds and "
+                  "no \"bound\" line, so its figure starts at \"listening on\", just after "
+                  "bind), same run:", "",
+                  "| idle before the producer | doorbell | before | ratio | runs |",
+                  "|---|---|---|---|---|"]
+        for idle in sorted(before.joins):
+            d, b = median(door.joins.get(idle, [])), median(before.joins[idle])
+            lines.append(f"| {idle:g} s | {d:.2f} ms | {b:.2f} ms | {d / b:.2f}x | "
+                         f"{len(before.joins[idle])} |")
+        bc = before.idle_cpu_percent()
+        lines.append(f"| idle pool CPU, % of one core | {dc:.3f}% | {bc:.3f}% | "
+                     f"{dc / bc if bc else float('nan'):.2f}x | |")
     lines.append("")
     for m in modes:
         for idle, values in sorted(m.joins.items()):
@@ -251,6 +272,9 @@ def main():
     parser.add_argument("--settle-ms", type=int, default=2500,
                         help="how long each producer waits for workers before its job")
     parser.add_argument("--long", action="store_true", help="also idle 600 s")
+    parser.add_argument("--before", metavar="BUILD",
+                        help="also a pool of bench_task from this build (-Dbench=true) of the "
+                             "code before doorbells, side by side")
     parser.add_argument("--quick", action="store_true", help="one run per idle period")
     parser.add_argument("--nice", type=int, default=-10,
                         help="priority change for this script and all it starts (-10; 0 to keep)")
