@@ -32,7 +32,7 @@ constexpr int kReceiveBurst = 512;
 
 // A job submitted this soon after the port was bound waits, at most this long, for the workers
 // whose doorbells rang to register (about 3 ms): it then starts cut for all of them.
-constexpr std::chrono::milliseconds kBellWait{20};
+constexpr std::chrono::milliseconds kBellWait{50};
 
 // A long job says how far it got this often.
 constexpr std::chrono::seconds kProgressInterval{10};
