@@ -170,6 +170,13 @@ int make_keys(const Settings& s) {
   }
 }
 
+/// PYMAR_NO_DOORBELL=1 turns doorbells off (workers retry every 10 to 100 ms, producers ring no
+/// bell): for measuring what they bring, not for use.
+bool doorbells_enabled() {
+  const char* off = std::getenv("PYMAR_NO_DOORBELL");
+  return off == nullptr || *off == '\0' || std::string_view(off) == "0";
+}
+
 std::chrono::milliseconds to_ms(double seconds) {
   return std::chrono::milliseconds(static_cast<std::int64_t>(seconds * 1000));
 }
@@ -224,6 +231,7 @@ int run_worker_pool(const Settings& s) {
   worker.only_producers = s.producers;
   worker.only_sources = s.sources;
   worker.supervised = true;
+  worker.doorbell = doorbells_enabled();
   const unsigned processes = s.workers.value_or(std::max(1u, std::thread::hardware_concurrency()));
   spdlog::info("{} worker process(es) of {} (build {}) serving the producer at {}{}", processes,
                task_name(), build_fingerprint(), worker.endpoint,
@@ -363,6 +371,7 @@ int run_producer(const Settings& s, const std::function<int(const Arguments&)>& 
   options.scheduler.error_retries = s.retries;
   options.scheduler.speculate = !s.no_speculation;
   options.scheduler.build = build_fingerprint();
+  options.ring_doorbells = doorbells_enabled();
 
   int status = 0;
   {

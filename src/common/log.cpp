@@ -75,7 +75,7 @@ void init_logging(std::string_view role, bool verbose) {
   const std::string name(role);
   spdlog::drop(name);  // a pool's worker process re-initialises under its own role
   auto logger = std::make_shared<spdlog::logger>(name, the_sink());
-  logger->set_pattern("%H:%M:%S.%e %n[%P] %^%l%$: %v");
+  logger->set_pattern("%H:%M:%S.%f %n[%P] %^%l%$: %v");
   logger->set_level(verbose ? spdlog::level::debug : spdlog::level::info);
   logger->flush_on(spdlog::level::debug);
   spdlog::register_logger(logger);

@@ -14,6 +14,7 @@
 #include <zmq_addon.hpp>
 
 #include "common/build_id.hpp"
+#include "common/doorbell.hpp"
 #include "common/log.hpp"
 #include "common/printable.hpp"
 #include "producer/runtime.hpp"
@@ -49,6 +50,10 @@ std::string rate_text(double per_second) {
   if (per_second < 1e9) return fmt::format("{:.2f} M", per_second / 1e6);
   return fmt::format("{:.2f} G", per_second / 1e9);
 }
+
+// A job submitted this soon after the port was bound waits, at most this long, for the workers
+// whose doorbells rang to register (about 3 ms): it then starts cut for all of them.
+constexpr std::chrono::milliseconds kBellWait{50};
 
 template <class... F>
 struct Overloaded : F... {
@@ -145,6 +150,14 @@ void Dispatcher::bind_router() {
   }
   endpoint_ = router_->get(zmq::sockopt::last_endpoint);
   port_ = static_cast<std::uint16_t>(std::stoul(endpoint_.substr(endpoint_.rfind(':') + 1)));
+  spdlog::debug("bound {}", endpoint_);
+  if (options_.ring_doorbells) {
+    // Workers on this machine waiting for this port retry only every second or two: tell them
+    // the port is open now. A bell only makes them retry what they already would.
+    bells_rung_ = ring_doorbells(port_);
+    bells_until_ = Clock::now() + kBellWait;
+    spdlog::debug("rang {} worker doorbell(s) for port {}", bells_rung_, port_);
+  }
 }
 
 void Dispatcher::wake() {
@@ -206,6 +219,7 @@ bool Dispatcher::step() {
   if (job_deadline_ && !finishing_) deadline = std::min(deadline, *job_deadline_);
   if (finishing_) deadline = std::min(deadline, drain_deadline_);
   if (current_ != nullptr) deadline = std::min(deadline, next_progress_);
+  if (now < bells_until_) deadline = std::min(deadline, bells_until_);
   std::chrono::milliseconds timeout(-1);
   if (deadline != Clock::time_point::max()) {
     timeout = std::max(std::chrono::milliseconds(0),
@@ -238,6 +252,8 @@ bool Dispatcher::step() {
       if (stopping_) return false;
     }
     take_commands(after);
+  } else if (current_ == nullptr && !finishing_) {
+    take_commands(after);  // a job held back for the workers whose doorbells rang
   }
   if (items[2].revents & ZMQ_POLLIN) gate_->answer();
   if (count == 4 && (items[3].revents & ZMQ_POLLIN)) on_interrupt(after);
@@ -361,6 +377,7 @@ void Dispatcher::take_commands(Clock::time_point now) {
   const JobRequest* job = nullptr;
   {
     std::lock_guard lock(mutex_);
+    if (submitted_ != nullptr && awaiting_bells(now)) return;  // taken on a later turn
     job = std::exchange(submitted_, nullptr);
   }
   if (job == nullptr) return;
@@ -379,6 +396,10 @@ void Dispatcher::take_commands(Clock::time_point now) {
                scheduler_.live_workers());
 }
 
+bool Dispatcher::awaiting_bells(Clock::time_point now) const {
+  return now < bells_until_ && scheduler_.live_workers() < bells_rung_;
+}
+
 void Dispatcher::report_progress(Clock::time_point now) {
   const bool live = options_.progress == Progress::live;
   next_progress_ = now + (live ? kLiveInterval : kProgressInterval);
@@ -392,10 +413,10 @@ void Dispatcher::report_progress(Clock::time_point now) {
   const std::string left =
       done == 0 ? "unknown" : duration_text(elapsed * (1 - fraction) / fraction);
   if (live) {
-    live_line::show(fmt::format(
-        "job {}: {}/{} ({:.0f}%) | {} elem/s | {} workers | {} re-run | {}, ~{} left",
-        current_id_.seq, done, total, 100 * fraction, rate_text(rate), scheduler_.live_workers(),
-        scheduler_.reruns(), duration_text(elapsed), left));
+    live_line::show(
+        fmt::format("job {}: {}/{} ({:.0f}%) | {} elem/s | {} workers | {} re-run | {}, ~{} left",
+                    current_id_.seq, done, total, 100 * fraction, rate_text(rate),
+                    scheduler_.live_workers(), scheduler_.reruns(), duration_text(elapsed), left));
     return;
   }
   spdlog::info(

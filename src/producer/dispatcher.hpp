@@ -38,6 +38,8 @@ struct DispatcherOptions {
   /// keys, every peer that reaches the port is let in (loopback or a trusted network).
   std::optional<Keys> keys;
   Progress progress = Progress::plain;
+  /// Ring the doorbells of this machine's workers waiting for our port once it is bound.
+  bool ring_doorbells = true;
 };
 
 enum class JobEnd { done, failed, no_workers, timed_out, interrupted, broken };
@@ -78,6 +80,7 @@ class Dispatcher final : private Outbox {
   bool sent_with_own_key(const std::string& identity, const zmq::message_t& header);
   void answer_status(const std::string& asker, Clock::time_point now);
   void take_commands(Clock::time_point now);
+  bool awaiting_bells(Clock::time_point now) const;
   void on_interrupt(Clock::time_point now);
   void report_progress(Clock::time_point now);
   void check_job(Clock::time_point now);
@@ -131,6 +134,8 @@ class Dispatcher final : private Outbox {
   unsigned status_answers_ = 0;
   LogBudgets garbage_logs_;        // malformed messages by kind, over the dispatcher's life
   std::size_t garbage_count_ = 0;  // malformed messages during the current job
+  std::size_t bells_rung_ = 0;     // doorbells rung when the port was bound
+  Clock::time_point bells_until_;  // until then, a new job waits for the workers that heard them
 
   // Payloads sent zero-copy from the job's memory that ZeroMQ still holds.
   std::atomic<std::size_t> payloads_in_flight_{0};

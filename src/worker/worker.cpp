@@ -21,6 +21,7 @@
 
 #include "common/build_id.hpp"
 #include "common/clock.hpp"
+#include "common/doorbell.hpp"
 #include "common/log.hpp"
 #include "common/log_budget.hpp"
 #include "common/printable.hpp"
@@ -49,6 +50,33 @@ struct JobIdHash {
   }
 };
 
+// A worker waiting for a producer on this machine retries this often (libzmq adds up to as much
+// again at random): its doorbell makes it retry at once when a producer binds the port, so the
+// timer is only a fallback, and an idle pool costs next to nothing.
+constexpr int kDoorbellRetryMs = 1000;
+
+// Without a doorbell (a producer on another host), libzmq's backoff: 10 ms doubling to 100 ms.
+constexpr int kRetryMs = 10;
+constexpr int kRetryMaxMs = 100;
+
+// A READY that found its new connection not yet usable is sent again this soon.
+constexpr std::chrono::milliseconds kReadyRetry{1};
+
+// After a failed handshake (something listens, but it is not our producer, or it refused us), the
+// next attempt comes this soon: libzmq's backoff at its longest.
+constexpr std::chrono::milliseconds kHandshakeRetry{kRetryMaxMs};
+
+// Bells never make a worker retry more often than libzmq's own fastest retry would.
+constexpr std::chrono::milliseconds kBellSpacing{kRetryMs};
+
+/// True for an endpoint on this machine's loopback interface ("tcp://127.0.0.1:7627").
+bool on_loopback(std::string_view endpoint) {
+  const auto colon = endpoint.rfind(':');
+  if (!endpoint.starts_with("tcp://") || colon == std::string_view::npos) return false;
+  const std::string_view host = endpoint.substr(6, colon - 6);
+  return host.starts_with("127.") || host == "localhost" || host == "[::1]" || host == "::1";
+}
+
 std::vector<std::string> served(const std::vector<std::string>& registered,
                                 const std::vector<std::string>& only) {
   if (only.empty()) return registered;
@@ -68,6 +96,14 @@ class Worker {
         predecessor_(options.predecessor) {
     done_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (done_fd_ < 0) throw Error(fmt::format("eventfd: {}", std::strerror(errno)));
+    const auto port = endpoint_port(options.endpoint);
+    if (options.doorbell && port) {
+      try {
+        doorbell_.emplace(*port);
+      } catch (const Error& e) {
+        spdlog::warn("{}; reconnecting on libzmq's timer alone", e.what());
+      }
+    }
   }
 
   ~Worker() { ::close(done_fd_); }
@@ -109,10 +145,20 @@ class Worker {
     }
     socket_->set(zmq::sockopt::routing_id, identity_);
     socket_->set(zmq::sockopt::linger, 0);
-    // Retry soon after a producer goes: the next run may start at once, and each attempt at a
-    // closed port costs the producer's host next to nothing.
-    socket_->set(zmq::sockopt::reconnect_ivl, 10);
-    socket_->set(zmq::sockopt::reconnect_ivl_max, 100);
+    // Nothing is queued for a connection that is not made: a heartbeat or result queued while the
+    // producer is away would reach the next one as a burst of stale messages. The worker greets
+    // each new connection with READY instead.
+    socket_->set(zmq::sockopt::immediate, 1);
+    if (doorbell_ && on_loopback(options_.endpoint)) {
+      // A producer on this machine rings when it binds: the timer is a fallback.
+      socket_->set(zmq::sockopt::reconnect_ivl, kDoorbellRetryMs);
+      socket_->set(zmq::sockopt::reconnect_ivl_max, 0);
+    } else {
+      // Retry soon after a producer goes: the next run may start at once, and each attempt at a
+      // closed port costs the producer's host next to nothing.
+      socket_->set(zmq::sockopt::reconnect_ivl, kRetryMs);
+      socket_->set(zmq::sockopt::reconnect_ivl_max, kRetryMaxMs);
+    }
     socket_->set(zmq::sockopt::tcp_keepalive, 1);
     // A frame larger than any slice the producer sends is not from a producer of ours.
     socket_->set(zmq::sockopt::maxmsgsize, static_cast<std::int64_t>(wire::kMaxPayloadBytes));
@@ -120,18 +166,46 @@ class Worker {
     // previous one ended then learns of it without waiting for a heartbeat.
     const std::string monitor_endpoint = "inproc://pymar-monitor-" + identity_;
     zmq_socket_monitor(socket_->handle(), monitor_endpoint.c_str(),
-                       ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
-                           ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                       ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED |
+                           ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
                            ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL);
     monitor_ = std::make_unique<zmq::socket_t>(context_, zmq::socket_type::pair);
     monitor_->set(zmq::sockopt::linger, 0);
     monitor_->connect(monitor_endpoint);
     socket_->connect(options_.endpoint);
-    const Clock::time_point now = Clock::now();
-    last_heard_ = now;
+    last_heard_ = Clock::now();
     connected_to_producer_ = false;
-    connections_ = 0;
-    send_ready(now);
+    linked_ = false;
+    ready_unsent_ = false;
+    gave_up_ = false;
+  }
+
+  /// A producer rang this worker's doorbell: if the worker is waiting to reconnect, it retries
+  /// now rather than at its timer. The address stays the one it was given; a bell heard while
+  /// connected is kept for the moment that connection ends (a new producer may ring before the
+  /// old one's connection is seen to close).
+  void on_bell(Clock::time_point now) {
+    if (doorbell_->drain() > 0) bell_pending_ = true;
+    answer_bell(now);
+  }
+
+  void answer_bell(Clock::time_point now) {
+    if (!bell_pending_ || linked_ || now < last_bell_retry_ + kBellSpacing) return;
+    bell_pending_ = false;
+    last_bell_retry_ = now;
+    spdlog::debug("a producer rang: connecting to {} now", options_.endpoint);
+    reconnect_now();
+  }
+
+  /// Retries the connection at once, rather than when libzmq's timer says.
+  void reconnect_now() {
+    handshake_retry_at_.reset();
+    try {
+      socket_->disconnect(options_.endpoint);
+      socket_->connect(options_.endpoint);
+    } catch (const zmq::error_t&) {
+      connect();  // a fresh socket does the same
+    }
   }
 
   void close_socket() {
@@ -141,9 +215,9 @@ class Worker {
     socket_.reset();
   }
 
-  /// A connection to the producer's address was made. If it is not the first, messages may have
-  /// been lost with the old one, or the producer may be a new one: offer ourselves afresh. A
-  /// producer that knew us re-queues what we held; one that did not learns of us at once.
+  /// A connection to the producer's address was made or lost. Each new one is greeted with READY:
+  /// messages may have been lost with an old one, or the producer may be a new one. A producer
+  /// that knew us re-queues what we held; one that did not learns of us at once.
   void on_connection_event(Clock::time_point now) {
     zmq::message_t event;
     zmq::message_t address;
@@ -155,11 +229,30 @@ class Worker {
       std::memcpy(&id, event.data(), sizeof id);
       std::memcpy(&value, event.data<char>() + 2, sizeof value);
     }
-    if (id != ZMQ_EVENT_HANDSHAKE_SUCCEEDED) return on_failed_handshake(id, value);
-    if (++connections_ > 1) {
-      drop_queued_tasks();
-      send_ready(now);
+    if (id == ZMQ_EVENT_DISCONNECTED) {
+      if (!linked_) return;  // a failed handshake: reported as such
+      linked_ = false;
+      ready_unsent_ = false;
+      last_heard_ = now;  // the liveness clock now measures how long the producer is away
+      // Said once per producer run that spoke to this worker; quietly for one that never did.
+      spdlog::log(connected_to_producer_ ? spdlog::level::info : spdlog::level::debug,
+                  "the producer at {} went away; waiting for the next one", options_.endpoint);
+      connected_to_producer_ = false;
+      return answer_bell(now);
     }
+    if (id != ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
+      // Something listens there, and a failed handshake does not always say why (the peer may
+      // reset the connection before its greeting is read): try again soon, not in a second or two.
+      handshake_retry_at_ = now + kHandshakeRetry;
+      return on_failed_handshake(id, value);
+    }
+    handshake_retry_at_.reset();
+    linked_ = true;
+    gave_up_ = false;
+    bell_pending_ = false;
+    last_heard_ = now;
+    drop_queued_tasks();
+    send_ready(now);
   }
 
   /// The CURVE handshake with whatever listens at the producer's address failed. Refused by the
@@ -198,14 +291,19 @@ class Worker {
     ready.producers = producers_;
     ready.sources = sources_;
     ready.predecessor = predecessor_;
-    send(ready, now);
+    // The connection is announced a moment before the socket can send on it: if READY finds no
+    // connection yet, it is sent again shortly.
+    ready_unsent_ = !send(ready, now) && linked_;
+    if (ready_unsent_) spdlog::debug("READY found no connection yet; trying again");
   }
 
-  void send(const wire::Message& message, Clock::time_point now) {
+  /// False when the message found no connection to go out on (it is dropped, never queued).
+  bool send(const wire::Message& message, Clock::time_point now) {
     header_.clear();
     wire::encode(message, header_);
-    (void)socket_->send(zmq::buffer(header_), zmq::send_flags::dontwait);
+    const bool sent = socket_->send(zmq::buffer(header_), zmq::send_flags::dontwait).has_value();
     last_sent_ = now;
+    return sent;
   }
 
   int serve() {
@@ -215,28 +313,28 @@ class Worker {
       const Clock::time_point now = Clock::now();
       // Stopped (SIGSTOP) or starved of CPU between two turns: the silence was ours.
       if (now - awake > options_.heartbeat) last_heard_ = now;
-      Clock::time_point deadline;
-      if (refused_until_) {
-        deadline = *refused_until_;
-      } else {
-        deadline = std::min(last_sent_ + options_.heartbeat, last_heard_ + options_.liveness);
+      const Clock::time_point deadline = next_deadline();
+      std::chrono::milliseconds timeout(-1);  // waiting for a producer: nothing to do until then
+      if (deadline != Clock::time_point::max()) {
+        timeout = std::max(std::chrono::milliseconds(0),
+                           std::chrono::ceil<std::chrono::milliseconds>(deadline - now));
       }
-      const auto timeout = std::max(std::chrono::milliseconds(0),
-                                    std::chrono::ceil<std::chrono::milliseconds>(deadline - now));
       zmq::pollitem_t items[] = {
           {socket_->handle(), 0, ZMQ_POLLIN, 0},
           {nullptr, done_fd_, ZMQ_POLLIN, 0},
           {monitor_->handle(), 0, ZMQ_POLLIN, 0},
+          {nullptr, doorbell_ ? doorbell_->fd() : -1,
+           static_cast<short>(doorbell_ ? ZMQ_POLLIN : 0), 0},
           {nullptr, options_.stop_fd, ZMQ_POLLIN, 0},
       };
       try {
-        zmq::poll(items, options_.stop_fd >= 0 ? 4 : 3, timeout);
+        zmq::poll(items, options_.stop_fd >= 0 ? 5 : 4, timeout);
       } catch (const zmq::error_t& e) {
         if (e.num() != EINTR) throw;
       }
-      if (options_.stop_fd >= 0 && (items[3].revents & ZMQ_POLLIN)) return 0;
+      if (options_.stop_fd >= 0 && (items[4].revents & ZMQ_POLLIN)) return 0;
       const Clock::time_point after = Clock::now();
-      if (after - (now + timeout) > options_.heartbeat) {
+      if (timeout.count() >= 0 && after - (now + timeout) > options_.heartbeat) {
         // We overslept (the process was stopped, or starved of CPU): the silence was ours, and
         // what the producer sent meanwhile may not have reached the socket yet. Do not blame it.
         last_heard_ = after;
@@ -253,6 +351,7 @@ class Worker {
       }
       if (items[1].revents & ZMQ_POLLIN) send_results(after);
       if (items[2].revents & ZMQ_POLLIN) on_connection_event(after);
+      if (items[3].revents & ZMQ_POLLIN) on_bell(after);
       if (!refusal_.empty()) {
         spdlog::error("{}", refusal_);
         return kExitRefused;
@@ -263,7 +362,25 @@ class Worker {
     }
   }
 
+  /// When the loop must act next, or max() when only an event can give it something to do.
+  Clock::time_point next_deadline() const {
+    Clock::time_point deadline = Clock::time_point::max();
+    if (refused_until_) {
+      deadline = *refused_until_;
+    } else if (linked_) {
+      deadline = std::min(last_sent_ + options_.heartbeat, last_heard_ + options_.liveness);
+      if (ready_unsent_) deadline = last_sent_ + kReadyRetry;
+    } else if (!gave_up_) {
+      deadline = last_heard_ + options_.liveness;
+    }
+    if (bell_pending_ && !linked_) deadline = std::min(deadline, last_bell_retry_ + kBellSpacing);
+    if (handshake_retry_at_ && !linked_) deadline = std::min(deadline, *handshake_retry_at_);
+    return deadline;
+  }
+
   void on_time(Clock::time_point now) {
+    answer_bell(now);
+    if (handshake_retry_at_ && now >= *handshake_retry_at_ && !linked_) reconnect_now();
     if (refused_until_) {
       if (now >= *refused_until_) {
         refused_until_.reset();
@@ -272,9 +389,19 @@ class Worker {
       }
       return;
     }
+    if (!linked_) {
+      // No connection: nothing to heartbeat, and libzmq (or a doorbell) is already retrying.
+      // Only work held for a producer that has been away this long is given up on, once.
+      if (!gave_up_ && now - last_heard_ >= options_.liveness) {
+        gave_up_ = true;
+        drop_queued_tasks();
+        abandon_if_computing(std::nullopt, "the producer is gone");
+      }
+      return;
+    }
     if (now - last_heard_ >= options_.liveness) {
-      // The producer is gone, or never came: start afresh with a new socket, so that nothing
-      // queued for the old connection lingers, and offer ourselves again.
+      // Connected, but the producer is silent (hung, or a link that died without a word): start
+      // afresh with a new socket and offer ourselves again.
       if (connected_to_producer_) {
         spdlog::warn("producer at {} silent for {:.1f} s; reconnecting", options_.endpoint,
                      std::chrono::duration<double>(now - last_heard_).count());
@@ -282,6 +409,10 @@ class Worker {
       drop_queued_tasks();
       abandon_if_computing(std::nullopt, "the producer is gone");
       connect();
+      return;
+    }
+    if (ready_unsent_) {
+      if (now >= last_sent_ + kReadyRetry) send_ready(now);
       return;
     }
     if (now - last_sent_ >= options_.heartbeat) send(wire::Heartbeat{0}, now);
@@ -558,7 +689,13 @@ class Worker {
   zmq::context_t context_{1};
   std::unique_ptr<zmq::socket_t> socket_;
   std::unique_ptr<zmq::socket_t> monitor_;  // connection events of socket_
-  unsigned connections_ = 0;                // made by socket_ so far
+  std::optional<Doorbell> doorbell_;        // rung by a producer binding our producer's port
+  bool linked_ = false;                     // socket_ has a connection through its handshake
+  bool gave_up_ = false;       // not linked, and queued work was dropped after liveness
+  bool ready_unsent_ = false;  // linked, but READY found no connection to go out on yet
+  std::optional<Clock::time_point> handshake_retry_at_;  // after a failed handshake
+  bool bell_pending_ = false;                            // a bell not yet answered
+  Clock::time_point last_bell_retry_;                    // when a bell last made the worker retry
   std::string identity_;
   std::string header_;
   Clock::time_point last_heard_;

@@ -31,6 +31,9 @@ struct WorkerOptions {
   /// CurveZMQ: this worker's key pair and the producer's public key. The worker then talks only to
   /// a producer holding that key, and exits with kExitRefused if the producer refuses its key.
   std::optional<Keys> keys;
+  /// Bind a doorbell that a producer starting on this machine rings, and then retry a producer
+  /// on loopback only every 1 to 2 s otherwise. Off only to measure the difference.
+  bool doorbell = true;
 };
 
 /// Serves jobs until `stop_fd` becomes readable. Returns the process exit status: 0, 1 when it

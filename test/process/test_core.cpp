@@ -3,6 +3,9 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <regex>
+#include <set>
+#include <sstream>
 #include <string>
 
 #include <zmq.hpp>
@@ -10,6 +13,7 @@
 
 #include <pymar/codec.hpp>
 
+#include "common/doorbell.hpp"
 #include "support/process.hpp"
 #include "wire/protocol.hpp"
 
@@ -62,6 +66,26 @@ void check_integration(const std::string& answer) {
 }
 
 const std::string kSquaredSum = "333333283333335000000";
+
+// The time of day in a log line ("07:30:01.123456 producer[12] ..."), in microseconds.
+std::int64_t log_time_us(const std::string& line) {
+  std::smatch m;
+  static const std::regex stamp(R"(^(\d\d):(\d\d):(\d\d)\.(\d{6}))");
+  if (!std::regex_search(line, m, stamp)) return -1;
+  return ((std::stoll(m[1]) * 60 + std::stoll(m[2])) * 60 + std::stoll(m[3])) * 1'000'000 +
+         std::stoll(m[4]);
+}
+
+// The lines of `text` that match `pattern`.
+std::vector<std::string> lines_matching(const std::string& text, const std::string& pattern) {
+  const std::regex re(pattern);
+  std::vector<std::string> found;
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);) {
+    if (std::regex_search(line, re)) found.push_back(line);
+  }
+  return found;
+}
 
 }  // namespace
 
@@ -173,6 +197,94 @@ TEST_SUITE("pool") {
     auto producer = start_producer("test/test_task", port, {}, {{"TEST_JOB", "words"}});
     CHECK(answer_of(*producer) ==
           "(\"w1\", 6),(\"w2\", 5),(\"w3\", 4),(\"w4\", 3),(\"w5\", 2),(\"w6\", 1)");
+  }
+
+  TEST_CASE("a warm pool has all its workers registered when a new producer's first job starts") {
+    constexpr std::size_t kWorkers = 3;
+    const unsigned port = free_port();
+    // Each slice takes 20 ms on a worker: the job lasts ~80 ms on 3 workers, ~240 ms on one.
+    auto pool = start_pool("test/test_task", port, kWorkers, {"-v"}, {{"TEST_ELEMENT_MS", "20"}});
+    const std::vector<std::pair<std::string, std::string>> job = {
+        {"TEST_JOB", "doubled"}, {"TEST_LENGTH", "12"}, {"TEST_PARTS", "16"}};
+    REQUIRE(pool->wait_for_stderr("waiting for a producer", 60s, kWorkers - 1));
+    auto first = start_producer("test/test_task", port, {"--no-speculation"}, job);
+    CHECK(answer_of(*first) == "132");
+    REQUIRE(pool->wait_for_stderr("the producer at .* went away", 60s, kWorkers - 1));
+    // The deliberate idle period, well past libzmq's longest backoff (100 ms): a worker without
+    // a doorbell now retries only every 1 to 2 s.
+    std::this_thread::sleep_for(500ms);
+    const std::size_t before = pool->err().size();
+
+    auto second = start_producer("test/test_task", port, {"-v", "--no-speculation"}, job);
+    CHECK(answer_of(*second) == "132");
+    const std::string producer_log = second->err();
+    INFO("producer stderr:\n" << producer_log);
+    CHECK(lines_matching(producer_log, "rang 3 worker doorbell\\(s\\)").size() == 1);
+    CHECK(lines_matching(producer_log, "job 1: .* 3 worker\\(s\\) connected").size() == 1);
+    // Each worker registered within a fraction of its 1 to 2 s fallback timer (about 3 ms on an
+    // idle machine; the bound leaves room for a busy one)...
+    const auto bound = lines_matching(producer_log, "debug: bound tcp://");
+    const auto joined = lines_matching(producer_log, "debug: worker .* joined");
+    REQUIRE(bound.size() == 1);
+    REQUIRE(joined.size() == kWorkers);
+    for (const std::string& line : joined) {
+      CAPTURE(line);
+      CHECK(log_time_us(line) - log_time_us(bound[0]) < 250'000);
+    }
+    // ... so that every one of them computed slices of the new producer's first job.
+    const std::string pool_log = pool->err().substr(before);
+    INFO("pool stderr since the second producer started:\n" << pool_log);
+    std::set<pid_t> computed;
+    for (const std::string& line : lines_matching(pool_log, "slice [0-9]+ of job 1 finished")) {
+      computed.insert(pid_of_log_line(line));
+    }
+    CHECK(computed.size() == kWorkers);
+  }
+
+  TEST_CASE("a worker queues nothing while its producer is away: a new one hears READY first") {
+    namespace wire = pymar::wire;
+    const unsigned port = free_port();
+    // Heartbeats every 200 ms; a silent producer is given up on only after 10 s.
+    auto pool =
+        start_pool("test/test_task", port, 1, {"-v", "--heartbeat", "0.2", "--liveness", "10"});
+    zmq::context_t context;
+    auto listen = [&] {
+      auto router = std::make_unique<zmq::socket_t>(context, zmq::socket_type::router);
+      router->set(zmq::sockopt::linger, 0);
+      // No doorbell rung: the worker finds it on its timer, as it would a producer elsewhere,
+      // keeping what it may have queued meanwhile (a bell makes it start a fresh connection).
+      router->bind("tcp://127.0.0.1:" + std::to_string(port));
+      return router;
+    };
+    // The next message within `timeout`, if any.
+    auto receive = [&](zmq::socket_t& router, std::chrono::milliseconds timeout) {
+      std::optional<wire::Message> message;
+      zmq::pollitem_t item{router.handle(), 0, ZMQ_POLLIN, 0};
+      if (zmq::poll(&item, 1, timeout) == 0) return message;
+      std::vector<zmq::message_t> frames;
+      REQUIRE(zmq::recv_multipart(router, std::back_inserter(frames)));
+      REQUIRE(frames.size() >= 2);
+      message = wire::decode(frames[1].to_string_view(), frames.size() - 2);
+      return message;
+    };
+    {
+      auto first = listen();
+      const auto hello = receive(*first, 30s);
+      REQUIRE(hello.has_value());
+      CHECK(std::holds_alternative<wire::Ready>(*hello));
+    }  // this "producer" goes away
+    REQUIRE(pool->wait_for_stderr("the producer at .* went away"));
+    // The deliberate idle period: two heartbeat intervals and more with nobody to hear them.
+    std::this_thread::sleep_for(500ms);
+
+    auto second = listen();
+    const auto hello = receive(*second, 30s);
+    REQUIRE(hello.has_value());
+    CHECK(std::holds_alternative<wire::Ready>(*hello));
+    // The worker's next heartbeat is due 200 ms after its READY: anything sooner was held back.
+    const auto next = receive(*second, 100ms);
+    CHECK_FALSE(next.has_value());
+    CHECK(pool->running());
   }
 
   TEST_CASE("a worker added while a job runs takes slices") {

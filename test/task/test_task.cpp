@@ -95,6 +95,9 @@ struct Step {
   const Script* script;
 
   std::int64_t perform() const {
+    // Read by the worker: every element of every slice takes this long on its machine.
+    static const std::int64_t element_ms = env_int("TEST_ELEMENT_MS", 0);
+    if (element_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(element_ms));
     if (value == script->throw_at) {
       throw std::domain_error(fmt::format("element {} is out of the domain", value));
     }
