@@ -309,5 +309,6 @@ TEST_SUITE("status") {
     CHECK(piped.count_stderr("info: job 1: 15 of 16 slices done \\(94%\\) after 5\\.0 s on 2 "
                              "worker\\(s\\), [0-9.]+ k? ?elements/s, 0 re-run") == 1);
     CHECK(piped.err().find("\033[K") == std::string::npos);
+    CHECK(piped.out() == "Answer: 999000\n");  // stdout carries only the task's own output
   }
 }
