@@ -65,13 +65,52 @@ std::string normalised(std::string_view name) {
 }  // namespace
 
 namespace {
+
+/// The end of the template argument list that starts just after `open` ('<'), or npos.
+std::size_t closing_bracket(std::string_view text, std::size_t open) {
+  int depth = 1;
+  for (std::size_t i = open + 1; i < text.size(); ++i) {
+    if (text[i] == '<') ++depth;
+    if (text[i] == '>' && --depth == 0) return i;
+  }
+  return std::string_view::npos;
+}
+
 std::string demangle(const char* mangled) {
   int status = 0;
   std::unique_ptr<char, void (*)(void*)> demangled(
       abi::__cxa_demangle(mangled, nullptr, nullptr, &status), std::free);
-  return status == 0 && demangled ? std::string(demangled.get()) : std::string(mangled);
+  return readable_type_name(status == 0 && demangled ? demangled.get() : mangled);
 }
+
 }  // namespace
+
+std::string readable_type_name(std::string_view demangled) {
+  std::string out(demangled);
+  auto replace_all = [&out](std::string_view from, std::string_view to) {
+    for (auto at = out.find(from); at != std::string::npos; at = out.find(from, at + to.size())) {
+      out.replace(at, from.size(), to);
+    }
+  };
+  // The standard library's inline namespaces (libstdc++'s __cxx11, libc++'s __1).
+  replace_all("std::__cxx11::", "std::");
+  replace_all("std::__1::", "std::");
+  replace_all("std::basic_string<char, std::char_traits<char>, std::allocator<char> >",
+              "std::string");
+  replace_all("std::basic_string_view<char, std::char_traits<char> >", "std::string_view");
+  // Default arguments: ", std::allocator<T> >" and ", std::less<K>, ..." spell what the user
+  // never wrote.
+  for (const std::string_view argument : {", std::allocator<", ", std::less<", ", std::hash<",
+                                          ", std::equal_to<", ", std::default_delete<"}) {
+    for (auto at = out.find(argument); at != std::string::npos; at = out.find(argument, at)) {
+      const std::size_t end = closing_bracket(out, at + argument.size() - 1);
+      if (end == std::string::npos) break;
+      out.erase(at, end + 1 - at);
+    }
+  }
+  replace_all(" >", ">");
+  return out;
+}
 
 std::string type_name(const std::type_info& type) {
   return demangle(type.name());

@@ -3,12 +3,17 @@
 
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "pymar/detail/job.hpp"
 #include "pymar/registry.hpp"
 
 namespace pymar::detail {
+
+/// A demangled type name as the user wrote it: `std::string`, `std::vector<int>`, not the
+/// library's spelling with inline namespaces and default arguments.
+std::string readable_type_name(std::string_view demangled);
 
 /// Problems found during static registration (a name registered twice), one line each.
 std::vector<std::string> registration_errors();
