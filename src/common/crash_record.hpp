@@ -13,6 +13,9 @@ struct CrashRecord {
   std::atomic<std::uint64_t> seq{0};
   std::atomic<std::uint64_t> slice{0};
   std::atomic<std::uint32_t> in_slice{0};
+  /// Set just before the worker exits with kExitAbandoned, so that user code calling exit(75)
+  /// still reads as the crash it is.
+  std::atomic<std::uint32_t> abandoned{0};
 };
 
 /// The exit status of a supervised worker that abandoned a kernel nobody needs any more (its

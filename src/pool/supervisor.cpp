@@ -125,6 +125,7 @@ class Pool {
     Slot& slot = slots_[index];
     slot.restart_at.reset();
     records_[index].in_slice.store(0);
+    records_[index].abandoned.store(0);
     std::fflush(nullptr);  // nothing buffered is written twice
     const pid_t parent = getpid();
     const pid_t pid = fork();
@@ -181,7 +182,9 @@ class Pool {
         refused_ = true;  // the worker said why; no restart
         continue;
       }
-      const bool abandoned = p.signal == 0 && p.exit_code == kExitAbandoned;
+      // Only the worker itself abandons: user code that exits with the same status crashed.
+      const bool abandoned = p.signal == 0 && p.exit_code == kExitAbandoned &&
+                             record.abandoned.load(std::memory_order_acquire) != 0;
       if (abandoned) {
         spdlog::info("worker process {} left a slice nobody needs; restarting it", pid);
         p.in_slice = false;  // not a crash: nothing to count against the slice

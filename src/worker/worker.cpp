@@ -606,6 +606,7 @@ class Worker {
     const auto typical = typical_slice_ns_.load();
     if (typical > 0 && elapsed < 2 * typical + 10'000'000) return;
     spdlog::info("abandoning a slice of job {}: {}; restarting", computing_->seq, why);
+    if (CrashRecord* r = options_.crash_record) r->abandoned.store(1, std::memory_order_release);
     std::_Exit(kExitAbandoned);
   }
 

@@ -197,6 +197,20 @@ TEST_SUITE("faults") {
     CHECK(answer_of(*next) == "9900");  // the pool did not crash-loop away
   }
 
+  TEST_CASE("a map_fn that exits with the status workers abandon slices with still crashed") {
+    // 75 is what a worker exits with when it leaves a slice nobody needs: not a crash, and
+    // retried without limit. User code that exits with 75 must count as the crash it is.
+    const unsigned port = free_port();
+    auto workers = pool(port, 2, kQuick, {{"TEST_CRASH_EXIT", "75"}});
+    auto p =
+        producer(port, {{"TEST_JOB", "doubled"}, {"TEST_LENGTH", "100"}, {"TEST_SEGV_AT", "37"}});
+    CHECK(p->wait(120s) == 1);
+    INFO("producer stderr:\n" << p->err());
+    CHECK(p->count_stderr("slice 1 \\[offset 25, limit 25\\] failed on worker .* after 3 "
+                          "attempts: exit: the worker process exited with status 75") == 1);
+    CHECK(workers->count_stderr("exited with status 75 while computing slice 1") >= 3);
+  }
+
   TEST_CASE("a producer killed mid-job and started again is served by the same pool") {
     const unsigned port = free_port();
     auto workers = pool(port, 2);
