@@ -140,6 +140,17 @@ class PostgresBackend final : public Backend {
     }
   }
 
+  /// One statement only, through the extended protocol: PostgreSQL refuses a second one, so a
+  /// source's query cannot end its read-only transaction or run anything else.
+  void execute_one(const std::string& sql) {
+    Result result(PQexecParams(connection_, sql.c_str(), 0, nullptr, nullptr, nullptr, nullptr, 0),
+                  &PQclear);
+    const auto status = PQresultStatus(result.get());
+    if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
+      throw DatabaseError(classify(result.get()), trimmed(PQerrorMessage(connection_)));
+    }
+  }
+
   std::unique_ptr<Cursor> query(std::string_view sql) override {
     if (cursor_open_) {
       throw DatabaseError(Failure::other,
@@ -148,7 +159,7 @@ class PostgresBackend final : public Backend {
     }
     execute(read_only_ ? "BEGIN READ ONLY" : "BEGIN");
     try {
-      execute(fmt::format("DECLARE {} NO SCROLL CURSOR FOR {}", kCursorName, sql));
+      execute_one(fmt::format("DECLARE {} NO SCROLL CURSOR FOR {}", kCursorName, sql));
       Result first = fetch();
       cursor_open_ = true;
       return std::make_unique<PostgresCursor>(

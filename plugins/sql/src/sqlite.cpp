@@ -92,13 +92,22 @@ class SqliteBackend final : public Backend {
 
   std::unique_ptr<Cursor> query(std::string_view sql) override {
     sqlite3_stmt* statement = nullptr;
-    if (sqlite3_prepare_v2(db_, sql.data(), static_cast<int>(sql.size()), &statement, nullptr) !=
+    const char* tail = nullptr;
+    if (sqlite3_prepare_v2(db_, sql.data(), static_cast<int>(sql.size()), &statement, &tail) !=
         SQLITE_OK) {
       const std::string message = sqlite3_errmsg(db_);
       sqlite3_finalize(statement);
       throw DatabaseError(classify(message), message);
     }
     if (statement == nullptr) throw DatabaseError(Failure::other, "the query is empty");
+    // SQLite compiles the first statement and ignores the rest: a query that closes the
+    // parentheses it is read in would lose the slice's key range and read every row.
+    const std::string_view rest(tail, static_cast<std::size_t>(sql.data() + sql.size() - tail));
+    if (rest.find_first_not_of(" \t\r\n") != std::string_view::npos) {
+      sqlite3_finalize(statement);
+      throw DatabaseError(Failure::other,
+                          "the query holds more than one statement: a source reads with one");
+    }
     return std::make_unique<SqliteCursor>(
         std::static_pointer_cast<SqliteBackend>(shared_from_this()), statement);
   }

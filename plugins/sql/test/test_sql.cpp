@@ -414,6 +414,27 @@ TEST_SUITE("sql") {
     });
   }
 
+  TEST_CASE("a query cannot leave its parentheses, its transaction or run a second statement") {
+    for_each_database([](Database& db) {
+      db.create_keys("pymar_t_keys", {1, 2, 3, 10, 11});
+      Params p;
+      p.url = db.url;
+      // Closes the parentheses the query is read in, ends the read-only transaction and drops
+      // the table, then opens parentheses again for the rest of the slice's query.
+      p.query =
+          "SELECT id, v FROM pymar_t_keys) AS x; COMMIT; DROP TABLE pymar_t_keys; "
+          "SELECT * FROM (SELECT 1 AS id, 1 AS v";
+      p.columns = {"v"};
+      p.key = "id";
+      CHECK_THROWS_AS(read_job<std::int64_t>(p, 3), pymar::sql::QueryError);
+      // The table is still there, whole.
+      Params plain = keys_params(db, "pymar_t_keys");
+      std::size_t rows = 0;
+      for (const auto& slice : read_job<std::int64_t>(plain, 2)) rows += slice.size();
+      CHECK(rows == 5);
+    });
+  }
+
   TEST_CASE("a map over a table gives the exact answer, with or without the producer's snapshot") {
     for_each_database([](Database& db) {
       std::vector<std::int64_t> keys;
