@@ -190,18 +190,26 @@ JobOutcome Dispatcher::run(const JobRequest& request) {
 // --- the I/O loop ----------------------------------------------------------------------------
 
 void Dispatcher::loop() {
+  std::string why;
   try {
     while (step()) {
     }
   } catch (const std::exception& e) {
-    // Nothing should get here; if something does, the caller of map hears of it, not terminate.
-    spdlog::error("the producer's I/O thread stopped: {}", e.what());
+    why = e.what();
+  } catch (...) {
+    why = "an exception of unknown type";
+  }
+  if (!why.empty()) {
+    // Nothing should get here; if something does, the caller of map hears of it, not terminate,
+    // and not a wait for ever: also a job that was only waiting for its payloads to be released
+    // (a failed rebind after a socket reset) ends.
+    spdlog::error("the producer's I/O thread stopped: {}", why);
     std::lock_guard lock(mutex_);
-    broken_ = e.what();
-    if (current_ != nullptr || submitted_ != nullptr) {
+    broken_ = why;
+    if (current_ != nullptr || submitted_ != nullptr || finishing_) {
       JobOutcome outcome;
       outcome.end = JobEnd::broken;
-      outcome.error = e.what();
+      outcome.error = why;
       outcome_ = std::move(outcome);
       finished_.notify_all();
     }
