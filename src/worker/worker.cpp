@@ -267,7 +267,10 @@ class Worker {
           "the producer at {} refused this worker's key {}: add the worker's NAME.key file to the "
           "folder the producer gives with --allow",
           options_.endpoint, options_.keys ? options_.keys->own.public_key : "(none)");
-    } else if (mismatch && !options_.keys) {
+    } else if (!options_.keys) {
+      // Without keys the handshake has nothing to fail on but the peer's mechanism: it uses
+      // keys. libzmq reports that as a mismatch only when our side reads the peer's greeting
+      // before the peer hangs up on ours, so every kind of failure counts.
       refusal_ = fmt::format(
           "the producer at {} requires keys: give this worker --secret-key and --producer-key "
           "(see --help and the README, \"Running on many machines\")",
