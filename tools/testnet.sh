@@ -107,10 +107,18 @@ clean() {
   done
 }
 
+# Whether hosts can be made here; if not, why (in $why). Entering a namespace is part of the
+# probe: in a chroot whose / is no mount point, `ip netns exec` cannot make / a slave mount.
 can_make_namespaces() {
-  command -v ip >/dev/null || return 1
-  local probe="$prefix-probe-$$"
-  ip netns add "$probe" 2>/dev/null || return 1
+  why="needs CAP_NET_ADMIN"
+  command -v ip >/dev/null || { why="needs iproute2 (ip)"; return 1; }
+  local probe="$prefix-probe-$$" out
+  out=$(ip netns add "$probe" 2>&1) || { [ -n "$out" ] && why="needs CAP_NET_ADMIN ($out)"; return 1; }
+  if ! out=$(ip netns exec "$probe" true 2>&1); then
+    ip netns delete "$probe" 2>/dev/null || true
+    why="cannot enter a network namespace here: $out"
+    return 1
+  fi
   ip netns delete "$probe"
 }
 
@@ -231,7 +239,7 @@ case "$command" in
     shift
     [ "${1:-}" = "--" ] && shift
     if ! can_make_namespaces; then
-      echo "skipped: needs CAP_NET_ADMIN"
+      echo "skipped: $why"
       exit 77
     fi
     net="$prefix-$$"
@@ -247,7 +255,7 @@ case "$command" in
     ;;
   up)
     [ $# -eq 1 ] || die "usage: up N"
-    can_make_namespaces || { echo "skipped: needs CAP_NET_ADMIN"; exit 77; }
+    can_make_namespaces || { echo "skipped: $why"; exit 77; }
     up "$1" "${TESTNET_OWNER:-$PPID}"
     ;;
   down)
