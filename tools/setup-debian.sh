@@ -10,7 +10,7 @@ set -euo pipefail
 build=(g++ meson ninja-build pkg-config libzmq3-dev cppzmq-dev libmsgpack-cxx-dev libfmt-dev
        libspdlog-dev libcli11-dev doctest-dev)
 plugins=(libsqlite3-dev libpq-dev libmongoc-dev)
-test=(clang libclang-rt-14-dev postgresql sqlite3 procps)
+test=(clang libclang-rt-14-dev postgresql sqlite3 procps python3)
 bench=(hyperfine libbenchmark-dev libomp-dev clang python3)
 
 wanted=("${build[@]}" "${plugins[@]}")
