@@ -8,6 +8,7 @@
 # passed. A failing step does not stop the later ones, so that one run shows every failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+run_started=$(date +%s)
 tools/setup-debian.sh test
 jobs=$(nproc)
 counts=$(mktemp /tmp/pymar-test-counts.XXXXXX)
@@ -16,7 +17,6 @@ trap 'rm -f "$counts"' EXIT
 total_passed=0 total_failed=0 total_skipped=0
 summary=()
 failed_steps=()
-run_started=$(date +%s)
 
 # step NAME FUNCTION: runs FUNCTION, which writes "PASSED FAILED SKIPPED" to $counts, and
 # records its counts and duration. A step fails when FUNCTION fails or counts no test.
