@@ -1,44 +1,69 @@
 #!/usr/bin/env bash
-# Installs the library from build folder $1 into a scratch prefix, then builds and runs a small
-# task from outside the project with `pkg-config --cflags --libs pymar`, as a user would.
+# Installs the library from build folder $1 into a scratch prefix, then does what the README
+# tells a user to do: writes a task from the README's integration example (its own code blocks,
+# which print with fmt::print), builds it from outside the project with the README's own g++
+# line (`... $(pkg-config --cflags --libs pymar)`), runs it with two worker processes and
+# checks the exact answer the README promises, computed by the workers (not locally).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build}
 prefix=$(mktemp -d /tmp/pymar-install.XXXXXX)
 trap 'rm -rf "$prefix"' EXIT
+fail() {
+  echo "check-install: $*" >&2
+  exit 1
+}
+
 meson install -C "$build" --destdir "$prefix" --quiet >/dev/null
 root="$prefix/usr/local"
 libdir=$(find "$root" -name pymar.pc -printf '%h\n' | head -n1)
 export PKG_CONFIG_PATH="$libdir" PKG_CONFIG_SYSROOT_DIR="$prefix"
-cat > "$prefix/task.cpp" <<'CPP'
-#include <pymar/pymar.hpp>
-#include <cstdio>
+
+# The README's code blocks of "The integration example, walked through", after what they leave
+# out (the includes and the constants a, b, dx of examples/integration.cpp).
+section=$(awk '/^## The integration example/ { on = 1; next } /^## / { on = 0 } on' README.md)
+code=$(awk '/^```cpp$/ { on = 1; next } /^```$/ { on = 0 } on' <<<"$section")
+[ "$(grep -c 'REGISTER_\|pymar::main' <<<"$code")" -ge 3 ] ||
+  fail "README.md: no data source, producer and main in \"The integration example\""
+cat >"$prefix/task.cpp" <<'CPP'
+#include <cmath>
+#include <cstddef>
 #include <ranges>
 
-struct Squares : pymar::DataSource {
-  static std::size_t full_length() { return 1000; }
-  auto items() const { return indices(); }
-};
-REGISTER_DATASOURCE(Squares);
+#include <fmt/format.h>
+#include <pymar/pymar.hpp>
 
-struct SumOfSquares : pymar::Producer<SumOfSquares> {
-  static auto map_fn(auto&& xs) {
-    return xs | std::views::transform([](std::size_t x) { return x * x; });
-  }
-  static std::size_t reduce_fn(auto&& values) { return pymar::sum(values); }
-};
-REGISTER_PRODUCER(SumOfSquares);
+constexpr double a = 1.0;
+constexpr double b = 10.0;
+constexpr double dx = 1e-6;
 
-int main(int argc, char** argv) {
-  return pymar::main(argc, argv, [] {
-    std::printf("Answer: %zu\n", SumOfSquares().map(pymar::factory<Squares>()));
-  });
-}
 CPP
-# shellcheck disable=SC2046
-g++ -std=c++20 -O2 -Wall -Wextra -Werror "$prefix/task.cpp" -o "$prefix/task" \
-  $(pkg-config --cflags --libs pymar)
-answer=$(LD_LIBRARY_PATH="$(dirname "$(find "$root" -name 'libpymar.so' | head -n1)")" \
-  "$prefix/task" --produce -q 127.0.0.1:0 -w 2 2>/dev/null)
-[ "$answer" = "Answer: 332833500" ] || { echo "check-install: got '$answer'" >&2; exit 1; }
-echo "check-install: a task built with pkg-config answered right" >&2
+printf '%s\n' "$code" >>"$prefix/task.cpp"
+
+# The README's build line, exactly, run where the task is.
+build_line=$(grep -m1 -E '^g\+\+ .*task\.cpp.*pkg-config --cflags --libs pymar' README.md) ||
+  fail "README.md: no 'g++ ... task.cpp ... \$(pkg-config --cflags --libs pymar)' line"
+echo "check-install: $build_line" >&2
+(cd "$prefix" && bash -c "$build_line") || fail "the README's build line failed"
+
+# The answer the README promises, e.g. "Answer: 22023.7365011059".
+expected=$(grep -m1 -E '^Answer: ' README.md) || fail "README.md: no 'Answer: ' line"
+# A generous grace, so that slow-starting workers are waited for rather than replaced by the
+# producer's local fallback; -v so that each worker logs the slices it finishes.
+status=0
+LD_LIBRARY_PATH="$(dirname "$(find "$root" -name 'libpymar.so' | head -n1)")" \
+  "$prefix/task" --produce -q 127.0.0.1:0 -w 2 --grace 60 -v >"$prefix/out" 2>"$prefix/err" ||
+  status=$?
+answer=$(cat "$prefix/out")
+if [ "$status" -ne 0 ] || [ "$answer" != "$expected" ]; then
+  tail -n 30 "$prefix/err" >&2
+  fail "the task exited with status $status and printed '$answer', not '$expected'"
+fi
+if grep -E 'producer\[[0-9]+\] warning: .*locally' "$prefix/err" >&2; then
+  fail "the producer computed locally instead of its workers"
+fi
+slices=$(grep -oE 'worker\[[0-9]+\] debug: slice [0-9]+ of job 1 finished' "$prefix/err" |
+  awk '{ print $4 }' | sort -u | wc -l)
+[ "$slices" -eq 4 ] || fail "workers finished $slices of the 4 slices"
+echo "check-install: a task from the README, built with its g++ line, answered '$answer'" \
+  "from 4 slices computed by worker processes" >&2

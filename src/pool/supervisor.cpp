@@ -19,6 +19,7 @@
 #include <fmt/format.h>
 
 #include "common/clock.hpp"
+#include "common/exit_at_once.hpp"
 #include "common/log.hpp"
 #include "pymar/error.hpp"
 
@@ -137,7 +138,7 @@ class Pool {
     if (pid == 0) {
       // Die with the pool, whichever way it goes.
       prctl(PR_SET_PDEATHSIG, SIGTERM);
-      if (getppid() != parent) std::_Exit(0);
+      if (getppid() != parent) exit_at_once(0);
       sigset_t stop;
       sigemptyset(&stop);
       sigaddset(&stop, SIGTERM);
@@ -151,7 +152,7 @@ class Pool {
         spdlog::error("worker failed: {}", e.what());
       }
       std::fflush(nullptr);
-      std::_Exit(status);
+      exit_at_once(status);
     }
     slot.pid = pid;
     slot.started = Clock::now();

@@ -22,6 +22,7 @@
 #include "common/build_id.hpp"
 #include "common/clock.hpp"
 #include "common/doorbell.hpp"
+#include "common/exit_at_once.hpp"
 #include "common/log.hpp"
 #include "common/log_budget.hpp"
 #include "common/printable.hpp"
@@ -533,7 +534,7 @@ class Worker {
       close_socket();
     }
     context_.close();
-    if (options_.supervised) std::_Exit(status);  // a kernel may still be running: do not wait
+    if (options_.supervised) exit_at_once(status);  // a kernel may still be running: do not wait
     compute_.join();
   }
 
@@ -610,7 +611,7 @@ class Worker {
     if (typical > 0 && elapsed < 2 * typical + 10'000'000) return;
     spdlog::info("abandoning a slice of job {}: {}; restarting", computing_->seq, why);
     if (CrashRecord* r = options_.crash_record) r->abandoned.store(1, std::memory_order_release);
-    std::_Exit(kExitAbandoned);
+    exit_at_once(kExitAbandoned);
   }
 
   bool cancelled(const wire::JobId& job) {

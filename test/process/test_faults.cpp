@@ -23,16 +23,15 @@ std::string queue(unsigned port) {
 // Short heartbeats, so that a silent peer is noticed within a second.
 const std::vector<std::string> kQuick = {"--heartbeat", "0.1", "--liveness", "0.6"};
 
-// ASan and UBSan would turn a SIGSEGV into an exit; these tests want the signal itself.
-const Env kRawSignals = {{"ASAN_OPTIONS", "handle_segv=0:detect_leaks=0"},
-                         {"UBSAN_OPTIONS", "handle_segv=0"}};
+// ASan and UBSan would turn a SIGSEGV into a report and an exit; the tests of a map_fn that
+// segfaults want the signal itself.
+const Env kRawSignals = {{"ASAN_OPTIONS", "handle_segv=0"}, {"UBSAN_OPTIONS", "handle_segv=0"}};
 
 std::unique_ptr<Process> pool(unsigned port, unsigned workers,
                               std::vector<std::string> extra = kQuick, Env env = {}) {
   std::vector<std::string> argv = {
       binary("test/test_task"), "--worker", "-v", "-q", queue(port), "-w", std::to_string(workers)};
   argv.insert(argv.end(), extra.begin(), extra.end());
-  env.insert(env.end(), kRawSignals.begin(), kRawSignals.end());
   return std::make_unique<Process>(argv, env);
 }
 
@@ -173,7 +172,7 @@ TEST_SUITE("faults") {
 
   TEST_CASE("a map_fn that segfaults once: the worker is restarted, the slice re-run") {
     const unsigned port = free_port();
-    auto workers = pool(port, 2);
+    auto workers = pool(port, 2, kQuick, kRawSignals);
     auto p = producer(port, {{"TEST_JOB", "doubled"},
                              {"TEST_LENGTH", "100"},
                              {"TEST_SEGV_AT", "37"},
@@ -186,7 +185,7 @@ TEST_SUITE("faults") {
 
   TEST_CASE("a map_fn that segfaults every time fails the job after bounded attempts") {
     const unsigned port = free_port();
-    auto workers = pool(port, 2);
+    auto workers = pool(port, 2, kQuick, kRawSignals);
     auto p =
         producer(port, {{"TEST_JOB", "doubled"}, {"TEST_LENGTH", "100"}, {"TEST_SEGV_AT", "37"}});
     CHECK(p->wait() == 1);

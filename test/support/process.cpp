@@ -9,15 +9,89 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <regex>
 #include <sstream>
 #include <stdexcept>
 
+#include <doctest/doctest.h>
+
 namespace pymar::test {
 
+namespace {
+
+// Set by the build when the tests (and so the binaries they start) are built with sanitizers.
+#ifdef PYMAR_TEST_SANITIZED
+constexpr bool kSanitized = true;
+#else
+constexpr bool kSanitized = false;
+#endif
+
+// How a sanitizer report begins, in a log file or on stderr.
+const char* const kReportMarkers[] = {"runtime error:", "ERROR: AddressSanitizer",
+                                      "ERROR: LeakSanitizer"};
+
+void add_option(std::string& options, const std::string& option) {
+  if (!options.empty()) options += ':';
+  options += option;
+}
+
+std::string environment(const char* name) {
+  const char* value = std::getenv(name);
+  return value ? value : "";
+}
+
+// Each line of `text` that starts a sanitizer report, with the lines that follow it.
+std::vector<std::string> reports_in(const std::string& text) {
+  std::vector<std::string> lines;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  std::vector<std::string> reports;
+  for (std::size_t i = 0; i < lines.size(); ++i) {
+    bool starts = false;
+    for (const char* marker : kReportMarkers) starts |= lines[i].find(marker) != std::string::npos;
+    if (!starts) continue;
+    std::string report;
+    for (std::size_t j = i; j < lines.size() && j < i + 40; ++j) report += lines[j] + '\n';
+    reports.push_back(report);
+  }
+  return reports;
+}
+
+}  // namespace
+
 Process::Process(std::vector<std::string> argv,
-                 std::vector<std::pair<std::string, std::string>> env) {
+                 std::vector<std::pair<std::string, std::string>> env, Start start)
+    : argv0_(argv.empty() ? std::string() : argv.front()) {
+  if (kSanitized) {
+    // Every process of the group writes its reports here (as asan.PID, ubsan.PID), whoever
+    // started it: the options are inherited by a pool's workers.
+    std::string folder =
+        (std::filesystem::temp_directory_path() / "pymar-sanitizer-XXXXXX").string();
+    if (::mkdtemp(folder.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+    report_dir_ = folder;
+    std::string asan = environment("ASAN_OPTIONS");
+    std::string ubsan = environment("UBSAN_OPTIONS");
+    std::vector<std::pair<std::string, std::string>> others;
+    for (auto& [key, value] : env) {
+      if (key == "ASAN_OPTIONS") {
+        add_option(asan, value);
+      } else if (key == "UBSAN_OPTIONS") {
+        add_option(ubsan, value);
+      } else {
+        others.emplace_back(key, value);
+      }
+    }
+    if (start == Start::kNoLeakCheck) add_option(asan, "detect_leaks=0");
+    add_option(asan, "log_path=" + report_dir_ + "/asan");
+    add_option(ubsan, "log_path=" + report_dir_ + "/ubsan");
+    others.emplace_back("ASAN_OPTIONS", asan);
+    others.emplace_back("UBSAN_OPTIONS", ubsan);
+    env = std::move(others);
+  }
   int out_pipe[2];
   int err_pipe[2];
   if (pipe2(out_pipe, O_CLOEXEC) != 0 || pipe2(err_pipe, O_CLOEXEC) != 0) {
@@ -54,13 +128,53 @@ Process::Process(std::vector<std::string> argv,
 }
 
 Process::~Process() {
-  {
-    std::lock_guard lock(mutex_);
-    if (!status_) ::kill(-pid_, SIGKILL);
-  }
+  stop_group();
   waiter_.join();
-  ::kill(-pid_, SIGKILL);  // whatever is left of the group (workers of a pool)
   reader_.join();
+  if (!report_dir_.empty()) {
+    check_sanitizer_reports();
+    std::error_code ignored;
+    std::filesystem::remove_all(report_dir_, ignored);
+  }
+}
+
+void Process::stop_group() {
+  std::unique_lock lock(mutex_);
+  if (!status_) {
+    // As a user would stop it, so that it (and each worker it stops) ends the usual way.
+    ::kill(pid_, SIGTERM);
+    ::kill(pid_, SIGCONT);  // in case a test left it stopped
+    if (!changed_.wait_for(lock, scaled(30s), [&] { return status_.has_value(); })) {
+      ::kill(-pid_, SIGKILL);
+      FAIL_CHECK(argv0_ << " (pid " << pid_ << ") was still running 30 s after SIGTERM");
+    }
+  }
+  // The rest of the group (a pool's workers) dies with its parent; its pipes close when the
+  // last of it has exited.
+  ::kill(-pid_, SIGCONT);
+  if (!changed_.wait_for(lock, scaled(30s), [&] { return pipes_closed_; })) {
+    ::kill(-pid_, SIGKILL);
+    FAIL_CHECK("processes of the group of " << argv0_ << " (pid " << pid_
+                                            << ") were still running 30 s after it ended");
+  }
+}
+
+void Process::check_sanitizer_reports() {
+  std::vector<std::string> reports;
+  std::error_code error;
+  for (const auto& entry : std::filesystem::directory_iterator(report_dir_, error)) {
+    std::ifstream in(entry.path());
+    std::stringstream text;
+    text << in.rdbuf();
+    if (!text.str().empty())
+      reports.push_back(entry.path().filename().string() + ":\n" + text.str());
+  }
+  // GCC 12's UBSan writes some reports to stderr whatever log_path says.
+  for (std::string& report : reports_in(err())) reports.push_back("stderr:\n" + report);
+  for (const std::string& report : reports) {
+    FAIL_CHECK("a sanitizer reported on a process of the group of " << argv0_ << " (pid " << pid_
+                                                                    << ") in " << report);
+  }
 }
 
 void Process::read_pipes(int out_fd, int err_fd) {
@@ -103,9 +217,9 @@ void Process::signal_group(int signal) {
 
 std::optional<int> Process::wait(std::chrono::milliseconds timeout) {
   std::unique_lock lock(mutex_);
-  changed_.wait_for(lock, timeout, [&] { return status_.has_value(); });
+  changed_.wait_for(lock, scaled(timeout), [&] { return status_.has_value(); });
   // Then everything it wrote: its pipes close when it and whatever it started have exited.
-  if (status_) changed_.wait_for(lock, 10s, [&] { return pipes_closed_; });
+  if (status_) changed_.wait_for(lock, scaled(10s), [&] { return pipes_closed_; });
   return status_;
 }
 
@@ -131,7 +245,7 @@ std::optional<std::string> Process::wait_for(const std::string& pattern, bool on
     return false;
   };
   std::unique_lock lock(mutex_);
-  changed_.wait_for(lock, timeout, [&] { return search() || (status_ && pipes_closed_); });
+  changed_.wait_for(lock, scaled(timeout), [&] { return search() || (status_ && pipes_closed_); });
   if (!found) search();
   return found;
 }
@@ -165,6 +279,16 @@ std::size_t Process::count_stderr(const std::string& pattern) {
   std::istringstream lines(err_);
   for (std::string line; std::getline(lines, line);) count += std::regex_search(line, re);
   return count;
+}
+
+std::chrono::milliseconds scaled(std::chrono::milliseconds timeout) {
+  static const double scale = [] {
+    const char* text = std::getenv("PYMAR_TEST_TIME_SCALE");
+    const double value = text ? std::strtod(text, nullptr) : 1.0;
+    return value > 1.0 ? value : 1.0;
+  }();
+  return std::chrono::milliseconds(
+      static_cast<std::chrono::milliseconds::rep>(static_cast<double>(timeout.count()) * scale));
 }
 
 unsigned free_port() {

@@ -18,12 +18,26 @@ namespace pymar::test {
 
 using namespace std::chrono_literals;
 
+/// How a test starts a process.
+enum class Start {
+  kChecked,      ///< everything the sanitizers report, leaks included, fails the test
+  kNoLeakCheck,  ///< for a process the test means to end abruptly: say why at the call
+};
+
 /// A child process in a process group of its own, with stdout and stderr captured. Destroying
-/// it kills the whole group (a pool and its workers included).
+/// it stops what is still running of the group with SIGTERM (so that every process ends as it
+/// would in use, and LeakSanitizer runs in each), waits for all of it, then kills what is left.
+///
+/// In a sanitizer build, every process of the group (a pool's workers included) writes its
+/// AddressSanitizer, LeakSanitizer and UBSan reports into a folder of this Process, and the
+/// destructor fails the running test with each report found there or in the group's stderr.
+/// ASAN_OPTIONS and UBSAN_OPTIONS given in `env` are added to those of the test's own
+/// environment rather than replacing them.
 class Process {
  public:
   explicit Process(std::vector<std::string> argv,
-                   std::vector<std::pair<std::string, std::string>> env = {});
+                   std::vector<std::pair<std::string, std::string>> env = {},
+                   Start start = Start::kChecked);
   ~Process();
   Process(const Process&) = delete;
   Process& operator=(const Process&) = delete;
@@ -59,8 +73,12 @@ class Process {
   std::optional<std::string> wait_for(const std::string& pattern, bool on_stderr,
                                       std::chrono::milliseconds timeout, std::size_t skip);
   void read_pipes(int out_fd, int err_fd);
+  void stop_group();
+  void check_sanitizer_reports();
 
   pid_t pid_ = -1;
+  std::string argv0_;
+  std::string report_dir_;  // empty when the tests are not built with a sanitizer
   std::mutex mutex_;
   std::condition_variable changed_;
   std::string out_;
@@ -70,6 +88,10 @@ class Process {
   std::thread reader_;
   std::thread waiter_;
 };
+
+/// `timeout` stretched by PYMAR_TEST_TIME_SCALE (a number, 1 when unset), for builds such as the
+/// sanitizers' that run everything several times slower. Only upper bounds are stretched.
+std::chrono::milliseconds scaled(std::chrono::milliseconds timeout);
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 unsigned free_port();
