@@ -123,7 +123,9 @@ Dispatcher::~Dispatcher() {
 
 void Dispatcher::bind_router() {
   router_ = std::make_unique<zmq::socket_t>(context_, zmq::socket_type::router);
-  router_->set(zmq::sockopt::linger, 200);  // a CANCEL on its way is worth a short wait at exit
+  // A CANCEL on its way is worth a short wait at exit; on a loaded host the I/O thread may not
+  // run for a few hundred milliseconds.
+  router_->set(zmq::sockopt::linger, 1000);
   router_->set(zmq::sockopt::router_handover, 1);
   router_->set(zmq::sockopt::maxmsgsize, options_.max_message_bytes);
   router_->set(zmq::sockopt::tcp_keepalive, 1);

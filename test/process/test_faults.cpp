@@ -259,6 +259,8 @@ TEST_SUITE("faults") {
     worker_computing(*workers, "0 of job 1");
     p->signal(SIGINT);
     CHECK(p->wait(10s) == 130);
+    INFO("producer stderr:\n" << p->err());
+    INFO("pool stderr:\n" << workers->err());
     CHECK(workers->wait_for_stderr("job 1 cancelled", 10s));
     auto next = producer(port, {{"TEST_JOB", "doubled"}, {"TEST_LENGTH", "100"}});
     CHECK(answer_of(*next) == "9900");
