@@ -248,6 +248,7 @@ class Worker {
       return on_failed_handshake(id, value);
     }
     handshake_retry_at_.reset();
+    failed_handshakes_ = 0;
     linked_ = true;
     gave_up_ = false;
     bell_pending_ = false;
@@ -268,10 +269,10 @@ class Worker {
           "the producer at {} refused this worker's key {}: add the worker's NAME.key file to the "
           "folder the producer gives with --allow",
           options_.endpoint, options_.keys ? options_.keys->own.public_key : "(none)");
-    } else if (!options_.keys) {
-      // Without keys the handshake has nothing to fail on but the peer's mechanism: it uses
-      // keys. libzmq reports that as a mismatch only when our side reads the peer's greeting
-      // before the peer hangs up on ours, so every kind of failure counts.
+    } else if (!options_.keys && (mismatch || ++failed_handshakes_ >= kFailuresMeaningKeys)) {
+      // Without keys the handshake has little to fail on but the peer's mechanism: it uses keys.
+      // libzmq reports that as a mismatch only when our side reads the peer's greeting before
+      // the peer hangs up on ours; otherwise the same failure, again and again, says it.
       refusal_ = fmt::format(
           "the producer at {} requires keys: give this worker --secret-key and --producer-key "
           "(see --help and the README, \"Running on many machines\")",
@@ -694,10 +695,13 @@ class Worker {
   zmq::context_t context_{1};
   std::unique_ptr<zmq::socket_t> socket_;
   std::unique_ptr<zmq::socket_t> monitor_;  // connection events of socket_
-  std::optional<Doorbell> doorbell_;        // rung by a producer binding our producer's port
-  bool linked_ = false;                     // socket_ has a connection through its handshake
-  bool gave_up_ = false;       // not linked, and queued work was dropped after liveness
-  bool ready_unsent_ = false;  // linked, but READY found no connection to go out on yet
+  // Handshakes failed in a row (without keys: a peer that wants keys, after kFailuresMeaningKeys).
+  unsigned failed_handshakes_ = 0;
+  static constexpr unsigned kFailuresMeaningKeys = 3;
+  std::optional<Doorbell> doorbell_;  // rung by a producer binding our producer's port
+  bool linked_ = false;               // socket_ has a connection through its handshake
+  bool gave_up_ = false;              // not linked, and queued work was dropped after liveness
+  bool ready_unsent_ = false;         // linked, but READY found no connection to go out on yet
   std::optional<Clock::time_point> handshake_retry_at_;  // after a failed handshake
   bool bell_pending_ = false;                            // a bell not yet answered
   Clock::time_point last_bell_retry_;                    // when a bell last made the worker retry
