@@ -157,6 +157,7 @@ int query_status(const StatusRequest& request) {
 
   const auto deadline = std::chrono::steady_clock::now() + request.timeout;
   std::string refusal;
+  unsigned failures = 0;  // failed handshakes
   while (std::chrono::steady_clock::now() < deadline) {
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         deadline - std::chrono::steady_clock::now());
@@ -174,7 +175,8 @@ int query_status(const StatusRequest& request) {
                    task_name(), request.endpoint);
         return kExitRefused;
       }
-      if (!request.keys) {  // nothing to fail on but the mechanism, whatever libzmq reports
+      // Without keys little but the mechanism can fail: a mismatch, or the same failure again.
+      if (!request.keys && (mismatch || ++failures >= 3)) {
         fmt::print(stderr,
                    "{}: error: the producer at {} requires keys: give --secret-key and "
                    "--producer-key\n",
