@@ -145,6 +145,15 @@ std::string key_in(const std::string& path, const std::string& field) {
   return text.substr(at + field.size() + 4, 40);
 }
 
+/// The build the producer runs, from its "listening on ... (build X)" line: what a peer learns
+/// from a refusal, and all a forging peer needs to register.
+std::string build_of(Process& producer) {
+  const auto listening = producer.wait_for_stderr("listening on .* \\(build [^)]+\\)");
+  REQUIRE(listening);
+  const std::size_t at = listening->rfind("(build ") + 7;
+  return listening->substr(at, listening->find(')', at) - at);
+}
+
 }  // namespace
 
 TEST_SUITE("keys") {
@@ -391,10 +400,7 @@ TEST_SUITE("keys") {
     const std::string stranger = keys.folder.make("elsewhere", "stranger");
     const unsigned port = free_port();
     auto producer = start_producer(port, keys.producer_flags(), "60", true);
-    const auto listening = producer->wait_for_stderr("listening on .* \\(build [^)]+\\)");
-    REQUIRE(listening);
-    const std::size_t at = listening->rfind("(build ") + 7;
-    const std::string build = listening->substr(at, listening->find(')', at) - at);
+    const std::string build = build_of(*producer);
     // Both know the build and answer every slice with 1 at once: they would win every race.
     Process keyless({binary("test/hostile_peer"), "forge", queue(port), build, "DoubleSum<16>",
                      "Scripted", "1"});
@@ -418,10 +424,7 @@ TEST_SUITE("keys") {
     // What a network must be trusted not to do when keys are off (loopback, or --insecure).
     const unsigned port = free_port();
     auto producer = start_producer(port, {});
-    const auto listening = producer->wait_for_stderr("listening on .* \\(build [^)]+\\)");
-    REQUIRE(listening);
-    const std::size_t at = listening->rfind("(build ") + 7;
-    const std::string build = listening->substr(at, listening->find(')', at) - at);
+    const std::string build = build_of(*producer);
     REQUIRE(producer->wait_for_stderr("job 1: .* 0 worker\\(s\\) connected"));
 
     // An unfinished message is held whole while the connection stays open.
