@@ -526,6 +526,36 @@ TEST_CASE("a repeated job starts with the cost measured in the previous one") {
   CHECK(assigns[0].slices.size() == 4);
 }
 
+TEST_CASE("a small job of cheap slices is shared at once by the workers with nothing to do") {
+  RecordingOutbox out;
+  Scheduler s(config(), out);
+  s.on_ready("a", ready(2), t0);
+  s.on_ready("b", ready(2), t0);
+  const JobRequest request = job(1000, 1000);
+  s.start_job(request, {7, 1}, 1s, t0);  // the first job measures the cost: 50 ns per slice
+  for (bool sent = true; sent;) {
+    sent = false;
+    for (const char* w : {"a", "b"}) {
+      for (const Assign& x : out.taken<Assign>(w)) {
+        answer(s, w, x, t0, 50);
+        sent = true;
+      }
+    }
+  }
+  REQUIRE(s.state() == JobState::done);
+  s.finish_job();
+  out.sent.clear();
+  // The whole job is far less work than a round trip: both workers still take half at once,
+  // rather than the first taking it all while the other waits.
+  s.start_job(request, {7, 2}, 1s, t0);
+  const auto a = out.taken<Assign>("a");
+  const auto b = out.taken<Assign>("b");
+  REQUIRE(a.size() == 1);
+  REQUIRE(b.size() == 1);
+  CHECK(a[0].slices.size() == 500);
+  CHECK(b[0].slices.size() == 500);
+}
+
 TEST_CASE("a known worker that sends garbage has its slices re-queued and registers again") {
   RecordingOutbox out;
   Scheduler s(config(), out);

@@ -17,7 +17,7 @@ cluster=(slurm-wlm munge systemd)
 # has no netem, tcpdump to show what travels, python3 for tools/net/delay_relay.py
 test=(clang libclang-rt-14-dev postgresql sqlite3 procps iproute2 nftables tcpdump python3
       "${cluster[@]}")
-bench=(hyperfine libbenchmark-dev libomp-dev clang python3)
+bench=(hyperfine libbenchmark-dev libomp-dev clang python3 python3-distributed python3-numpy)
 
 wanted=("${build[@]}" "${plugins[@]}")
 for group in "$@"; do

@@ -454,13 +454,25 @@ std::size_t Scheduler::batch_size() const {
   // About batch_target of work per batch; but a share of what is left, so that the last
   // batches end together: half a share while plenty is left, a whole one when it all fits.
   const double by_time = target / mean;
-  const double share =
-      std::ceil(pending * mean <= target ? pending / workers : pending / (2 * workers));
-  // And never less than a round trip's worth, or the last batches go out one after another.
-  const double round_trip = kRoundTripNs / mean;
+  const bool all_fits = pending * mean <= target;
+  const double share = std::ceil(all_fits ? pending / workers : pending / (2 * workers));
+  // And never less than a round trip's worth, or the last batches go out one after another;
+  // but when what is left fits in one batch, workers with nothing to do share it first: a
+  // small job of cheap slices is not all sent to the first worker while the others wait.
+  double round_trip = kRoundTripNs / mean;
+  if (all_fits) round_trip = std::min(round_trip, std::ceil(pending / idle_workers()));
   const double size =
       std::min({static_cast<double>(config_.max_batch), by_time, std::max(share, round_trip)});
   return static_cast<std::size_t>(std::max(1.0, size));
+}
+
+double Scheduler::idle_workers() const {
+  const auto idle = std::count_if(workers_.begin(), workers_.end(), [&](const auto& entry) {
+    const Worker& w = entry.second;
+    return serves(w) && std::none_of(w.batches.begin(), w.batches.end(),
+                                     [&](const auto& b) { return b.second.job == job_id_; });
+  });
+  return static_cast<double>(std::max<std::ptrdiff_t>(idle, 1));
 }
 
 std::size_t Scheduler::window(const Worker& w) const {

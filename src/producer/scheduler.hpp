@@ -144,6 +144,8 @@ class Scheduler {
   void assign_all(Clock::time_point now);
   bool speculate_to(Worker& w, Clock::time_point now);
   std::size_t batch_size() const;
+  /// Workers serving the current job with none of its batches in flight (at least 1).
+  double idle_workers() const;
   /// Batches `w` may hold in flight now: its credit, or one while batches are long or unknown.
   std::size_t window(const Worker& w) const;
   void send(Worker& w, const wire::Message& message, Clock::time_point now);

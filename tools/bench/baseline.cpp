@@ -6,7 +6,11 @@
 // JOB is integration, squaredsum or squaredsum2; MODE is serial or omp (OMP_NUM_THREADS threads,
 // 2 unless set). Prints the answer, then one "BENCH compute_ms X" line per repetition: the time
 // of the computation alone (for squaredsum2, the vector is built once, before the clock starts).
-// With REPS = 1 (the default) the program is also the whole-process baseline for hyperfine.
+// With REPS = 1 (the default) the program is also the whole-process baseline for the suite.
+//
+// MODE slices (integration only) is the serial loop over each of the example's 4 slices on its
+// own, split as Pymar splits them: one "BENCH slice_ms X" line per slice and repetition, the
+// baseline of a worker's time per slice.
 #include <omp.h>
 
 #include <chrono>
@@ -39,6 +43,13 @@ std::size_t integration_points() {
 std::size_t squaredsum_count() {
   static volatile std::size_t count = 10'000'000;
   return count;
+}
+
+// The serial loop over points [offset, offset + limit).
+double integration_part(std::size_t offset, std::size_t limit) {
+  double sum = 0;
+  for (std::size_t i = offset; i < offset + limit; ++i) sum += std::exp(a + double(i) * dx) * dx;
+  return sum;
 }
 
 double integration(bool parallel) {
@@ -98,8 +109,33 @@ std::string text(int128 value) {
 
 int usage() {
   fmt::print(stderr,
-             "usage: bench_baseline integration|squaredsum|squaredsum2 serial|omp [REPS]\n");
+             "usage: bench_baseline integration|squaredsum|squaredsum2 serial|omp [REPS]\n"
+             "       bench_baseline integration slices [REPS]\n");
   return 2;
+}
+
+// Each of the integration example's 4 slices timed alone, as a worker computes them.
+int integration_slices(int reps) {
+  constexpr std::size_t parts = 4;
+  const std::size_t n = integration_points();
+  double total = 0;
+  std::vector<double> times;
+  for (int rep = -1; rep < reps; ++rep) {  // the first, untimed, warms the caches
+    total = 0;
+    std::size_t offset = 0;
+    for (std::size_t part = 0; part < parts; ++part) {
+      const std::size_t limit = n / parts + (part < n % parts ? 1 : 0);
+      const auto start = std::chrono::steady_clock::now();
+      total += integration_part(offset, limit);
+      const std::chrono::duration<double, std::milli> took =
+          std::chrono::steady_clock::now() - start;
+      if (rep >= 0) times.push_back(took.count());
+      offset += limit;
+    }
+  }
+  fmt::print("Answer: {:.10f}\n", total);
+  for (double ms : times) fmt::print("BENCH slice_ms {:.4f}\n", ms);
+  return 0;
 }
 
 }  // namespace
@@ -109,7 +145,9 @@ int main(int argc, char** argv) {
   const std::string_view job = argv[1];
   const std::string_view mode = argv[2];
   const int reps = argc > 3 ? std::atoi(argv[3]) : 1;
-  if ((mode != "serial" && mode != "omp") || reps < 1) return usage();
+  if (reps < 1) return usage();
+  if (job == "integration" && mode == "slices") return integration_slices(reps);
+  if (mode != "serial" && mode != "omp") return usage();
   const bool parallel = mode == "omp";
   if (parallel && std::getenv("OMP_NUM_THREADS") == nullptr) omp_set_num_threads(2);
 
