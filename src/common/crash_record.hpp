@@ -26,4 +26,7 @@ inline constexpr int kExitAbandoned = 75;
 /// key is not allowed, or it has no key and the producer wants one. Restarting cannot help.
 inline constexpr int kExitRefused = 3;
 
+/// The exit status of a producer ended by Ctrl-C (or SIGTERM), as a shell shows SIGINT's.
+inline constexpr int kExitInterrupted = 130;
+
 }  // namespace pymar::detail
