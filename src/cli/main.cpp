@@ -209,6 +209,18 @@ int check_names(const std::vector<std::string>& wanted, const std::vector<std::s
 
 // --- worker pool -----------------------------------------------------------------------------
 
+/// What a worker tells the producer about the process it replaces, from what its pool saw.
+wire::Predecessor predecessor_of(const ProcessEnd& end) {
+  wire::Predecessor p;
+  p.pid = end.pid;
+  p.signal = end.signal;
+  p.exit_code = end.exit_code;
+  p.in_slice = end.in_slice;
+  p.job = {end.session, end.seq};
+  p.slice = end.slice;
+  return p;
+}
+
 int run_worker_pool(const Settings& s) {
   init_logging("pool", s.verbose);
   if (s.quiet) spdlog::set_level(spdlog::level::warn);
@@ -247,7 +259,7 @@ int run_worker_pool(const Settings& s) {
     init_logging("worker", s.verbose);
     if (s.quiet) spdlog::set_level(spdlog::level::warn);
     WorkerOptions options = worker;
-    options.predecessor = slot.predecessor;
+    if (slot.predecessor) options.predecessor = predecessor_of(*slot.predecessor);
     options.crash_record = slot.crash_record;
     options.stop_fd = slot.stop_fd;
     return run_worker(options);

@@ -1,6 +1,8 @@
 // What a worker process and its pool supervisor share: the worker writes, the pool reads.
 #pragma once
 
+#include <sys/types.h>
+
 #include <atomic>
 #include <cstdint>
 
@@ -16,6 +18,21 @@ struct CrashRecord {
   /// Set just before the worker exits with kExitAbandoned, so that user code calling exit(75)
   /// still reads as the crash it is.
   std::atomic<std::uint32_t> abandoned{0};
+};
+
+/// How a worker process ended, as its pool saw it: the status `waitpid` gave and what the process
+/// last wrote in its crash record. The pool knows processes; the command line turns this into
+/// what the next process in the slot tells the producer.
+struct ProcessEnd {
+  pid_t pid = 0;
+  int signal = 0;     ///< the signal that killed it, 0 if it exited
+  int exit_code = 0;  ///< its exit status, when it exited
+  /// It was in the middle of the work its crash record names when it ended (false when it left
+  /// that work on purpose: see CrashRecord::abandoned).
+  bool in_slice = false;
+  std::uint64_t session = 0;  ///< the crash record's last words: which work it was doing
+  std::uint64_t seq = 0;
+  std::uint64_t slice = 0;
 };
 
 /// The exit status of a supervised worker that abandoned a kernel nobody needs any more (its
