@@ -294,34 +294,29 @@ TEST_SUITE("faults") {
     // Nobody gives up on anybody during the test: the producer's wait after the first Ctrl-C is
     // bounded by the liveness limit only.
     const std::vector<std::string> patient = {"--heartbeat", "1", "--liveness", "120"};
-    // Credit for every slice: the whole job goes out to the one worker at once, far more than
-    // the kernel's socket buffers can take while it is stopped.
-    std::vector<std::string> pool_flags = patient;
-    pool_flags.insert(pool_flags.end(), {"--credit", "16"});
-    auto workers = pool(port, 1, pool_flags);
+    auto workers = pool(port, 1, patient);
     const std::string gate = marker(port, "second-interrupt-gate");
-    // 16 slices of 8 MB each, sent from the producer's memory without a copy: what a stopped
+    // 16 slices of 12 MB each, sent from the producer's memory without a copy. What a stopped
     // worker does not read, ZeroMQ holds, and the producer may not return from `map` (nor end)
-    // before ZeroMQ lets go of the vector's memory.
-    auto p = producer(port,
-                      {{"TEST_JOB", "memory"},
-                       {"TEST_LENGTH", "16000000"},
-                       {"TEST_REPEAT", "2"},
-                       {"TEST_GATE", gate}},
-                      patient);
-    REQUIRE(p->wait_for_stderr("job 2 waits for"));
+    // before ZeroMQ lets go of the vector's memory. The job waits until the worker is stopped:
+    // a connection that never carried a job has small socket buffers (a slice is far larger).
+    auto p = producer(
+        port, {{"TEST_JOB", "memory"}, {"TEST_LENGTH", "24000000"}, {"TEST_FIRST_GATE", gate}},
+        patient);
+    REQUIRE(p->wait_for_stderr("job 1 waits for"));
     INFO("producer stderr:\n" << p->err() << "\npool stderr:\n" << workers->err());
     const auto connected = workers->wait_for_stderr("connected to producer at");
     REQUIRE(connected.has_value());
     const pid_t worker = pid_of_log_line(*connected);
     REQUIRE(::kill(worker, SIGSTOP) == 0);
     std::ofstream(gate).put('1');
-    REQUIRE(p->wait_for_stderr("job 2: .* 1 worker\\(s\\) connected"));
+    REQUIRE(p->wait_for_stderr("job 1: .* 1 worker\\(s\\) connected"));
 
     p->signal(SIGINT);
     REQUIRE(p->wait_for_stderr("interrupted \\(signal 2\\): stopping"));
-    REQUIRE(p->wait_for_stderr("job 2 interrupted after"));
-    // Stopping: its slices' memory is still held for the stopped worker.
+    REQUIRE(p->wait_for_stderr("job 1 interrupted after"));
+    // Stopping: its slices' memory is still held for the stopped worker, for up to the liveness
+    // limit.
     REQUIRE(p->running());
 
     p->signal(SIGINT);
