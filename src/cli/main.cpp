@@ -24,9 +24,11 @@
 #include "cli/status.hpp"
 #include "common/build_id.hpp"
 #include "common/crash_record.hpp"
+#include "common/exit_at_once.hpp"
 #include "common/keys.hpp"
 #include "common/log.hpp"
 #include "common/registry.hpp"
+#include "common/unique_fd.hpp"
 #include "pool/supervisor.hpp"
 #include "producer/dispatcher.hpp"
 #include "producer/runtime.hpp"
@@ -207,6 +209,18 @@ int check_names(const std::vector<std::string>& wanted, const std::vector<std::s
 
 // --- worker pool -----------------------------------------------------------------------------
 
+/// What a worker tells the producer about the process it replaces, from what its pool saw.
+wire::Predecessor predecessor_of(const ProcessEnd& end) {
+  wire::Predecessor p;
+  p.pid = end.pid;
+  p.signal = end.signal;
+  p.exit_code = end.exit_code;
+  p.in_slice = end.in_slice;
+  p.job = {end.session, end.seq};
+  p.slice = end.slice;
+  return p;
+}
+
 int run_worker_pool(const Settings& s) {
   init_logging("pool", s.verbose);
   if (s.quiet) spdlog::set_level(spdlog::level::warn);
@@ -245,7 +259,7 @@ int run_worker_pool(const Settings& s) {
     init_logging("worker", s.verbose);
     if (s.quiet) spdlog::set_level(spdlog::level::warn);
     WorkerOptions options = worker;
-    options.predecessor = slot.predecessor;
+    if (slot.predecessor) options.predecessor = predecessor_of(*slot.predecessor);
     options.crash_record = slot.crash_record;
     options.stop_fd = slot.stop_fd;
     return run_worker(options);
@@ -311,7 +325,7 @@ int run_job_safely(const std::function<int(const Arguments&)>& job, const Argume
   try {
     return job(arguments);
   } catch (const Interrupted&) {
-    return 130;
+    return kExitInterrupted;
   } catch (const Error& e) {
     spdlog::error("{}", e.what());
     return 1;
@@ -337,8 +351,8 @@ int run_producer(const Settings& s, const std::function<int(const Arguments&)>& 
   sigaddset(&stop, SIGINT);
   sigaddset(&stop, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop, nullptr);
-  const int stop_fd = signalfd(-1, &stop, SFD_NONBLOCK | SFD_CLOEXEC);
-  if (stop_fd < 0) {
+  const UniqueFd stop_fd(signalfd(-1, &stop, SFD_NONBLOCK | SFD_CLOEXEC));
+  if (!stop_fd) {
     // Without the signalfd nobody would read them: let them end the process as usual.
     spdlog::warn("signalfd: {}; Ctrl-C will end the producer without telling its workers",
                  std::strerror(errno));
@@ -358,8 +372,10 @@ int run_producer(const Settings& s, const std::function<int(const Arguments&)>& 
   options.bind = fmt::format("tcp://{}:{}", address.host,
                              address.port == 0 ? std::string("*") : std::to_string(address.port));
   options.grace = to_ms(s.grace);
-  options.interrupt_fd = stop_fd;
-  options.on_idle_interrupt = [] { std::_Exit(130); };
+  options.interrupt_fd = stop_fd.get();
+  // Nothing to stop, or asked twice: end at once, with the status the README gives for Ctrl-C.
+  options.on_idle_interrupt = [] { exit_at_once(kExitInterrupted); };
+  options.on_second_interrupt = [] { exit_at_once(kExitInterrupted); };
   options.scheduler.heartbeat = to_ms(s.heartbeat);
   if (s.no_progress) {
     options.progress = Progress::off;
@@ -396,7 +412,6 @@ int run_producer(const Settings& s, const std::function<int(const Arguments&)>& 
     status = run_job_safely(job, s.job_arguments);
     use_dispatcher(nullptr);
   }
-  if (stop_fd >= 0) ::close(stop_fd);
   return status;
 }
 

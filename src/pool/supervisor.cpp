@@ -35,7 +35,7 @@ struct Slot {
   Clock::time_point started;
   std::chrono::milliseconds backoff{0};
   std::optional<Clock::time_point> restart_at;
-  std::optional<wire::Predecessor> predecessor;
+  std::optional<ProcessEnd> predecessor;
 };
 
 std::string signal_name(int signal) {
@@ -169,13 +169,14 @@ class Pool {
       const auto index = static_cast<unsigned>(slot - slots_.begin());
       slot->pid = 0;
       if (stopping) continue;
-      wire::Predecessor p;
+      ProcessEnd p;
       p.pid = pid;
       if (WIFSIGNALED(status)) p.signal = WTERMSIG(status);
       if (WIFEXITED(status)) p.exit_code = WEXITSTATUS(status);
       const CrashRecord& record = records_[index];
       p.in_slice = record.in_slice.load(std::memory_order_acquire) != 0;
-      p.job = {record.session.load(), record.seq.load()};
+      p.session = record.session.load();
+      p.seq = record.seq.load();
       p.slice = record.slice.load();
       const std::string how = p.signal != 0 ? "killed by " + signal_name(p.signal)
                                             : fmt::format("exited with status {}", p.exit_code);
@@ -191,7 +192,7 @@ class Pool {
         p.in_slice = false;  // not a crash: nothing to count against the slice
       } else if (p.in_slice) {
         spdlog::warn("worker process {} {} while computing slice {} of job {}; restarting it", pid,
-                     how, p.slice, p.job.seq);
+                     how, p.slice, p.seq);
       } else {
         spdlog::warn("worker process {} {}; restarting it", pid, how);
       }

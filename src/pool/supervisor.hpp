@@ -6,16 +6,15 @@
 #include <optional>
 
 #include "common/crash_record.hpp"
-#include "wire/protocol.hpp"
 
 namespace pymar::detail {
 
 /// What a worker process is started with.
 struct WorkerSlot {
   unsigned index = 0;
-  std::optional<wire::Predecessor> predecessor;  ///< how the previous process in this slot ended
-  CrashRecord* crash_record = nullptr;           ///< shared with the supervisor
-  int stop_fd = -1;                              ///< a signalfd for SIGTERM and SIGINT
+  std::optional<ProcessEnd> predecessor;  ///< how the previous process in this slot ended
+  CrashRecord* crash_record = nullptr;    ///< shared with the supervisor
+  int stop_fd = -1;                       ///< a signalfd for SIGTERM and SIGINT
 };
 
 struct PoolOptions {

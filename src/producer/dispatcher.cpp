@@ -1,6 +1,5 @@
 #include "producer/dispatcher.hpp"
 
-#include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
@@ -95,8 +94,6 @@ Dispatcher::Dispatcher(DispatcherOptions options)
     : options_(with_session(std::move(options))),
       context_(1),
       scheduler_(options_.scheduler, *this) {
-  wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (wake_fd_ < 0) throw Error(fmt::format("eventfd: {}", std::strerror(errno)));
   if (options_.keys) {
     std::set<std::string> allowed = options_.keys->allowed;
     // The producer's own key too: its embedded pool (--produce -w N) uses the producer's pair.
@@ -115,27 +112,26 @@ Dispatcher::~Dispatcher() {
   }
   wake();
   if (thread_.joinable()) thread_.join();
-  router_.reset();
+  router_.close();
   gate_.reset();
   context_.close();  // returns once ZeroMQ has released every payload it held
-  ::close(wake_fd_);
 }
 
 void Dispatcher::bind_router() {
-  router_ = std::make_unique<zmq::socket_t>(context_, zmq::socket_type::router);
+  router_ = zmq::socket_t(context_, zmq::socket_type::router);
   // A CANCEL on its way is worth a short wait at exit; on a loaded host the I/O thread may not
   // run for a few hundred milliseconds.
-  router_->set(zmq::sockopt::linger, 1000);
-  router_->set(zmq::sockopt::router_handover, 1);
-  router_->set(zmq::sockopt::maxmsgsize, options_.max_message_bytes);
-  router_->set(zmq::sockopt::tcp_keepalive, 1);
+  router_.set(zmq::sockopt::linger, 1000);
+  router_.set(zmq::sockopt::router_handover, 1);
+  router_.set(zmq::sockopt::maxmsgsize, options_.max_message_bytes);
+  router_.set(zmq::sockopt::tcp_keepalive, 1);
   // Far above what a worker of ours is ever sent at once (its credit's batches, heartbeats), but
   // bounded: replies to a peer that never reads are dropped rather than queued without end.
-  router_->set(zmq::sockopt::sndhwm, 10000);
+  router_.set(zmq::sockopt::sndhwm, 10000);
   if (options_.keys) {
-    router_->set(zmq::sockopt::curve_server, 1);
-    router_->set(zmq::sockopt::curve_secretkey, options_.keys->own.secret_key);
-    router_->set(zmq::sockopt::zap_domain, KeyGate::kDomain);
+    router_.set(zmq::sockopt::curve_server, 1);
+    router_.set(zmq::sockopt::curve_secretkey, options_.keys->own.secret_key);
+    router_.set(zmq::sockopt::zap_domain, KeyGate::kDomain);
   }
   std::string endpoint = options_.bind;
   if (port_ != 0) {
@@ -143,14 +139,14 @@ void Dispatcher::bind_router() {
     endpoint = endpoint.substr(0, endpoint.rfind(':') + 1) + std::to_string(port_);
   }
   try {
-    router_->bind(endpoint);
+    router_.bind(endpoint);
   } catch (const zmq::error_t& e) {
     std::string hint;
     if (e.num() == EADDRINUSE)
       hint = " (is another producer running? choose a port with -q HOST:PORT)";
     throw Error(fmt::format("cannot listen on {}: {}{}", endpoint, e.what(), hint));
   }
-  endpoint_ = router_->get(zmq::sockopt::last_endpoint);
+  endpoint_ = router_.get(zmq::sockopt::last_endpoint);
   port_ = static_cast<std::uint16_t>(std::stoul(endpoint_.substr(endpoint_.rfind(':') + 1)));
   spdlog::debug("bound {}", endpoint_);
   if (options_.ring_doorbells) {
@@ -163,8 +159,7 @@ void Dispatcher::bind_router() {
 }
 
 void Dispatcher::wake() {
-  const std::uint64_t one = 1;
-  [[maybe_unused]] ssize_t n = ::write(wake_fd_, &one, sizeof one);
+  signal_eventfd(wake_fd_);
 }
 
 void Dispatcher::release_payload(void*, void* hint) {
@@ -236,8 +231,8 @@ bool Dispatcher::step() {
                        std::chrono::ceil<std::chrono::milliseconds>(deadline - now));
   }
   zmq::pollitem_t items[] = {
-      {router_->handle(), 0, ZMQ_POLLIN, 0},
-      {nullptr, wake_fd_, ZMQ_POLLIN, 0},
+      {router_.handle(), 0, ZMQ_POLLIN, 0},
+      {nullptr, wake_fd_.get(), ZMQ_POLLIN, 0},
       {gate_ ? gate_->socket().handle() : nullptr, -1, static_cast<short>(gate_ ? ZMQ_POLLIN : 0),
        0},
       {nullptr, options_.interrupt_fd, ZMQ_POLLIN, 0},
@@ -255,8 +250,7 @@ bool Dispatcher::step() {
   }
   if (items[0].revents & ZMQ_POLLIN) receive(after);
   if (items[1].revents & ZMQ_POLLIN) {
-    std::uint64_t value;
-    [[maybe_unused]] ssize_t n = ::read(wake_fd_, &value, sizeof value);
+    drain_eventfd(wake_fd_);
     {
       std::lock_guard lock(mutex_);
       if (stopping_) return false;
@@ -278,7 +272,7 @@ void Dispatcher::receive(Clock::time_point now) {
   for (int i = 0; i < kReceiveBurst; ++i) {
     frames_.clear();
     const auto received =
-        zmq::recv_multipart(*router_, std::back_inserter(frames_), zmq::recv_flags::dontwait);
+        zmq::recv_multipart(router_, std::back_inserter(frames_), zmq::recv_flags::dontwait);
     if (!received) return;
     handle(frames_[0], frames_, now);
   }
@@ -440,8 +434,11 @@ void Dispatcher::on_interrupt(Clock::time_point now) {
   signalfd_siginfo info;
   [[maybe_unused]] ssize_t n = ::read(options_.interrupt_fd, &info, sizeof info);
   if (interrupted_.exchange(true)) {
+    // The first one is still being acted on (a job draining its payloads, say): whoever owns the
+    // process decides whether to end it now.
     spdlog::warn("second interrupt: exiting now");
-    std::_Exit(130);
+    if (options_.on_second_interrupt) options_.on_second_interrupt();
+    return;
   }
   producer_interrupted() = true;
   spdlog::warn("interrupted (signal {}): stopping", info.ssi_signo);
@@ -461,8 +458,8 @@ void Dispatcher::check_job(Clock::time_point now) {
       // the workers reconnect to the new one on their own.
       spdlog::warn("a stalled connection still holds {} slice payload(s); resetting the socket",
                    payloads_in_flight_.load());
-      router_->set(zmq::sockopt::linger, 0);
-      router_.reset();
+      router_.set(zmq::sockopt::linger, 0);
+      router_.close();
       for (int attempt = 0;; ++attempt) {
         try {
           bind_router();
@@ -542,8 +539,8 @@ void Dispatcher::deliver(Clock::time_point) {
 void Dispatcher::send(const std::string& worker, const wire::Message& message) {
   header_.clear();
   wire::encode(message, header_);
-  (void)router_->send(zmq::buffer(worker), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
-  (void)router_->send(zmq::buffer(header_), zmq::send_flags::dontwait);
+  (void)router_.send(zmq::buffer(worker), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+  (void)router_.send(zmq::buffer(header_), zmq::send_flags::dontwait);
 }
 
 void Dispatcher::send_assign(const std::string& worker, const wire::Assign& assign,
@@ -594,11 +591,11 @@ void Dispatcher::send_assign(const std::string& worker, const wire::Assign& assi
   header_.clear();
   wire::encode(assign, header_);
   const auto more = zmq::send_flags::sndmore | zmq::send_flags::dontwait;
-  (void)router_->send(zmq::buffer(worker), more);
-  (void)router_->send(zmq::buffer(header_), payloads_.empty() ? zmq::send_flags::dontwait : more);
+  (void)router_.send(zmq::buffer(worker), more);
+  (void)router_.send(zmq::buffer(header_), payloads_.empty() ? zmq::send_flags::dontwait : more);
   for (std::size_t i = 0; i < payloads_.size(); ++i) {
     const bool last = i + 1 == payloads_.size();
-    (void)router_->send(payloads_[i], last ? zmq::send_flags::dontwait : more);
+    (void)router_.send(payloads_[i], last ? zmq::send_flags::dontwait : more);
   }
 }
 

@@ -18,6 +18,7 @@
 
 #include "common/keys.hpp"
 #include "common/log_budget.hpp"
+#include "common/unique_fd.hpp"
 #include "producer/key_gate.hpp"
 #include "producer/scheduler.hpp"
 
@@ -33,7 +34,10 @@ struct DispatcherOptions {
   std::chrono::milliseconds grace{2000};  ///< wait this long for a worker before going local
   std::int64_t max_message_bytes = wire::kMaxValueBytes;  ///< larger frames cut a peer off
   int interrupt_fd = -1;  ///< readable when the producer is asked to stop (a signalfd), or -1
-  std::function<void()> on_idle_interrupt;  ///< called on interrupt when no job is running
+  /// Called on the I/O thread on an interrupt that finds no job running, and on a second
+  /// interrupt: the command line ends the process there (the library never does).
+  std::function<void()> on_idle_interrupt;
+  std::function<void()> on_second_interrupt;
   /// CurveZMQ: the producer's own key pair and the workers' public keys it lets in. Without
   /// keys, every peer that reaches the port is let in (loopback or a trusted network).
   std::optional<Keys> keys;
@@ -96,10 +100,10 @@ class Dispatcher final : private Outbox {
   DispatcherOptions options_;
   zmq::context_t context_;
   std::optional<KeyGate> gate_;  // with keys: bound before the router, as ZeroMQ requires
-  std::unique_ptr<zmq::socket_t> router_;
+  zmq::socket_t router_;         // closed (null) only while being bound again
   std::string endpoint_;
   std::uint16_t port_ = 0;
-  int wake_fd_ = -1;
+  UniqueFd wake_fd_ = make_eventfd();  // wakes the I/O thread: a job, a stop, a payload released
   Scheduler scheduler_;
   std::thread thread_;
 

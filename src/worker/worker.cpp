@@ -1,13 +1,17 @@
+// The worker process's shell: the DEALER socket, its connection events, the doorbell and the
+// eventfds on the I/O thread, kernels on the compute thread. What to say and when is decided by
+// WorkerSession (session.hpp), which has no I/O of its own.
 #include "worker/worker.hpp"
 
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <random>
 #include <thread>
@@ -22,12 +26,13 @@
 #include "common/build_id.hpp"
 #include "common/clock.hpp"
 #include "common/doorbell.hpp"
-#include "common/exit_at_once.hpp"
 #include "common/log.hpp"
 #include "common/log_budget.hpp"
 #include "common/printable.hpp"
 #include "common/registry.hpp"
+#include "common/unique_fd.hpp"
 #include "pymar/error.hpp"
+#include "worker/session.hpp"
 
 namespace pymar::detail {
 namespace {
@@ -60,16 +65,6 @@ constexpr int kDoorbellRetryMs = 1000;
 constexpr int kRetryMs = 10;
 constexpr int kRetryMaxMs = 100;
 
-// A READY that found its new connection not yet usable is sent again this soon.
-constexpr std::chrono::milliseconds kReadyRetry{1};
-
-// After a failed handshake (something listens, but it is not our producer, or it refused us), the
-// next attempt comes this soon: libzmq's backoff at its longest.
-constexpr std::chrono::milliseconds kHandshakeRetry{kRetryMaxMs};
-
-// Bells never make a worker retry more often than libzmq's own fastest retry would.
-constexpr std::chrono::milliseconds kBellSpacing{kRetryMs};
-
 /// True for an endpoint on this machine's loopback interface ("tcp://127.0.0.1:7627").
 bool on_loopback(std::string_view endpoint) {
   const auto colon = endpoint.rfind(':');
@@ -88,476 +83,49 @@ std::vector<std::string> served(const std::vector<std::string>& registered,
   return out;
 }
 
-class Worker {
+/// What the I/O thread and the compute thread share. Held by a shared_ptr that each thread
+/// has: a supervised worker leaving while a kernel runs leaves the compute thread its own copy.
+struct BetweenThreads {
+  std::mutex mutex;  // guards everything below but the atomics and the eventfd
+  std::condition_variable task_ready;
+  std::deque<Task> tasks;  // queued batches, oldest first
+  std::deque<Done> done;   // finished batches not yet sent
+  std::unordered_set<wire::JobId, JobIdHash> cancelled;
+  std::optional<wire::JobId> computing;           // the job of the batch being computed
+  std::atomic<std::int64_t> slice_started{0};     // steady clock, ns: the slice computing now
+  std::atomic<std::int64_t> typical_slice_ns{0};  // running mean of slice compute times
+  bool stopping = false;
+  UniqueFd done_fd = make_eventfd();  // rung by the compute thread when `done` has a batch
+};
+
+/// The compute thread: takes batches, runs their kernels, hands back the results. Its state is
+/// its own but for what it shares through `shared`.
+class ComputeThread {
  public:
-  explicit Worker(const WorkerOptions& options)
-      : options_(options),
-        producers_(served(producer_names(), options.only_producers)),
-        sources_(served(source_names(), options.only_sources)),
-        predecessor_(options.predecessor) {
-    done_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (done_fd_ < 0) throw Error(fmt::format("eventfd: {}", std::strerror(errno)));
-    const auto port = endpoint_port(options.endpoint);
-    if (options.doorbell && port) {
-      try {
-        doorbell_.emplace(*port);
-      } catch (const Error& e) {
-        spdlog::warn("{}; reconnecting on libzmq's timer alone", e.what());
-      }
-    }
-  }
+  ComputeThread(std::shared_ptr<BetweenThreads> shared, std::vector<std::string> producers,
+                std::vector<std::string> sources, CrashRecord* crash_record)
+      : shared_(std::move(shared)),
+        producers_(std::move(producers)),
+        sources_(std::move(sources)),
+        crash_record_(crash_record) {}
 
-  ~Worker() { ::close(done_fd_); }
-
-  int run() {
-    compute_ = std::thread([this] { compute_loop(); });
-    int status = 1;
-    try {
-      connect();
-      spdlog::info("waiting for a producer at {}", options_.endpoint);
-      status = serve();
-    } catch (const std::exception& e) {
-      spdlog::error("worker stopped: {}", e.what());
-    }
-    leave(status);
-    return status;
-  }
-
- private:
-  // --- the I/O side ------------------------------------------------------------------------
-
-  void connect() {
-    close_socket();
-    socket_ = std::make_unique<zmq::socket_t>(context_, zmq::socket_type::dealer);
-    // Unique per process, not per Worker: worker threads of one process (tests) must differ.
-    // The random part keeps it unguessable: the producer lets a reconnecting peer take over its
-    // own routing id, so a guessable id would let another peer take over this worker's link.
-    static std::atomic<unsigned> generation{0};
-    std::random_device random;
-    identity_ = fmt::format("{}/{}/{}/{:08x}{:08x}", host_name(), getpid(), ++generation, random(),
-                            random());
-    if (const auto& keys = options_.keys) {
-      // The producer accepts a message only under a routing id that begins with the key it was
-      // sent with, so no other peer can speak for this one.
-      identity_ = keys->own.public_key + "/" + identity_;
-      socket_->set(zmq::sockopt::curve_serverkey, keys->producer);
-      socket_->set(zmq::sockopt::curve_publickey, keys->own.public_key);
-      socket_->set(zmq::sockopt::curve_secretkey, keys->own.secret_key);
-    }
-    socket_->set(zmq::sockopt::routing_id, identity_);
-    socket_->set(zmq::sockopt::linger, 0);
-    // Nothing is queued for a connection that is not made: a heartbeat or result queued while the
-    // producer is away would reach the next one as a burst of stale messages. The worker greets
-    // each new connection with READY instead.
-    socket_->set(zmq::sockopt::immediate, 1);
-    if (doorbell_ && on_loopback(options_.endpoint)) {
-      // A producer on this machine rings when it binds: the timer is a fallback.
-      socket_->set(zmq::sockopt::reconnect_ivl, kDoorbellRetryMs);
-      socket_->set(zmq::sockopt::reconnect_ivl_max, 0);
-    } else {
-      // Retry soon after a producer goes: the next run may start at once, and each attempt at a
-      // closed port costs the producer's host next to nothing.
-      socket_->set(zmq::sockopt::reconnect_ivl, kRetryMs);
-      socket_->set(zmq::sockopt::reconnect_ivl_max, kRetryMaxMs);
-    }
-    socket_->set(zmq::sockopt::tcp_keepalive, 1);
-    // A frame larger than any slice the producer sends is not from a producer of ours.
-    socket_->set(zmq::sockopt::maxmsgsize, static_cast<std::int64_t>(wire::kMaxPayloadBytes));
-    // Told when a connection is made, the worker greets at once: a producer started after the
-    // previous one ended then learns of it without waiting for a heartbeat.
-    const std::string monitor_endpoint = "inproc://pymar-monitor-" + identity_;
-    zmq_socket_monitor(socket_->handle(), monitor_endpoint.c_str(),
-                       ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED |
-                           ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
-                           ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL);
-    monitor_ = std::make_unique<zmq::socket_t>(context_, zmq::socket_type::pair);
-    monitor_->set(zmq::sockopt::linger, 0);
-    monitor_->connect(monitor_endpoint);
-    socket_->connect(options_.endpoint);
-    last_heard_ = Clock::now();
-    connected_to_producer_ = false;
-    linked_ = false;
-    ready_unsent_ = false;
-    gave_up_ = false;
-  }
-
-  /// A producer rang this worker's doorbell: if the worker is waiting to reconnect, it retries
-  /// now rather than at its timer. The address stays the one it was given; a bell heard while
-  /// connected is kept for the moment that connection ends (a new producer may ring before the
-  /// old one's connection is seen to close).
-  void on_bell(Clock::time_point now) {
-    if (doorbell_->drain() > 0) bell_pending_ = true;
-    answer_bell(now);
-  }
-
-  void answer_bell(Clock::time_point now) {
-    if (!bell_pending_ || linked_ || now < last_bell_retry_ + kBellSpacing) return;
-    bell_pending_ = false;
-    last_bell_retry_ = now;
-    spdlog::debug("a producer rang: connecting to {} now", options_.endpoint);
-    reconnect_now();
-  }
-
-  /// Retries the connection at once, rather than when libzmq's timer says.
-  void reconnect_now() {
-    handshake_retry_at_.reset();
-    try {
-      socket_->disconnect(options_.endpoint);
-      socket_->connect(options_.endpoint);
-    } catch (const zmq::error_t&) {
-      connect();  // a fresh socket does the same
-    }
-  }
-
-  void close_socket() {
-    if (!socket_) return;
-    zmq_socket_monitor(socket_->handle(), nullptr, 0);
-    monitor_.reset();
-    socket_.reset();
-  }
-
-  /// A connection to the producer's address was made or lost. Each new one is greeted with READY:
-  /// messages may have been lost with an old one, or the producer may be a new one. A producer
-  /// that knew us re-queues what we held; one that did not learns of us at once.
-  void on_connection_event(Clock::time_point now) {
-    zmq::message_t event;
-    zmq::message_t address;
-    if (!monitor_->recv(event, zmq::recv_flags::dontwait)) return;
-    if (event.more()) (void)monitor_->recv(address, zmq::recv_flags::dontwait);
-    std::uint16_t id = 0;
-    std::uint32_t value = 0;
-    if (event.size() >= 6) {
-      std::memcpy(&id, event.data(), sizeof id);
-      std::memcpy(&value, event.data<char>() + 2, sizeof value);
-    }
-    if (id == ZMQ_EVENT_DISCONNECTED) {
-      if (!linked_) return;  // a failed handshake: reported as such
-      linked_ = false;
-      ready_unsent_ = false;
-      last_heard_ = now;  // the liveness clock now measures how long the producer is away
-      // Said once per producer run that spoke to this worker; quietly for one that never did.
-      spdlog::log(connected_to_producer_ ? spdlog::level::info : spdlog::level::debug,
-                  "the producer at {} went away; waiting for the next one", options_.endpoint);
-      connected_to_producer_ = false;
-      return answer_bell(now);
-    }
-    if (id != ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
-      // Something listens there, and a failed handshake does not always say why (the peer may
-      // reset the connection before its greeting is read): try again soon, not in a second or two.
-      handshake_retry_at_ = now + kHandshakeRetry;
-      return on_failed_handshake(id, value);
-    }
-    handshake_retry_at_.reset();
-    failed_handshakes_ = 0;
-    linked_ = true;
-    gave_up_ = false;
-    bell_pending_ = false;
-    last_heard_ = now;
-    drop_queued_tasks();
-    send_ready(now);
-  }
-
-  /// The CURVE handshake with whatever listens at the producer's address failed. Refused by the
-  /// producer: restarting cannot help, so the worker ends with kExitRefused. Anything else (a peer
-  /// without keys, or with a key that is not the producer's) may be a port squatter that a real
-  /// producer replaces later: the worker keeps trying, and never talks to it.
-  void on_failed_handshake(std::uint16_t id, std::uint32_t value) {
-    const bool mismatch = id == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL &&
-                          value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH;
-    if (id == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
-      refusal_ = fmt::format(
-          "the producer at {} refused this worker's key {}: add the worker's NAME.key file to the "
-          "folder the producer gives with --allow",
-          options_.endpoint, options_.keys ? options_.keys->own.public_key : "(none)");
-    } else if (!options_.keys && (mismatch || ++failed_handshakes_ >= kFailuresMeaningKeys)) {
-      // Without keys the handshake has little to fail on but the peer's mechanism: it uses keys.
-      // libzmq reports that as a mismatch only when our side reads the peer's greeting before
-      // the peer hangs up on ours; otherwise the same failure, again and again, says it.
-      refusal_ = fmt::format(
-          "the producer at {} requires keys: give this worker --secret-key and --producer-key "
-          "(see --help and the README, \"Running on many machines\")",
-          options_.endpoint);
-    } else if (LogBudget& budget = handshake_logs_[mismatch ? "mismatch" : "key"]; budget.spend()) {
-      spdlog::warn(
-          "the peer at {} is not the producer this worker was given ({} so far): {}; not talking "
-          "to it",
-          options_.endpoint, budget.count(),
-          mismatch ? "it does not use keys" : "its key is not the one given with --producer-key");
-    }
-  }
-
-  void send_ready(Clock::time_point now) {
-    wire::Ready ready;
-    ready.build = build_fingerprint();
-    ready.task = task_name();
-    ready.host = host_name();
-    ready.pid = getpid();
-    ready.credit = options_.credit;
-    ready.producers = producers_;
-    ready.sources = sources_;
-    ready.predecessor = predecessor_;
-    // The connection is announced a moment before the socket can send on it: if READY finds no
-    // connection yet, it is sent again shortly.
-    ready_unsent_ = !send(ready, now) && linked_;
-    if (ready_unsent_) spdlog::debug("READY found no connection yet; trying again");
-  }
-
-  /// False when the message found no connection to go out on (it is dropped, never queued).
-  bool send(const wire::Message& message, Clock::time_point now) {
-    header_.clear();
-    wire::encode(message, header_);
-    const bool sent = socket_->send(zmq::buffer(header_), zmq::send_flags::dontwait).has_value();
-    last_sent_ = now;
-    return sent;
-  }
-
-  int serve() {
-    std::vector<zmq::message_t> frames;
-    Clock::time_point awake = Clock::now();  // the time the last turn acted on
-    while (true) {
-      const Clock::time_point now = Clock::now();
-      // Stopped (SIGSTOP) or starved of CPU between two turns: the silence was ours.
-      if (now - awake > options_.heartbeat) last_heard_ = now;
-      const Clock::time_point deadline = next_deadline();
-      std::chrono::milliseconds timeout(-1);  // waiting for a producer: nothing to do until then
-      if (deadline != Clock::time_point::max()) {
-        timeout = std::max(std::chrono::milliseconds(0),
-                           std::chrono::ceil<std::chrono::milliseconds>(deadline - now));
-      }
-      zmq::pollitem_t items[] = {
-          {socket_->handle(), 0, ZMQ_POLLIN, 0},
-          {nullptr, done_fd_, ZMQ_POLLIN, 0},
-          {monitor_->handle(), 0, ZMQ_POLLIN, 0},
-          {nullptr, doorbell_ ? doorbell_->fd() : -1,
-           static_cast<short>(doorbell_ ? ZMQ_POLLIN : 0), 0},
-          {nullptr, options_.stop_fd, ZMQ_POLLIN, 0},
-      };
-      try {
-        zmq::poll(items, options_.stop_fd >= 0 ? 5 : 4, timeout);
-      } catch (const zmq::error_t& e) {
-        if (e.num() != EINTR) throw;
-      }
-      if (options_.stop_fd >= 0 && (items[4].revents & ZMQ_POLLIN)) return 0;
-      const Clock::time_point after = Clock::now();
-      if (timeout.count() >= 0 && after - (now + timeout) > options_.heartbeat) {
-        // We overslept (the process was stopped, or starved of CPU): the silence was ours, and
-        // what the producer sent meanwhile may not have reached the socket yet. Do not blame it.
-        last_heard_ = after;
-      }
-      if (items[0].revents & ZMQ_POLLIN) {
-        for (int i = 0; i < 256; ++i) {
-          frames.clear();
-          if (!zmq::recv_multipart(*socket_, std::back_inserter(frames),
-                                   zmq::recv_flags::dontwait)) {
-            break;
-          }
-          handle(frames, after);
-        }
-      }
-      if (items[1].revents & ZMQ_POLLIN) send_results(after);
-      if (items[2].revents & ZMQ_POLLIN) on_connection_event(after);
-      if (items[3].revents & ZMQ_POLLIN) on_bell(after);
-      if (!refusal_.empty()) {
-        spdlog::error("{}", refusal_);
-        return kExitRefused;
-      }
-      on_time(after);
-      // The last moment this turn acted on: a stop anywhere after it shows as a gap next turn.
-      awake = after;
-    }
-  }
-
-  /// When the loop must act next, or max() when only an event can give it something to do.
-  Clock::time_point next_deadline() const {
-    Clock::time_point deadline = Clock::time_point::max();
-    if (refused_until_) {
-      deadline = *refused_until_;
-    } else if (linked_) {
-      deadline = std::min(last_sent_ + options_.heartbeat, last_heard_ + options_.liveness);
-      if (ready_unsent_) deadline = last_sent_ + kReadyRetry;
-    } else if (!gave_up_) {
-      deadline = last_heard_ + options_.liveness;
-    }
-    if (bell_pending_ && !linked_) deadline = std::min(deadline, last_bell_retry_ + kBellSpacing);
-    if (handshake_retry_at_ && !linked_) deadline = std::min(deadline, *handshake_retry_at_);
-    return deadline;
-  }
-
-  void on_time(Clock::time_point now) {
-    answer_bell(now);
-    if (handshake_retry_at_ && now >= *handshake_retry_at_ && !linked_) reconnect_now();
-    if (refused_until_) {
-      if (now >= *refused_until_) {
-        refused_until_.reset();
-        last_heard_ = now;
-        send_ready(now);  // perhaps a producer of our build runs there now
-      }
-      return;
-    }
-    if (!linked_) {
-      // No connection: nothing to heartbeat, and libzmq (or a doorbell) is already retrying.
-      // Only work held for a producer that has been away this long is given up on, once.
-      if (!gave_up_ && now - last_heard_ >= options_.liveness) {
-        gave_up_ = true;
-        drop_queued_tasks();
-        abandon_if_computing(std::nullopt, "the producer is gone");
-      }
-      return;
-    }
-    if (now - last_heard_ >= options_.liveness) {
-      // Connected, but the producer is silent (hung, or a link that died without a word): start
-      // afresh with a new socket and offer ourselves again.
-      if (connected_to_producer_) {
-        spdlog::warn("producer at {} silent for {:.1f} s; reconnecting", options_.endpoint,
-                     std::chrono::duration<double>(now - last_heard_).count());
-      }
-      drop_queued_tasks();
-      abandon_if_computing(std::nullopt, "the producer is gone");
-      connect();
-      return;
-    }
-    if (ready_unsent_) {
-      if (now >= last_sent_ + kReadyRetry) send_ready(now);
-      return;
-    }
-    if (now - last_sent_ >= options_.heartbeat) send(wire::Heartbeat{0}, now);
-  }
-
-  void handle(std::vector<zmq::message_t>& frames, Clock::time_point now) {
-    wire::Message message;
-    try {
-      message = wire::decode(frames[0].to_string_view(), frames.size() - 1);
-    } catch (const wire::ProtocolError& e) {
-      LogBudget& budget = garbage_logs_[e.kind_name()];
-      if (budget.spend()) {
-        spdlog::warn("dropped a malformed message from the producer ({} of this kind so far): {}",
-                     budget.count(), e.what());
-      }
-      return;
-    }
-    last_heard_ = now;
-    if (!connected_to_producer_) {
-      connected_to_producer_ = true;
-      predecessor_.reset();  // reported to a producer that listens
-      spdlog::info("connected to producer at {}", options_.endpoint);
-    }
-    if (auto* heartbeat = std::get_if<wire::Heartbeat>(&message)) {
-      serve_session(heartbeat->session);
-    } else if (auto* assign = std::get_if<wire::Assign>(&message)) {
-      serve_session(assign->job.session);
-      Task task{std::move(*assign), {}};
-      task.payloads.reserve(frames.size() - 1);
-      for (std::size_t i = 1; i < frames.size(); ++i) task.payloads.push_back(std::move(frames[i]));
-      std::lock_guard lock(mutex_);
-      if (!cancelled_.contains(task.assign.job)) tasks_.push_back(std::move(task));
-      task_ready_.notify_one();
-    } else if (auto* cancel = std::get_if<wire::Cancel>(&message)) {
-      std::unique_lock lock(mutex_);
-      if (cancelled_.size() > 1024) cancelled_.clear();
-      cancelled_.insert(cancel->job);
-      const auto dropped =
-          std::erase_if(tasks_, [&](const Task& t) { return t.assign.job == cancel->job; });
-      spdlog::debug("job {} cancelled: dropped {} queued batch(es)", cancel->job.seq, dropped);
-      lock.unlock();
-      abandon_if_computing(cancel->job, "the job was cancelled");
-    } else if (std::holds_alternative<wire::Who>(message)) {
-      send_ready(now);
-    } else if (auto* refuse = std::get_if<wire::Refuse>(&message)) {
-      if (refuse->reason != last_refusal_) {
-        spdlog::error("refused by the producer at {}: {}", options_.endpoint,
-                      printable(refuse->reason));
-        last_refusal_ = refuse->reason;
-      }
-      refused_until_ = now + 6 * options_.liveness;
-      drop_queued_tasks();
-    } else if (LogBudget& budget = garbage_logs_["a message producers do not send"];
-               budget.spend()) {
-      spdlog::warn("dropped a {} message, which producers do not send ({} so far)",
-                   wire::type_name(message), budget.count());
-    }
-  }
-
-  /// Notes which producer run is talking. When a new one has taken over the address, work
-  /// queued or running for the old one is of no use to anybody.
-  void serve_session(std::uint64_t session) {
-    if (session == 0 || session == session_) return;
-    if (session_ != 0) spdlog::info("a new producer run is serving at {}", options_.endpoint);
-    session_ = session;
-    {
-      std::lock_guard lock(mutex_);
-      std::erase_if(tasks_, [&](const Task& t) { return t.assign.job.session != session; });
-      if (!computing_ || computing_->session == session) return;
-    }
-    abandon_if_computing(std::nullopt, "its producer run has ended");
-  }
-
-  void send_results(Clock::time_point now) {
-    std::uint64_t value;
-    [[maybe_unused]] ssize_t n = ::read(done_fd_, &value, sizeof value);
-    std::deque<Done> ready;
-    {
-      std::lock_guard lock(mutex_);
-      ready.swap(done_);
-    }
-    for (Done& d : ready) {
-      header_.clear();
-      wire::encode(d.result, header_);
-      const bool has_values = !d.value_sizes.empty();
-      const auto more = zmq::send_flags::sndmore | zmq::send_flags::dontwait;
-      (void)socket_->send(zmq::buffer(header_), has_values ? more : zmq::send_flags::dontwait);
-      std::size_t offset = 0;
-      for (std::size_t i = 0; i < d.value_sizes.size(); ++i) {
-        const bool last = i + 1 == d.value_sizes.size();
-        (void)socket_->send(zmq::buffer(d.values.data() + offset, d.value_sizes[i]),
-                            last ? zmq::send_flags::dontwait : more);
-        offset += d.value_sizes[i];
-      }
-      last_sent_ = now;
-    }
-  }
-
-  void drop_queued_tasks() {
-    std::lock_guard lock(mutex_);
-    tasks_.clear();
-  }
-
-  void leave(int status) {
-    {
-      std::lock_guard lock(mutex_);
-      stopping_ = true;
-      tasks_.clear();
-      task_ready_.notify_all();
-    }
-    if (socket_) {
-      spdlog::info("leaving: telling the producer");
-      send(wire::Bye{"the worker was asked to stop"}, Clock::now());
-      socket_->set(zmq::sockopt::linger, 1000);  // give the BYE a moment to reach the producer
-      close_socket();
-    }
-    context_.close();
-    if (options_.supervised) exit_at_once(status);  // a kernel may still be running: do not wait
-    compute_.join();
-  }
-
-  // --- the compute side ------------------------------------------------------------------
-
-  void compute_loop() {
-    std::map<std::pair<std::string, std::string>, KernelLookup> kernels;
+  void run() {
     while (true) {
       Task task;
       {
-        std::unique_lock lock(mutex_);
-        task_ready_.wait(lock, [&] { return stopping_ || !tasks_.empty(); });
-        if (stopping_) return;
-        task = std::move(tasks_.front());
-        tasks_.pop_front();
+        std::unique_lock lock(shared_->mutex);
+        shared_->task_ready.wait(lock,
+                                 [&] { return shared_->stopping || !shared_->tasks.empty(); });
+        if (shared_->stopping) return;
+        task = std::move(shared_->tasks.front());
+        shared_->tasks.pop_front();
       }
       const wire::Assign& a = task.assign;
       auto key = std::make_pair(a.producer, a.source);
-      auto found = kernels.find(key);
-      if (found == kernels.end()) {
-        if (kernels.size() > 256) kernels.clear();  // bounded, whatever names arrive
-        found = kernels.emplace(key, lookup(a.producer, a.source)).first;
+      auto found = kernels_.find(key);
+      if (found == kernels_.end()) {
+        if (kernels_.size() > 256) kernels_.clear();  // bounded, whatever names arrive
+        found = kernels_.emplace(key, lookup(a.producer, a.source)).first;
       }
       Done done;
       done.result.job = a.job;
@@ -567,14 +135,14 @@ class Worker {
       set_computing(std::nullopt);
       if (!finished) continue;  // cancelled
       {
-        std::lock_guard lock(mutex_);
-        done_.push_back(std::move(done));
+        std::lock_guard lock(shared_->mutex);
+        shared_->done.push_back(std::move(done));
       }
-      const std::uint64_t one = 1;
-      [[maybe_unused]] ssize_t n = ::write(done_fd_, &one, sizeof one);
+      signal_eventfd(shared_->done_fd);
     }
   }
 
+ private:
   KernelLookup lookup(const std::string& producer, const std::string& source) {
     auto serves = [](const std::vector<std::string>& names, const std::string& name) {
       return std::find(names.begin(), names.end(), name) != names.end();
@@ -596,28 +164,13 @@ class Worker {
   }
 
   void set_computing(std::optional<wire::JobId> job) {
-    std::lock_guard lock(mutex_);
-    computing_ = job;
-  }
-
-  /// A supervised worker computing for a job nobody waits for any more exits, so that its pool
-  /// restarts it at once, free for work that counts.
-  void abandon_if_computing(const std::optional<wire::JobId>& job, std::string_view why) {
-    if (!options_.supervised) return;
-    std::lock_guard lock(mutex_);
-    if (!computing_ || (job && !(*computing_ == *job))) return;
-    // A slice of the usual length finishes sooner than a restart would make the worker free.
-    const auto elapsed = Clock::now().time_since_epoch().count() - slice_started_.load();
-    const auto typical = typical_slice_ns_.load();
-    if (typical > 0 && elapsed < 2 * typical + 10'000'000) return;
-    spdlog::info("abandoning a slice of job {}: {}; restarting", computing_->seq, why);
-    if (CrashRecord* r = options_.crash_record) r->abandoned.store(1, std::memory_order_release);
-    exit_at_once(kExitAbandoned);
+    std::lock_guard lock(shared_->mutex);
+    shared_->computing = job;
   }
 
   bool cancelled(const wire::JobId& job) {
-    std::lock_guard lock(mutex_);
-    return stopping_ || cancelled_.contains(job);
+    std::lock_guard lock(shared_->mutex);
+    return shared_->stopping || shared_->cancelled.contains(job);
   }
 
   /// Runs every slice of a task; false when its job was cancelled meanwhile.
@@ -639,14 +192,14 @@ class Worker {
       if (!task.payloads.empty()) input.payload = task.payloads[i].to_string_view();
       const std::size_t before = done.values.size();
       spdlog::debug("slice {} of job {} started", range.index, a.job.seq);
-      if (CrashRecord* r = options_.crash_record) {
+      if (CrashRecord* r = crash_record_) {
         r->session.store(a.job.session, std::memory_order_relaxed);
         r->seq.store(a.job.seq, std::memory_order_relaxed);
         r->slice.store(range.index, std::memory_order_relaxed);
         r->in_slice.store(1, std::memory_order_release);
       }
       const Clock::time_point start = Clock::now();
-      slice_started_.store(std::chrono::nanoseconds(start.time_since_epoch()).count());
+      shared_->slice_started.store(std::chrono::nanoseconds(start.time_since_epoch()).count());
       try {
         kernel.kernel(input, done.values);
         outcome.ok = true;
@@ -659,9 +212,9 @@ class Worker {
       }
       outcome.compute_ns = static_cast<std::uint64_t>(
           std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count());
-      if (CrashRecord* r = options_.crash_record) r->in_slice.store(0, std::memory_order_release);
-      const auto typical = typical_slice_ns_.load();
-      typical_slice_ns_.store(
+      if (CrashRecord* r = crash_record_) r->in_slice.store(0, std::memory_order_release);
+      const auto typical = shared_->typical_slice_ns.load();
+      shared_->typical_slice_ns.store(
           typical == 0 ? static_cast<std::int64_t>(outcome.compute_ns)
                        : (7 * typical + static_cast<std::int64_t>(outcome.compute_ns)) / 8);
       if (outcome.ok && done.values.size() - before > wire::kMaxValueBytes) {
@@ -686,50 +239,342 @@ class Worker {
     return true;
   }
 
-  const WorkerOptions& options_;
+  std::shared_ptr<BetweenThreads> shared_;
   const std::vector<std::string> producers_;
   const std::vector<std::string> sources_;
-  std::optional<wire::Predecessor> predecessor_;
+  CrashRecord* const crash_record_;  // may be null
+  std::map<std::pair<std::string, std::string>, KernelLookup> kernels_;
+  LogBudget unknown_name_log_;
+};
 
-  // I/O thread only.
+WorkerSessionConfig session_config(const WorkerOptions& options) {
+  WorkerSessionConfig config;
+  config.endpoint = options.endpoint;
+  config.heartbeat = options.heartbeat;
+  config.liveness = options.liveness;
+  config.credit = options.credit;
+  config.producers = served(producer_names(), options.only_producers);
+  config.sources = served(source_names(), options.only_sources);
+  config.predecessor = options.predecessor;
+  if (options.keys) config.own_key = options.keys->own.public_key;
+  config.build = build_fingerprint();
+  config.task = task_name();
+  config.host = host_name();
+  config.pid = getpid();
+  return config;
+}
+
+/// The I/O thread: the socket to the producer and everything it polls, driving the session.
+class Worker final : private WorkerActions {
+ public:
+  explicit Worker(const WorkerOptions& options)
+      : options_(options), session_(session_config(options), *this) {
+    const auto port = endpoint_port(options.endpoint);
+    if (options.doorbell && port) {
+      try {
+        doorbell_.emplace(*port);
+      } catch (const Error& e) {
+        spdlog::warn("{}; reconnecting on libzmq's timer alone", e.what());
+      }
+    }
+  }
+
+  int run() {
+    compute_ = std::thread(
+        [compute = ComputeThread(shared_, served(producer_names(), options_.only_producers),
+                                 served(source_names(), options_.only_sources),
+                                 options_.crash_record)]() mutable { compute.run(); });
+    int status = 1;
+    try {
+      connect();
+      session_.on_new_socket(Clock::now());
+      spdlog::info("waiting for a producer at {}", options_.endpoint);
+      status = serve();
+    } catch (const std::exception& e) {
+      spdlog::error("worker stopped: {}", e.what());
+    }
+    leave(status);
+    return status;
+  }
+
+ private:
+  // --- WorkerActions ---------------------------------------------------------------------
+
+  bool send(const wire::Message& message) override {
+    header_.clear();
+    wire::encode(message, header_);
+    return socket_.send(zmq::buffer(header_), zmq::send_flags::dontwait).has_value();
+  }
+
+  void reconnect(bool fresh) override {
+    if (fresh) return connect();
+    // Retries the connection at once, rather than when libzmq's timer says.
+    try {
+      socket_.disconnect(options_.endpoint);
+      socket_.connect(options_.endpoint);
+    } catch (const zmq::error_t&) {
+      connect();  // a fresh socket does the same
+      session_.on_new_socket(Clock::now());
+    }
+  }
+
+  void compute(wire::Assign&& assign) override {
+    Task task{std::move(assign), {}};
+    task.payloads.reserve(frames_.size() - 1);
+    for (std::size_t i = 1; i < frames_.size(); ++i) task.payloads.push_back(std::move(frames_[i]));
+    std::lock_guard lock(shared_->mutex);
+    if (!shared_->cancelled.contains(task.assign.job)) shared_->tasks.push_back(std::move(task));
+    shared_->task_ready.notify_one();
+  }
+
+  void cancel(const wire::JobId& job) override {
+    std::lock_guard lock(shared_->mutex);
+    if (shared_->cancelled.size() > 1024) shared_->cancelled.clear();
+    shared_->cancelled.insert(job);
+    const auto dropped =
+        std::erase_if(shared_->tasks, [&](const Task& t) { return t.assign.job == job; });
+    spdlog::debug("job {} cancelled: dropped {} queued batch(es)", job.seq, dropped);
+  }
+
+  void drop_queued(std::optional<std::uint64_t> keep_session) override {
+    std::lock_guard lock(shared_->mutex);
+    if (!keep_session) return shared_->tasks.clear();
+    std::erase_if(shared_->tasks,
+                  [&](const Task& t) { return t.assign.job.session != *keep_session; });
+  }
+
+  /// A supervised worker computing for a job nobody waits for any more leaves: its pool starts a
+  /// fresh process at once, free for work that counts. It ends at the end of this turn.
+  void abandon(std::optional<wire::JobId> job, std::optional<std::uint64_t> keep_session,
+               std::string_view why) override {
+    if (!options_.supervised || abandoning_) return;
+    std::lock_guard lock(shared_->mutex);
+    const std::optional<wire::JobId>& computing = shared_->computing;
+    if (!computing || (job && !(*computing == *job))) return;
+    if (keep_session && computing->session == *keep_session) return;
+    const std::chrono::nanoseconds elapsed =
+        std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()) -
+        std::chrono::nanoseconds(shared_->slice_started.load());
+    if (!worth_abandoning(elapsed, std::chrono::nanoseconds(shared_->typical_slice_ns.load())))
+      return;
+    spdlog::info("abandoning a slice of job {}: {}; restarting", computing->seq, why);
+    if (CrashRecord* r = options_.crash_record) r->abandoned.store(1, std::memory_order_release);
+    abandoning_ = true;
+  }
+
+  // --- the socket ------------------------------------------------------------------------
+
+  void connect() {
+    close_socket();
+    socket_ = zmq::socket_t(context_, zmq::socket_type::dealer);
+    // Unique per process, not per Worker: worker threads of one process (tests) must differ.
+    // The random part keeps it unguessable: the producer lets a reconnecting peer take over its
+    // own routing id, so a guessable id would let another peer take over this worker's link.
+    static std::atomic<unsigned> generation{0};
+    std::random_device random;
+    identity_ = fmt::format("{}/{}/{}/{:08x}{:08x}", host_name(), getpid(), ++generation, random(),
+                            random());
+    if (const auto& keys = options_.keys) {
+      // The producer accepts a message only under a routing id that begins with the key it was
+      // sent with, so no other peer can speak for this one.
+      identity_ = keys->own.public_key + "/" + identity_;
+      socket_.set(zmq::sockopt::curve_serverkey, keys->producer);
+      socket_.set(zmq::sockopt::curve_publickey, keys->own.public_key);
+      socket_.set(zmq::sockopt::curve_secretkey, keys->own.secret_key);
+    }
+    socket_.set(zmq::sockopt::routing_id, identity_);
+    socket_.set(zmq::sockopt::linger, 0);
+    // Nothing is queued for a connection that is not made: a heartbeat or result queued while the
+    // producer is away would reach the next one as a burst of stale messages. The worker greets
+    // each new connection with READY instead.
+    socket_.set(zmq::sockopt::immediate, 1);
+    if (doorbell_ && on_loopback(options_.endpoint)) {
+      // A producer on this machine rings when it binds: the timer is a fallback.
+      socket_.set(zmq::sockopt::reconnect_ivl, kDoorbellRetryMs);
+      socket_.set(zmq::sockopt::reconnect_ivl_max, 0);
+    } else {
+      // Retry soon after a producer goes: the next run may start at once, and each attempt at a
+      // closed port costs the producer's host next to nothing.
+      socket_.set(zmq::sockopt::reconnect_ivl, kRetryMs);
+      socket_.set(zmq::sockopt::reconnect_ivl_max, kRetryMaxMs);
+    }
+    socket_.set(zmq::sockopt::tcp_keepalive, 1);
+    // A frame larger than any slice the producer sends is not from a producer of ours.
+    socket_.set(zmq::sockopt::maxmsgsize, static_cast<std::int64_t>(wire::kMaxPayloadBytes));
+    // Told when a connection is made, the worker greets at once: a producer started after the
+    // previous one ended then learns of it without waiting for a heartbeat.
+    const std::string monitor_endpoint = "inproc://pymar-monitor-" + identity_;
+    zmq_socket_monitor(socket_.handle(), monitor_endpoint.c_str(),
+                       ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED |
+                           ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                           ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL);
+    monitor_ = zmq::socket_t(context_, zmq::socket_type::pair);
+    monitor_.set(zmq::sockopt::linger, 0);
+    monitor_.connect(monitor_endpoint);
+    socket_.connect(options_.endpoint);
+  }
+
+  void close_socket() {
+    if (!socket_) return;
+    zmq_socket_monitor(socket_.handle(), nullptr, 0);
+    monitor_.close();
+    socket_.close();
+  }
+
+  /// A connection to the producer's address was made or lost, or its handshake failed.
+  void on_connection_event(Clock::time_point now) {
+    zmq::message_t event;
+    zmq::message_t address;
+    if (!monitor_.recv(event, zmq::recv_flags::dontwait)) return;
+    if (event.more()) (void)monitor_.recv(address, zmq::recv_flags::dontwait);
+    std::uint16_t id = 0;
+    std::uint32_t value = 0;
+    if (event.size() >= 6) {
+      std::memcpy(&id, event.data(), sizeof id);
+      std::memcpy(&value, event.data<char>() + 2, sizeof value);
+    }
+    if (id == ZMQ_EVENT_DISCONNECTED) return session_.on_link_down(now);
+    if (id == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) return session_.on_link_up(now);
+    HandshakeFailure failure = HandshakeFailure::other;
+    if (id == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
+      failure = HandshakeFailure::refused;
+    } else if (id == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL &&
+               value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH) {
+      failure = HandshakeFailure::mechanism_mismatch;
+    }
+    session_.on_handshake_failed(failure, now);
+  }
+
+  void receive(Clock::time_point now) {
+    for (int i = 0; i < 256 && !abandoning_; ++i) {
+      frames_.clear();
+      if (!zmq::recv_multipart(socket_, std::back_inserter(frames_), zmq::recv_flags::dontwait)) {
+        break;
+      }
+      wire::Message message;
+      try {
+        message = wire::decode(frames_[0].to_string_view(), frames_.size() - 1);
+      } catch (const wire::ProtocolError& e) {
+        session_.on_malformed(e);
+        continue;
+      }
+      session_.on_message(std::move(message), now);
+    }
+  }
+
+  void send_results(Clock::time_point now) {
+    drain_eventfd(shared_->done_fd);
+    std::deque<Done> ready;
+    {
+      std::lock_guard lock(shared_->mutex);
+      ready.swap(shared_->done);
+    }
+    for (Done& d : ready) {
+      header_.clear();
+      wire::encode(d.result, header_);
+      const bool has_values = !d.value_sizes.empty();
+      const auto more = zmq::send_flags::sndmore | zmq::send_flags::dontwait;
+      (void)socket_.send(zmq::buffer(header_), has_values ? more : zmq::send_flags::dontwait);
+      std::size_t offset = 0;
+      for (std::size_t i = 0; i < d.value_sizes.size(); ++i) {
+        const bool last = i + 1 == d.value_sizes.size();
+        (void)socket_.send(zmq::buffer(d.values.data() + offset, d.value_sizes[i]),
+                           last ? zmq::send_flags::dontwait : more);
+        offset += d.value_sizes[i];
+      }
+      session_.on_results_sent(now);
+    }
+  }
+
+  /// Polls until asked to stop (0), refused (kExitRefused), or a slice is abandoned
+  /// (kExitAbandoned).
+  int serve() {
+    Clock::time_point awake = Clock::now();  // the time the last turn acted on
+    while (true) {
+      const Clock::time_point now = Clock::now();
+      // Stopped (SIGSTOP) or starved of CPU between two turns: the silence was ours.
+      if (now - awake > options_.heartbeat) session_.forgive_silence(now);
+      const Clock::time_point deadline = session_.next_deadline();
+      std::chrono::milliseconds timeout(-1);  // waiting for a producer: nothing to do until then
+      if (deadline != Clock::time_point::max()) {
+        timeout = std::max(std::chrono::milliseconds(0),
+                           std::chrono::ceil<std::chrono::milliseconds>(deadline - now));
+      }
+      zmq::pollitem_t items[] = {
+          {socket_.handle(), 0, ZMQ_POLLIN, 0},
+          {nullptr, shared_->done_fd.get(), ZMQ_POLLIN, 0},
+          {monitor_.handle(), 0, ZMQ_POLLIN, 0},
+          {nullptr, doorbell_ ? doorbell_->fd() : -1,
+           static_cast<short>(doorbell_ ? ZMQ_POLLIN : 0), 0},
+          {nullptr, options_.stop_fd, ZMQ_POLLIN, 0},
+      };
+      try {
+        zmq::poll(items, options_.stop_fd >= 0 ? 5 : 4, timeout);
+      } catch (const zmq::error_t& e) {
+        if (e.num() != EINTR) throw;
+      }
+      if (options_.stop_fd >= 0 && (items[4].revents & ZMQ_POLLIN)) return 0;
+      const Clock::time_point after = Clock::now();
+      if (timeout.count() >= 0 && after - (now + timeout) > options_.heartbeat) {
+        // We overslept (the process was stopped, or starved of CPU): the silence was ours, and
+        // what the producer sent meanwhile may not have reached the socket yet. Do not blame it.
+        session_.forgive_silence(after);
+      }
+      if (items[0].revents & ZMQ_POLLIN) receive(after);
+      if (abandoning_) return kExitAbandoned;
+      if (items[1].revents & ZMQ_POLLIN) send_results(after);
+      if (items[2].revents & ZMQ_POLLIN) on_connection_event(after);
+      if ((items[3].revents & ZMQ_POLLIN) && doorbell_->drain() > 0) session_.on_bell(after);
+      if (const auto& end = session_.end()) {
+        spdlog::error("{}", end->why);
+        return end->status;
+      }
+      session_.on_time(after);
+      if (abandoning_) return kExitAbandoned;
+      // The last moment this turn acted on: a stop anywhere after it shows as a gap next turn.
+      awake = after;
+    }
+  }
+
+  /// Stops the compute thread and the socket. An abandoned slice leaves without a goodbye, as a
+  /// process that died would: the producer hears of it from the next process in its slot.
+  void leave(int status) {
+    {
+      std::lock_guard lock(shared_->mutex);
+      shared_->stopping = true;
+      shared_->tasks.clear();
+      shared_->task_ready.notify_all();
+    }
+    if (socket_ && status != kExitAbandoned) {
+      spdlog::info("leaving: telling the producer");
+      send(wire::Bye{"the worker was asked to stop"});
+      socket_.set(zmq::sockopt::linger, 1000);  // give the BYE a moment to reach the producer
+    }
+    close_socket();
+    context_.close();
+    if (options_.supervised) {
+      // A kernel may still be running: do not wait for it. The compute thread keeps what it
+      // shares with us; the pool ends this process as soon as run_worker returns.
+      compute_.detach();
+    } else {
+      compute_.join();
+    }
+  }
+
+  // The I/O thread's own state.
+  const WorkerOptions& options_;
   zmq::context_t context_{1};
-  std::unique_ptr<zmq::socket_t> socket_;
-  std::unique_ptr<zmq::socket_t> monitor_;  // connection events of socket_
-  // Handshakes failed in a row (without keys: a peer that wants keys, after kFailuresMeaningKeys).
-  unsigned failed_handshakes_ = 0;
-  static constexpr unsigned kFailuresMeaningKeys = 3;
+  zmq::socket_t socket_;              // to the producer; a fresh one after a silent producer
+  zmq::socket_t monitor_;             // connection events of socket_
   std::optional<Doorbell> doorbell_;  // rung by a producer binding our producer's port
-  bool linked_ = false;               // socket_ has a connection through its handshake
-  bool gave_up_ = false;              // not linked, and queued work was dropped after liveness
-  bool ready_unsent_ = false;         // linked, but READY found no connection to go out on yet
-  std::optional<Clock::time_point> handshake_retry_at_;  // after a failed handshake
-  bool bell_pending_ = false;                            // a bell not yet answered
-  Clock::time_point last_bell_retry_;                    // when a bell last made the worker retry
   std::string identity_;
-  std::string header_;
-  Clock::time_point last_heard_;
-  Clock::time_point last_sent_;
-  bool connected_to_producer_ = false;
-  std::optional<Clock::time_point> refused_until_;
-  std::string refusal_;        // why the producer refused this worker at the handshake
-  LogBudgets handshake_logs_;  // failed handshakes with a peer that is not our producer
-  std::string last_refusal_;
-  LogBudgets garbage_logs_;     // malformed messages, by kind
-  LogBudget unknown_name_log_;  // the compute thread's
-  std::uint64_t session_ = 0;   // the producer run being served, once known
-  int done_fd_ = -1;
+  std::string header_;                  // reused encoding buffer
+  std::vector<zmq::message_t> frames_;  // the message being handled
+  bool abandoning_ = false;             // leaving a slice nobody needs: end this turn
+  WorkerSession session_;
 
-  // Shared between the I/O thread and the compute thread.
-  std::mutex mutex_;
-  std::condition_variable task_ready_;
-  std::deque<Task> tasks_;
-  std::deque<Done> done_;
-  std::unordered_set<wire::JobId, JobIdHash> cancelled_;
-  std::optional<wire::JobId> computing_;           // the job of the batch being computed
-  std::atomic<std::int64_t> slice_started_{0};     // steady clock, ns: the slice computing now
-  std::atomic<std::int64_t> typical_slice_ns_{0};  // running mean of slice compute times
-  bool stopping_ = false;
-
+  // Shared with the compute thread.
+  std::shared_ptr<BetweenThreads> shared_ = std::make_shared<BetweenThreads>();
   std::thread compute_;
 };
 

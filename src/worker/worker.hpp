@@ -25,8 +25,9 @@ struct WorkerOptions {
   CrashRecord* crash_record = nullptr;           ///< may be null
   int stop_fd = -1;  ///< readable when the worker should leave (signalfd or eventfd)
   /// This process belongs to a pool that restarts it: rather than wait for a kernel that nobody
-  /// needs any more (its job was cancelled, its producer is gone, the worker is stopping), exit,
-  /// and let the pool start a fresh process at once.
+  /// needs any more (its job was cancelled, its producer is gone, the worker is stopping),
+  /// return (kExitAbandoned when stopping was not asked for), and let the pool end this process
+  /// and start a fresh one at once.
   bool supervised = false;
   /// CurveZMQ: this worker's key pair and the producer's public key. The worker then talks only to
   /// a producer holding that key, and exits with kExitRefused if the producer refuses its key.
@@ -37,7 +38,10 @@ struct WorkerOptions {
 };
 
 /// Serves jobs until `stop_fd` becomes readable. Returns the process exit status: 0, 1 when it
-/// could not serve, or kExitRefused.
+/// could not serve, kExitRefused, or (supervised only) kExitAbandoned when it left a slice that
+/// nobody needs. It never ends the process itself; but a supervised worker returns without
+/// waiting for a kernel that may still be running on its compute thread, so its caller must then
+/// end the process at once (exit_at_once), as the pool does.
 int run_worker(const WorkerOptions& options);
 
 }  // namespace pymar::detail

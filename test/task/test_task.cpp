@@ -46,11 +46,12 @@ bool first_time(const std::string& marker) {
   return true;
 }
 
-// With a gate, the second job waits until the test creates this file (at most 60 s), so that a
-// test can change the world between two jobs of one producer run.
-void wait_for_gate(const std::string& gate) {
+// With a gate, a job waits until the test creates this file (at most 60 s), so that a test can
+// change the world between two jobs of one producer run (TEST_GATE, before the second job), or
+// between the producer's start and its first job (TEST_FIRST_GATE).
+void wait_for_gate(const std::string& gate, std::int64_t job) {
   if (gate.empty()) return;
-  fmt::print(stderr, "test_task[{}]: job 2 waits for {}\n", getpid(), gate);
+  fmt::print(stderr, "test_task[{}]: job {} waits for {}\n", getpid(), job, gate);
   std::fflush(stderr);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
   while (!std::ifstream(gate).good() && std::chrono::steady_clock::now() < deadline) {
@@ -240,7 +241,8 @@ int run_job(const pymar::Arguments& arguments) {
   const auto repeat = env_int("TEST_REPEAT", 1);
   const bool timing = env_int("TEST_TIMING", 0) != 0;
   for (std::int64_t run = 0; run < repeat; ++run) {
-    if (run == 1) wait_for_gate(env_text("TEST_GATE"));
+    if (run == 0) wait_for_gate(env_text("TEST_FIRST_GATE"), 1);
+    if (run == 1) wait_for_gate(env_text("TEST_GATE"), 2);
     const auto started = std::chrono::steady_clock::now();
     if (job == "integration") {
       SlowPoints::Params p{env_int("TEST_SLOW_OFFSET", -1), env_int("TEST_SLOW_MS", 0),
