@@ -537,6 +537,12 @@ void Dispatcher::deliver(Clock::time_point) {
   finished_.notify_all();
 }
 
+std::shared_ptr<const Observation> Dispatcher::observe() const {
+  observation_wanted_.store(true, std::memory_order_relaxed);
+  std::lock_guard lock(observation_mutex_);
+  return observation_;
+}
+
 // --- outbox --------------------------------------------------------------------------------
 
 void Dispatcher::send(const std::string& worker, const wire::Message& message) {

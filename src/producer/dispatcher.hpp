@@ -19,6 +19,7 @@
 #include "common/keys.hpp"
 #include "common/log_budget.hpp"
 #include "producer/key_gate.hpp"
+#include "producer/observation.hpp"
 #include "producer/scheduler.hpp"
 
 namespace pymar::detail {
@@ -70,6 +71,11 @@ class Dispatcher final : private Outbox {
   JobOutcome run(const JobRequest& request);
 
   bool interrupted() const { return interrupted_.load(); }
+
+  /// The latest snapshot the I/O thread published (never null; an empty one, sequence 0, until
+  /// the first is made). Thread-safe and cheap. The first call starts publishing; each call asks
+  /// for a fresh snapshot, which the I/O thread makes within Observation::kPublishInterval.
+  std::shared_ptr<const Observation> observe() const;
 
  private:
   void loop();
@@ -136,6 +142,11 @@ class Dispatcher final : private Outbox {
   std::size_t garbage_count_ = 0;  // malformed messages during the current job
   std::size_t bells_rung_ = 0;     // doorbells rung when the port was bound
   Clock::time_point bells_until_;  // until then, a new job waits for the workers that heard them
+
+  // Snapshots for other threads (observe()).
+  mutable std::mutex observation_mutex_;
+  std::shared_ptr<const Observation> observation_ = std::make_shared<const Observation>();
+  mutable std::atomic<bool> observation_wanted_{false};  // observe() called since last publish
 
   // Payloads sent zero-copy from the job's memory that ZeroMQ still holds.
   std::atomic<std::size_t> payloads_in_flight_{0};
