@@ -10,4 +10,5 @@
 #include "pymar/producer.hpp"
 #include "pymar/pull_range.hpp"
 #include "pymar/registry.hpp"
+#include "pymar/stats.hpp"
 #include "pymar/version.hpp"
