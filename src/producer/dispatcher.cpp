@@ -277,8 +277,14 @@ bool Dispatcher::step() {
 void Dispatcher::receive(Clock::time_point now) {
   for (int i = 0; i < kReceiveBurst; ++i) {
     frames_.clear();
-    const auto received =
-        zmq::recv_multipart(*router_, std::back_inserter(frames_), zmq::recv_flags::dontwait);
+    std::optional<std::size_t> received;
+    try {
+      received =
+          zmq::recv_multipart(*router_, std::back_inserter(frames_), zmq::recv_flags::dontwait);
+    } catch (const zmq::error_t& e) {
+      if (e.num() != EINTR) throw;  // anything else ends map with an error (see loop())
+      return;                       // a signal: the next turn reads on
+    }
     if (!received) return;
     handle(frames_[0], frames_, now);
   }
@@ -569,6 +575,21 @@ void Dispatcher::send_assign(const std::string& worker, const wire::Assign& assi
       auto* encoded = new std::string;
       job.memory.encode_slice(slice.offset, slice.limit, *encoded);
       size = encoded->size();
+      try {
+        check_decode_cost(*encoded);  // what the worker would refuse to decode
+      } catch (const DecodeError& e) {
+        if (!payload_failure_) {
+          payload_failure_ = SliceError::Details{
+              slice.index,
+              slice.offset,
+              slice.limit,
+              "",
+              getpid(),
+              "pymar::DecodeError",
+              fmt::format("the slice's data cannot be sent: {}: raise WORKERS_NUMBER", e.what()),
+              0};
+        }
+      }
       payloads_.emplace_back(
           encoded->data(), size, [](void*, void* hint) { delete static_cast<std::string*>(hint); },
           encoded);

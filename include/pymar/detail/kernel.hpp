@@ -76,7 +76,11 @@ void map_and_reduce(Elements&& elements, std::string& out) {
       "and return the same type for both");
   decltype(auto) mapped = P::map_fn(elements);
   const Value partial = P::reduce_fn(mapped);
+  const std::size_t start = out.size();
   encode(partial, out);
+  // The producer refuses a partial that would cost too much to decode (see DecodeLimits): say
+  // so here, where it is made, rather than have it computed again and again.
+  check_decode_cost(std::string_view(out).substr(start));
 }
 
 template <class T>
