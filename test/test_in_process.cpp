@@ -2,6 +2,8 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <cstdint>
+#include <new>
 #include <numeric>
 #include <ranges>
 #include <string>
@@ -111,30 +113,82 @@ TEST_CASE("the registry knows the names of this binary and explains unknown ones
 
 namespace {
 
+// The slices of a job of `length` elements under producer P.
+template <class P>
+std::uint64_t slices_of(std::size_t length) {
+  return std::min<std::size_t>(P::WORKERS_NUMBER, length);
+}
+
 void check_answers_with(unsigned workers) {
   pymar::test::LocalCluster cluster(workers);
+  // The local fallback gives the same answers: after each job, the producer's own count of
+  // slices returned by workers must have grown by all of the job's slices.
+  std::uint64_t expected = 0;
+  auto computed_by_workers = [&](std::uint64_t slices) {
+    expected += slices;
+    CHECK(cluster.slices_from_workers() == expected);
+  };
   // a registered source
   CHECK(Doubler().map(pymar::factory<Range>({1000})) == 999000);
+  computed_by_workers(slices_of<Doubler>(1000));
   // each element is computed exactly once
   auto all = Collect().map(pymar::factory<Range>({7}));
   std::sort(all.begin(), all.end());
   CHECK(all == std::vector<std::size_t>{0, 1, 2, 3, 4, 5, 6});
+  computed_by_workers(slices_of<Collect>(7));
   // in-memory data, raw and encoded
   std::vector<int> numbers(100000);
   std::iota(numbers.begin(), numbers.end(), 0);
   CHECK(Doubler().map(pymar::factory(numbers)) == 9999900000L);
+  computed_by_workers(slices_of<Doubler>(numbers.size()));
   const std::vector<std::string> words{"one", "three", "five", "", "eleven"};
   CHECK(Lengths().map(pymar::factory(words)) == 18);
+  computed_by_workers(slices_of<Lengths>(words.size()));
   // more parts than elements, and many small slices
   CHECK(Many().map(pymar::factory<Range>({10})) == 45);
+  computed_by_workers(slices_of<Many>(10));
   CHECK(Many().map(pymar::factory<Range>({100000})) == 4999950000UL);
+  computed_by_workers(slices_of<Many>(100000));
   // several jobs in a row
   for (std::size_t n = 1; n < 30; n += 7) {
     CHECK(Doubler().map(pymar::factory<Range>({n})) == static_cast<long>(n * (n - 1)));
+    computed_by_workers(slices_of<Doubler>(n));
   }
 }
 
+// An element whose msgpack encoding throws, as a user's adaptor might (or an allocation).
+// In-memory elements that are not trivially copyable are encoded on the producer's I/O thread.
+struct Explosive {
+  std::string name;
+  template <class Packer>
+  void msgpack_pack(Packer&) const {
+    throw std::bad_alloc();
+  }
+  void msgpack_unpack(const msgpack::object&) {}
+};
+
+struct NameLengths : pymar::Producer<NameLengths> {
+  static constexpr std::size_t WORKERS_NUMBER = 2;
+  static auto map_fn(auto&& xs) {
+    return xs | std::views::transform([](const Explosive& x) { return x.name.size(); });
+  }
+  static std::size_t reduce_fn(auto&& values) { return pymar::sum<std::size_t>(values); }
+};
+
 }  // namespace
+
+REGISTER_PRODUCER(NameLengths);
+
+TEST_CASE("an exception on the producer's I/O thread ends map with a pymar::Error" *
+          doctest::timeout(60)) {
+  pymar::test::LocalCluster cluster(1);
+  const std::vector<Explosive> elements(4, Explosive{"boom"});
+  CHECK_THROWS_WITH_AS((void)NameLengths().map(pymar::factory(elements)),
+                       doctest::Contains("I/O thread stopped: std::bad_alloc"), pymar::Error);
+  // And every later map too, at once, rather than waiting on a thread that is gone.
+  CHECK_THROWS_WITH_AS((void)Doubler().map(pymar::factory<Range>({10})),
+                       doctest::Contains("I/O thread stopped"), pymar::Error);
+}
 
 TEST_CASE("map over one worker thread gives the local answer" * doctest::timeout(60)) {
   check_answers_with(1);

@@ -17,7 +17,9 @@
 #include "common/doorbell.hpp"
 #include "common/log.hpp"
 #include "common/printable.hpp"
+#include "producer/inbound.hpp"
 #include "producer/runtime.hpp"
+#include "pymar/codec.hpp"
 #include "pymar/error.hpp"
 #include "pymar/version.hpp"
 
@@ -65,23 +67,6 @@ Overloaded(F...) -> Overloaded<F...>;
 std::uint64_t random_session() {
   std::random_device device;
   return (static_cast<std::uint64_t>(device()) << 32) ^ device();
-}
-
-// Texts from peers end up in our logs and in exceptions the user sees: make them printable.
-void sanitize(wire::Message& message) {
-  if (auto* ready = std::get_if<wire::Ready>(&message)) {
-    ready->build = printable(ready->build);
-    ready->task = printable(ready->task);
-    ready->host = printable(ready->host);
-  } else if (auto* result = std::get_if<wire::Result>(&message)) {
-    for (wire::Outcome& o : result->outcomes) {
-      if (o.ok) continue;
-      o.error_type = printable(o.error_type);
-      o.error_message = printable(o.error_message, wire::kMaxErrorMessageBytes);
-    }
-  } else if (auto* bye = std::get_if<wire::Bye>(&message)) {
-    bye->reason = printable(bye->reason);
-  }
 }
 
 }  // namespace
@@ -302,41 +287,28 @@ void Dispatcher::handle(zmq::message_t& identity_frame, std::vector<zmq::message
     }
     scheduler_.on_garbage(identity, now);
   };
-  if (frames.size() < 2) return garbage("no header frame", "no header frame");
-  if (gate_ && !sent_with_own_key(identity, frames[1])) {
+  if (frames.size() >= 2 && gate_ && !sent_with_own_key(identity, frames[1])) {
     return garbage("its routing id names another peer's key", "a routing id of another key");
   }
-
-  wire::Message message;
-  try {
-    message = wire::decode(frames[1].to_string_view(), frames.size() - 2);
-  } catch (const wire::ProtocolError& e) {
-    if (e.foreign_version()) {
+  views_.clear();
+  for (const zmq::message_t& frame : frames) views_.push_back(frame.to_string_view());
+  const Inbound in = read_inbound(views_);
+  if (!in.message) {
+    if (in.foreign_version) {
       send(identity, wire::Refuse{fmt::format("the producer speaks protocol version {}, not {}",
-                                              protocol_version(), *e.foreign_version())});
+                                              protocol_version(), *in.foreign_version)});
     }
-    return garbage(e.what(), e.kind_name());
+    return garbage(in.problem, in.problem_kind);
   }
-  sanitize(message);
   std::visit(Overloaded{
                  [&](const wire::Ready& m) { scheduler_.on_ready(identity, m, now); },
-                 [&](const wire::Result& m) {
-                   values_.clear();
-                   for (std::size_t i = 2; i < frames.size(); ++i) {
-                     values_.push_back(frames[i].to_string_view());
-                   }
-                   scheduler_.on_result(identity, m, values_, now);
-                 },
+                 [&](const wire::Result& m) { scheduler_.on_result(identity, m, in.values, now); },
                  [&](const wire::Heartbeat&) { scheduler_.on_heartbeat(identity, now); },
                  [&](const wire::Bye& m) { scheduler_.on_bye(identity, m.reason, now); },
                  [&](const wire::StatusQuery&) { answer_status(identity, now); },
-                 [&](const auto& m) {
-                   garbage(fmt::format("a {} message, which workers do not send",
-                                       wire::type_name(wire::Message(m))),
-                           "a message workers do not send");
-                 },
+                 [&](const auto&) {},  // read_inbound drops what workers do not send
              },
-             message);
+             *in.message);
 }
 
 /// STATUS for anyone who reaches the producer (with keys: anyone allowed). Each answer costs a

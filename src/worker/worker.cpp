@@ -444,7 +444,7 @@ class Worker {
     if (auto* heartbeat = std::get_if<wire::Heartbeat>(&message)) {
       serve_session(heartbeat->session);
     } else if (auto* assign = std::get_if<wire::Assign>(&message)) {
-      serve_session(assign->job.session);
+      if (!serve_session(assign->job.session)) return;  // of a producer run already replaced
       Task task{std::move(*assign), {}};
       task.payloads.reserve(frames.size() - 1);
       for (std::size_t i = 1; i < frames.size(); ++i) task.payloads.push_back(std::move(frames[i]));
@@ -478,17 +478,28 @@ class Worker {
   }
 
   /// Notes which producer run is talking. When a new one has taken over the address, work
-  /// queued or running for the old one is of no use to anybody.
-  void serve_session(std::uint64_t session) {
-    if (session == 0 || session == session_) return;
-    if (session_ != 0) spdlog::info("a new producer run is serving at {}", options_.endpoint);
+  /// queued or running for the old one is of no use to anybody. Returns false for a run that
+  /// was already replaced: its messages may still arrive late (ZeroMQ reads the old connection
+  /// and the new one in turn), and must not make the worker drop the work of its successor.
+  bool serve_session(std::uint64_t session) {
+    if (session == 0 || session == session_) return true;
+    if (std::find(replaced_sessions_.begin(), replaced_sessions_.end(), session) !=
+        replaced_sessions_.end()) {
+      return false;
+    }
+    if (session_ != 0) {
+      spdlog::info("a new producer run is serving at {}", options_.endpoint);
+      if (replaced_sessions_.size() >= kReplacedSessionsKept) replaced_sessions_.pop_front();
+      replaced_sessions_.push_back(session_);
+    }
     session_ = session;
     {
       std::lock_guard lock(mutex_);
       std::erase_if(tasks_, [&](const Task& t) { return t.assign.job.session != session; });
-      if (!computing_ || computing_->session == session) return;
+      if (!computing_ || computing_->session == session) return true;
     }
     abandon_if_computing(std::nullopt, "its producer run has ended");
+    return true;
   }
 
   void send_results(Clock::time_point now) {
@@ -717,6 +728,9 @@ class Worker {
   LogBudgets garbage_logs_;     // malformed messages, by kind
   LogBudget unknown_name_log_;  // the compute thread's
   std::uint64_t session_ = 0;   // the producer run being served, once known
+  // Producer runs replaced by a later one, most recent last (serve_session).
+  static constexpr std::size_t kReplacedSessionsKept = 16;
+  std::deque<std::uint64_t> replaced_sessions_;
   int done_fd_ = -1;
 
   // Shared between the I/O thread and the compute thread.

@@ -14,6 +14,7 @@
 #include "pymar/codec.hpp"
 #include "pymar/data_source.hpp"
 #include "pymar/detail/job.hpp"
+#include "pymar/detail/raw_payload.hpp"
 #include "pymar/error.hpp"
 #include "pymar/registry.hpp"
 
@@ -85,12 +86,7 @@ void map_and_reduce(Elements&& elements, std::string& out) {
 
 template <class T>
 std::span<const T> raw_elements(const SliceInput& input, std::vector<T>& realigned) {
-  // Divide rather than multiply: a forged limit must not overflow into a matching size.
-  if (input.payload.size() % sizeof(T) != 0 || input.payload.size() / sizeof(T) != input.limit) {
-    throw DecodeError("slice payload holds " + std::to_string(input.payload.size()) +
-                      " bytes, not " + std::to_string(input.limit) + " elements of " +
-                      std::to_string(sizeof(T)) + " bytes");
-  }
+  check_raw_payload(input.payload.size(), sizeof(T), input.limit);
   const void* data = input.payload.data();
   if (reinterpret_cast<std::uintptr_t>(data) % alignof(T) == 0) {
     return {static_cast<const T*>(data), input.limit};
