@@ -139,8 +139,9 @@ std::size_t mapped_bytes() {
 
 TEST_CASE("decoding B bytes makes at most 8 B + 24 MiB of msgpack objects") {
   const pymar::DecodeLimits limits;
-  CHECK(limits.max_objects(0) * sizeof(msgpack::object) == 24 << 20);
-  CHECK(limits.max_objects(3 << 20) * sizeof(msgpack::object) == (24 << 20) + 8 * (3 << 20));
+  constexpr std::size_t kMiB = std::size_t{1} << 20;
+  CHECK(limits.max_objects(0) * sizeof(msgpack::object) == 24 * kMiB);
+  CHECK(limits.max_objects(3 * kMiB) * sizeof(msgpack::object) == 24 * kMiB + 8 * 3 * kMiB);
 
   // 64 MiB of nils would be 1.5 GiB of objects: refused before anything is allocated.
   const std::string bytes = nils(std::size_t{64} << 20);
@@ -149,9 +150,9 @@ TEST_CASE("decoding B bytes makes at most 8 B + 24 MiB of msgpack objects") {
   CHECK_THROWS_WITH_AS(pymar::detail::check_decode_cost(bytes),
                        doctest::Contains("declare more elements than"), pymar::DecodeError);
   // Under the floor, as many nils as bytes decode.
-  CHECK(pymar::decode<std::vector<msgpack::type::nil_t>>(nils(1 << 20)).size() == 1 << 20);
+  CHECK(pymar::decode<std::vector<msgpack::type::nil_t>>(nils(kMiB)).size() == kMiB);
   // Honest values over the floor: three million doubles (9 bytes each).
-  const std::vector<double> doubles(3 << 20, 0.5);
+  const std::vector<double> doubles(3 * kMiB, 0.5);
   CHECK(pymar::decode<std::vector<double>>(pymar::encode(doubles)) == doubles);
 
 #if defined(__SANITIZE_ADDRESS__)

@@ -179,6 +179,37 @@ struct NameLengths : pymar::Producer<NameLengths> {
 
 REGISTER_PRODUCER(NameLengths);
 
+namespace {
+
+// A partial value of `Length` small numbers: one msgpack object per byte.
+template <std::size_t Length>
+struct ManyZeros : pymar::Producer<ManyZeros<Length>> {
+  static constexpr std::size_t WORKERS_NUMBER = 1;
+  static auto map_fn(auto&& xs) {
+    return xs | std::views::transform([](auto) { return std::vector<int>(Length, 0); });
+  }
+  static std::vector<int> reduce_fn(auto&& values) {
+    std::vector<int> total(Length, 0);
+    for (const auto& v : values) {
+      for (std::size_t i = 0; i < v.size() && i < Length; ++i) total[i] += v[i];
+    }
+    return total;
+  }
+};
+
+}  // namespace
+
+REGISTER_PRODUCER(ManyZeros<1000000>);
+REGISTER_PRODUCER(ManyZeros<4000000>);
+
+TEST_CASE("a partial value too costly to decode is a SliceError where it is made") {
+  // README: a value of B bytes may hold at most 2^20 + B / 3 msgpack objects. A million small
+  // numbers are within the first 2^20; four million, in 4 MB, are not.
+  CHECK(ManyZeros<1000000>().map(pymar::factory<Range>({1})).size() == 1000000);
+  CHECK_THROWS_WITH_AS((void)ManyZeros<4000000>().map(pymar::factory<Range>({1})),
+                       doctest::Contains("declare more elements than"), pymar::SliceError);
+}
+
 TEST_CASE("an exception on the producer's I/O thread ends map with a pymar::Error" *
           doctest::timeout(60)) {
   pymar::test::LocalCluster cluster(1);
@@ -339,6 +370,18 @@ TEST_CASE("in-memory elements that are arrays themselves travel, whatever their 
   // Pairs in one-element slices.
   const std::vector<std::pair<int, int>> pairs{{1, 2}, {3, 4}};
   CHECK(RowSums().map(pymar::factory(pairs)) == 10.0);
+}
+
+TEST_CASE("an in-memory slice too costly for a worker to decode fails map, saying what to do" *
+          doctest::timeout(60)) {
+  pymar::test::LocalCluster cluster(1);
+  // One row of four million small numbers: 4 MB, one msgpack object per byte.
+  const std::vector<std::vector<double>> rows(1, std::vector<double>(4000000, 0.0));
+  CHECK_THROWS_WITH_AS((void)RowSums().map(pymar::factory(rows)),
+                       doctest::Contains("raise WORKERS_NUMBER"), pymar::SliceError);
+  // The same data in rows of a million fits, slice by slice.
+  const std::vector<std::vector<double>> smaller(4, std::vector<double>(1000000, 0.0));
+  CHECK(RowSums().map(pymar::factory(smaller)) == 0.0);
 }
 
 TEST_CASE("map called from two threads at once gives each its own answer" * doctest::timeout(60)) {

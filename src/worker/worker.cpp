@@ -463,7 +463,8 @@ class Worker {
     } else if (std::holds_alternative<wire::Who>(message)) {
       send_ready(now);
     } else if (auto* refuse = std::get_if<wire::Refuse>(&message)) {
-      if (refuse->reason != last_refusal_) {
+      // Each new reason is logged, within a budget: a producer could send ever new ones.
+      if (refuse->reason != last_refusal_ && refusal_log_.spend()) {
         spdlog::error("refused by the producer at {}: {}", options_.endpoint,
                       printable(refuse->reason));
         last_refusal_ = refuse->reason;
@@ -488,7 +489,10 @@ class Worker {
       return false;
     }
     if (session_ != 0) {
-      spdlog::info("a new producer run is serving at {}", options_.endpoint);
+      if (new_run_log_.spend()) {
+        spdlog::info("a new producer run is serving at {} ({} so far)", options_.endpoint,
+                     new_run_log_.count());
+      }
       if (replaced_sessions_.size() >= kReplacedSessionsKept) replaced_sessions_.pop_front();
       replaced_sessions_.push_back(session_);
     }
@@ -731,6 +735,8 @@ class Worker {
   // Producer runs replaced by a later one, most recent last (serve_session).
   static constexpr std::size_t kReplacedSessionsKept = 16;
   std::deque<std::uint64_t> replaced_sessions_;
+  LogBudget new_run_log_{16};  // a producer could claim a new session with every message
+  LogBudget refusal_log_;
   int done_fd_ = -1;
 
   // Shared between the I/O thread and the compute thread.
