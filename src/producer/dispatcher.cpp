@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <memory>
 #include <random>
 #include <variant>
 
@@ -544,7 +545,8 @@ void Dispatcher::send_assign(const std::string& worker, const wire::Assign& assi
         payloads_.emplace_back(bytes.data(), size);
       }
     } else {
-      auto* encoded = new std::string;
+      // Owned here until ZeroMQ takes it: the user's encoding may throw.
+      auto encoded = std::make_unique<std::string>();
       job.memory.encode_slice(slice.offset, slice.limit, *encoded);
       size = encoded->size();
       try {
@@ -564,7 +566,8 @@ void Dispatcher::send_assign(const std::string& worker, const wire::Assign& assi
       }
       payloads_.emplace_back(
           encoded->data(), size, [](void*, void* hint) { delete static_cast<std::string*>(hint); },
-          encoded);
+          encoded.get());
+      (void)encoded.release();  // ZeroMQ deletes it when sent
     }
     if (size > wire::kMaxPayloadBytes && !payload_failure_) {
       payload_failure_ = SliceError::Details{
