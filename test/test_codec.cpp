@@ -1,5 +1,10 @@
 #include <doctest/doctest.h>
 
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fstream>
 #include <map>
 #include <string>
 #include <vector>
@@ -110,4 +115,71 @@ TEST_CASE("nested containers cannot claim more elements in all than the bytes ca
   CHECK(round_trip(empties) == empties);
   const std::vector<Measurement> many(300, Measurement{"m", {1.0, 2.0}, 3});
   CHECK(round_trip(many) == many);
+}
+
+namespace {
+
+// `count` msgpack nils in one array: a byte each, 24 bytes each once decoded.
+std::string nils(std::size_t count) {
+  std::string bytes("\xdd", 1);
+  for (int shift = 24; shift >= 0; shift -= 8) bytes += static_cast<char>(count >> shift);
+  bytes.append(count, '\xc0');
+  return bytes;
+}
+
+// Virtual memory this process maps now, in bytes.
+std::size_t mapped_bytes() {
+  std::ifstream statm("/proc/self/statm");
+  std::size_t pages = 0;
+  statm >> pages;
+  return pages * static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
+}
+
+}  // namespace
+
+TEST_CASE("decoding B bytes makes at most 8 B + 24 MiB of msgpack objects") {
+  const pymar::DecodeLimits limits;
+  constexpr std::size_t kMiB = std::size_t{1} << 20;
+  CHECK(limits.max_objects(0) * sizeof(msgpack::object) == 24 * kMiB);
+  CHECK(limits.max_objects(3 * kMiB) * sizeof(msgpack::object) == 24 * kMiB + 8 * 3 * kMiB);
+
+  // 64 MiB of nils would be 1.5 GiB of objects: refused before anything is allocated.
+  const std::string bytes = nils(std::size_t{64} << 20);
+  CHECK_THROWS_WITH_AS(pymar::decode<std::vector<msgpack::type::nil_t>>(bytes),
+                       doctest::Contains("declare more elements than"), pymar::DecodeError);
+  CHECK_THROWS_WITH_AS(pymar::detail::check_decode_cost(bytes),
+                       doctest::Contains("declare more elements than"), pymar::DecodeError);
+  // Under the floor, as many nils as bytes decode.
+  CHECK(pymar::decode<std::vector<msgpack::type::nil_t>>(nils(kMiB)).size() == kMiB);
+  // Honest values over the floor: three million doubles (9 bytes each).
+  const std::vector<double> doubles(3 * kMiB, 0.5);
+  CHECK(pymar::decode<std::vector<double>>(pymar::encode(doubles)) == doubles);
+
+#if defined(__SANITIZE_ADDRESS__)
+  // AddressSanitizer maps terabytes of shadow memory: an address-space limit means nothing.
+  MESSAGE("the address-space limit is not checked under AddressSanitizer");
+#else
+  // And the memory, measured: in a child whose address space is limited to what it maps now
+  // plus 8 B + 24 MiB and some slack, decoding the nils fails with the reason above, not with
+  // bad_alloc (which is what 1.5 GiB of objects would hit).
+  const pid_t child = fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    const std::size_t allowed = mapped_bytes() + 8 * bytes.size() + (24 << 20) + (64 << 20);
+    const rlimit limit{allowed, allowed};
+    if (setrlimit(RLIMIT_AS, &limit) != 0) _exit(3);
+    try {
+      (void)pymar::decode<std::vector<msgpack::type::nil_t>>(bytes);
+      _exit(2);
+    } catch (const pymar::DecodeError& e) {
+      _exit(std::string(e.what()).find("declare more elements than") != std::string::npos ? 0 : 1);
+    } catch (...) {
+      _exit(1);
+    }
+  }
+  int status = 0;
+  REQUIRE(waitpid(child, &status, 0) == child);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+#endif
 }

@@ -2,6 +2,8 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <cstdint>
+#include <new>
 #include <numeric>
 #include <ranges>
 #include <string>
@@ -112,30 +114,113 @@ TEST_CASE("the registry knows the names of this binary and explains unknown ones
 
 namespace {
 
+// The slices of a job of `length` elements under producer P.
+template <class P>
+std::uint64_t slices_of(std::size_t length) {
+  return std::min<std::size_t>(P::WORKERS_NUMBER, length);
+}
+
 void check_answers_with(unsigned workers) {
   pymar::test::LocalCluster cluster(workers);
+  // The local fallback gives the same answers: after each job, the producer's own count of
+  // slices returned by workers must have grown by all of the job's slices.
+  std::uint64_t expected = 0;
+  auto computed_by_workers = [&](std::uint64_t slices) {
+    expected += slices;
+    CHECK(cluster.slices_from_workers() == expected);
+  };
   // a registered source
   CHECK(Doubler().map(pymar::factory<Range>({1000})) == 999000);
+  computed_by_workers(slices_of<Doubler>(1000));
   // each element is computed exactly once
   auto all = Collect().map(pymar::factory<Range>({7}));
   std::sort(all.begin(), all.end());
   CHECK(all == std::vector<std::size_t>{0, 1, 2, 3, 4, 5, 6});
+  computed_by_workers(slices_of<Collect>(7));
   // in-memory data, raw and encoded
   std::vector<int> numbers(100000);
   std::iota(numbers.begin(), numbers.end(), 0);
   CHECK(Doubler().map(pymar::factory(numbers)) == 9999900000L);
+  computed_by_workers(slices_of<Doubler>(numbers.size()));
   const std::vector<std::string> words{"one", "three", "five", "", "eleven"};
   CHECK(Lengths().map(pymar::factory(words)) == 18);
+  computed_by_workers(slices_of<Lengths>(words.size()));
   // more parts than elements, and many small slices
   CHECK(Many().map(pymar::factory<Range>({10})) == 45);
+  computed_by_workers(slices_of<Many>(10));
   CHECK(Many().map(pymar::factory<Range>({100000})) == 4999950000UL);
+  computed_by_workers(slices_of<Many>(100000));
   // several jobs in a row
   for (std::size_t n = 1; n < 30; n += 7) {
     CHECK(Doubler().map(pymar::factory<Range>({n})) == static_cast<long>(n * (n - 1)));
+    computed_by_workers(slices_of<Doubler>(n));
   }
 }
 
+// An element whose msgpack encoding throws, as a user's adaptor might (or an allocation).
+// In-memory elements that are not trivially copyable are encoded on the producer's I/O thread.
+struct Explosive {
+  std::string name;
+  template <class Packer>
+  void msgpack_pack(Packer&) const {
+    throw std::bad_alloc();
+  }
+  void msgpack_unpack(const msgpack::object&) {}
+};
+
+struct NameLengths : pymar::Producer<NameLengths> {
+  static constexpr std::size_t WORKERS_NUMBER = 2;
+  static auto map_fn(auto&& xs) {
+    return xs | std::views::transform([](const Explosive& x) { return x.name.size(); });
+  }
+  static std::size_t reduce_fn(auto&& values) { return pymar::sum<std::size_t>(values); }
+};
+
 }  // namespace
+
+REGISTER_PRODUCER(NameLengths);
+
+namespace {
+
+// A partial value of `Length` small numbers: one msgpack object per byte.
+template <std::size_t Length>
+struct ManyZeros : pymar::Producer<ManyZeros<Length>> {
+  static constexpr std::size_t WORKERS_NUMBER = 1;
+  static auto map_fn(auto&& xs) {
+    return xs | std::views::transform([](auto) { return std::vector<int>(Length, 0); });
+  }
+  static std::vector<int> reduce_fn(auto&& values) {
+    std::vector<int> total(Length, 0);
+    for (const auto& v : values) {
+      for (std::size_t i = 0; i < v.size() && i < Length; ++i) total[i] += v[i];
+    }
+    return total;
+  }
+};
+
+}  // namespace
+
+REGISTER_PRODUCER(ManyZeros<1000000>);
+REGISTER_PRODUCER(ManyZeros<4000000>);
+
+TEST_CASE("a partial value too costly to decode is a SliceError where it is made") {
+  // README: a value of B bytes may hold at most 2^20 + B / 3 msgpack objects. A million small
+  // numbers are within the first 2^20; four million, in 4 MB, are not.
+  CHECK(ManyZeros<1000000>().map(pymar::factory<Range>({1})).size() == 1000000);
+  CHECK_THROWS_WITH_AS((void)ManyZeros<4000000>().map(pymar::factory<Range>({1})),
+                       doctest::Contains("declare more elements than"), pymar::SliceError);
+}
+
+TEST_CASE("an exception on the producer's I/O thread ends map with a pymar::Error" *
+          doctest::timeout(60)) {
+  pymar::test::LocalCluster cluster(1);
+  const std::vector<Explosive> elements(4, Explosive{"boom"});
+  CHECK_THROWS_WITH_AS((void)NameLengths().map(pymar::factory(elements)),
+                       doctest::Contains("I/O thread stopped: std::bad_alloc"), pymar::Error);
+  // And every later map too, at once, rather than waiting on a thread that is gone.
+  CHECK_THROWS_WITH_AS((void)Doubler().map(pymar::factory<Range>({10})),
+                       doctest::Contains("I/O thread stopped"), pymar::Error);
+}
 
 TEST_CASE("map over one worker thread gives the local answer" * doctest::timeout(60)) {
   check_answers_with(1);
@@ -286,6 +371,18 @@ TEST_CASE("in-memory elements that are arrays themselves travel, whatever their 
   // Pairs in one-element slices.
   const std::vector<std::pair<int, int>> pairs{{1, 2}, {3, 4}};
   CHECK(RowSums().map(pymar::factory(pairs)) == 10.0);
+}
+
+TEST_CASE("an in-memory slice too costly for a worker to decode fails map, saying what to do" *
+          doctest::timeout(60)) {
+  pymar::test::LocalCluster cluster(1);
+  // One row of four million small numbers: 4 MB, one msgpack object per byte.
+  const std::vector<std::vector<double>> rows(1, std::vector<double>(4000000, 0.0));
+  CHECK_THROWS_WITH_AS((void)RowSums().map(pymar::factory(rows)),
+                       doctest::Contains("raise WORKERS_NUMBER"), pymar::SliceError);
+  // The same data in rows of a million fits, slice by slice.
+  const std::vector<std::vector<double>> smaller(4, std::vector<double>(1000000, 0.0));
+  CHECK(RowSums().map(pymar::factory(smaller)) == 0.0);
 }
 
 TEST_CASE("map called from two threads at once gives each its own answer" * doctest::timeout(60)) {

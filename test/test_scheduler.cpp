@@ -2,8 +2,13 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <memory>
+#include <sstream>
 #include <string>
 #include <vector>
+
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
 
 #include <pymar/codec.hpp>
 
@@ -574,4 +579,148 @@ TEST_CASE("a known worker that sends garbage has its slices re-queued and regist
   auto rerun = out.taken<Assign>("w2");
   REQUIRE(rerun.size() == 1);
   CHECK(rerun[0].slices[0].index == held[0].slices[0].index);
+}
+
+namespace {
+
+// Captures what the scheduler logs while it lives (it logs through spdlog's default logger).
+class CapturedLog {
+ public:
+  CapturedLog() : previous_(spdlog::default_logger()) {
+    auto logger = std::make_shared<spdlog::logger>(
+        "captured", std::make_shared<spdlog::sinks::ostream_sink_st>(text_));
+    logger->set_level(spdlog::level::debug);
+    spdlog::set_default_logger(logger);
+  }
+  ~CapturedLog() { spdlog::set_default_logger(previous_); }
+  CapturedLog(const CapturedLog&) = delete;
+  CapturedLog& operator=(const CapturedLog&) = delete;
+
+  std::vector<std::string> lines_with(const std::string& fragment) const {
+    std::vector<std::string> found;
+    std::istringstream lines(text_.str());
+    for (std::string line; std::getline(lines, line);) {
+      if (line.find(fragment) != std::string::npos) found.push_back(line);
+    }
+    return found;
+  }
+
+ private:
+  std::ostringstream text_;
+  std::shared_ptr<spdlog::logger> previous_;
+};
+
+}  // namespace
+
+TEST_CASE("slice indices beyond 2^32 are not taken for the slices they wrap around to") {
+  RecordingOutbox out;
+  Scheduler s(config(), out);
+  s.on_ready("w", ready(1), t0);
+  const JobRequest request = job(4, 4);
+  s.start_job(request, {7, 1}, 10s, t0);
+  auto a = out.taken<Assign>("w");
+  REQUIRE(a.size() == 1);
+  REQUIRE(a[0].slices.size() == 1);
+  const std::uint64_t wrapped = (std::uint64_t{1} << 32) + a[0].slices[0].index;
+
+  // A result claiming slice 2^32 + k for a batch of slice k is not the batch's result.
+  Result r{a[0].job, a[0].batch, {{wrapped, true, 5, "", ""}}};
+  const std::string value = value_of(0);
+  std::vector<std::string_view> values{value};
+  s.on_result("w", r, values, t0 + 1ms);
+  CHECK(s.drops().malformed == 1);
+  CHECK(s.slices_done() == 0);
+
+  // A dead worker's record naming slice 2^32 + k counts no crash against slice k: with
+  // max_attempts crashes it would fail the job.
+  for (unsigned attempt = 0; attempt < 5; ++attempt) {
+    Ready next = ready(1, kBuild, 200 + attempt);
+    next.predecessor = Predecessor{100 + attempt, 11, 0, true, {7, 1}, wrapped};
+    s.on_ready("w" + std::to_string(attempt), next, t0 + 2ms);
+  }
+  CHECK(s.state() == JobState::running);
+  CHECK_FALSE(s.failure().has_value());
+
+  // And the slices still complete.
+  for (int round = 0; round < 10 && s.state() == JobState::running; ++round) {
+    for (const Sent& sent : out.sent) {
+      if (const auto* assign = std::get_if<Assign>(&sent.message)) {
+        answer(s, sent.worker, *assign, t0 + 3ms);
+      }
+    }
+    out.sent.clear();
+    s.tick(t0 + 4ms);
+  }
+  CHECK(s.state() == JobState::done);
+}
+
+TEST_CASE("the table of workers is capped in entries and in the bytes of their names") {
+  CapturedLog log;
+  RecordingOutbox out;
+  SchedulerConfig c = config();
+  c.max_workers = 3;
+  c.max_registered_bytes = 64 << 10;
+  Scheduler s(c, out);
+  for (int i = 0; i < 100; ++i) s.on_ready("w" + std::to_string(i), ready(1), t0);
+  CHECK(s.live_workers() == 3);
+  // Refused with a reason, logged a few times for a hundred READYs.
+  const auto refused = log.lines_with("did not register worker");
+  REQUIRE(refused.size() >= 1);
+  CHECK(refused.size() <= 10);
+  CHECK(refused[0].find("the most it keeps is 3") != std::string::npos);
+  // Once one leaves, another may register.
+  s.on_bye("w0", "done", t0);
+  s.on_ready("late", ready(1), t0);
+  CHECK(s.live_workers() == 3);
+
+  // Names: three READYs of 30 KiB of names each do not fit in 64 KiB.
+  Scheduler by_bytes(c, out);
+  Ready bulky = ready(1);
+  for (int i = 0; i < 300; ++i) bulky.sources.push_back(std::string(100, 'a') + std::to_string(i));
+  for (int i = 0; i < 3; ++i) by_bytes.on_ready("b" + std::to_string(i), bulky, t0);
+  CHECK(by_bytes.live_workers() == 1);
+  // A worker registering again replaces its own entry rather than adding one.
+  by_bytes.on_ready("b0", bulky, t0);
+  CHECK(by_bytes.live_workers() == 1);
+}
+
+TEST_CASE("a lost worker's re-queued slices are logged as a count and the first few") {
+  CapturedLog log;
+  RecordingOutbox out;
+  SchedulerConfig c = config();
+  c.max_batch = 1000;
+  Scheduler s(c, out);
+  s.on_ready("first", ready(1), t0);
+  const JobRequest request = job(2000, 2000);
+  s.start_job(request, {7, 1}, 10s, t0);
+  // Cheap slices: the next batches are large.
+  answer(s, "first", out.taken<Assign>("first").at(0), t0 + 1ms, 10);
+  auto held = out.taken<Assign>("first");
+  REQUIRE_FALSE(held.empty());
+  std::size_t in_flight = 0;
+  for (const Assign& a : held) in_flight += a.slices.size();
+  REQUIRE(in_flight > 20);
+  s.on_bye("first", "leaving", t0 + 2ms);
+  const auto lost = log.lines_with("lost: it is leaving");
+  REQUIRE(lost.size() == 1);
+  CHECK(lost[0].find("re-queued slices ") != std::string::npos);
+  CHECK(lost[0].find(std::to_string(in_flight) + " in all") != std::string::npos);
+  CHECK(lost[0].size() < 300);
+}
+
+TEST_CASE("a peer that takes slices and leaves, again and again, causes a few log lines") {
+  CapturedLog log;
+  RecordingOutbox out;
+  Scheduler s(config(), out);
+  const JobRequest request = job(10, 10);
+  s.start_job(request, {7, 1}, 10s, t0);
+  constexpr int kRounds = 1000;
+  for (int i = 0; i < kRounds; ++i) {
+    s.on_ready("hit and run", ready(1), t0);
+    REQUIRE(out.taken<Assign>("hit and run").size() == 1);
+    s.on_bye("hit and run", "bye", t0);
+  }
+  const std::size_t lines = log.lines_with("lost: it is leaving").size();
+  CHECK(lines >= 1);
+  CHECK(lines <= 32 + 10);  // the first 32, then at each doubling
 }

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer target for the decoders of peer bytes (wire::decode and pymar::decode<T>)
+# Builds the libFuzzer target for the decoders of peer bytes (wire::decode, the producer's
+# reading of ROUTER frames, raw slice size checks, pymar::decode<T> and the plugins' parameters)
 # with clang, AddressSanitizer and UndefinedBehaviorSanitizer, and fuzzes it for SECONDS (60 by
 # default). Fails if libFuzzer finds a crash, a leak, undefined behaviour, a timeout or an
 # out-of-memory; the input that did it is left in build-fuzz/artifacts/.
@@ -27,7 +28,8 @@ fi
 
 if [ "$arg" = --seeds ]; then
   ninja -C "$dir" test/fuzz/make_corpus >/dev/null
-  rm -f test/fuzz/corpus/wire-* test/fuzz/corpus/value-*
+  rm -f test/fuzz/corpus/wire-* test/fuzz/corpus/value-* test/fuzz/corpus/envelope-* \
+    test/fuzz/corpus/raw-*
   "$dir/test/fuzz/make_corpus" test/fuzz/corpus
   echo "fuzz: wrote $(ls test/fuzz/corpus | wc -l) seed(s) to test/fuzz/corpus/" >&2
   exit 0

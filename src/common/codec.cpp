@@ -2,6 +2,8 @@
 #include <cstdint>
 #include <string>
 
+#include <fmt/format.h>
+
 #include "pymar/codec.hpp"
 
 namespace pymar::detail {
@@ -45,7 +47,31 @@ class DeclaredElements : public msgpack::null_visitor {
 // Below this size, what nested containers can claim is too little to be worth a second pass.
 constexpr std::size_t kCountElementsAbove = 1024;
 
+// Strings, binaries and extensions point into the input instead of being copied into the
+// zone: the decoded objects then take 24 bytes each and nothing more.
+bool reference_in_place(msgpack::type::object_type, std::size_t, void*) {
+  return true;
+}
+
 }  // namespace
+
+void check_decode_cost(std::string_view bytes, const DecodeLimits& limits) {
+  const std::size_t size = bytes.size();
+  if (size <= kCountElementsAbove) return;
+  // Objects other than the outermost value are the elements containers declare; each takes at
+  // least a byte (so never more than size - 1 of them), and at most max_objects in all.
+  const std::size_t budget = std::min(size - 1, limits.max_objects(size) - 1);
+  DeclaredElements declared(budget, limits.max_depth);
+  std::size_t parsed = 0;
+  // Malformed input is left to the unpacker, which says what is wrong with it.
+  (void)msgpack::parse(bytes.data(), size, parsed, declared);
+  if (declared.exceeded()) {
+    throw DecodeError(fmt::format(
+        "{} bytes of msgpack declare more elements than the {} objects a value of that size "
+        "may decode into",
+        size, budget + 1));
+  }
+}
 
 msgpack::object_handle unpack_bounded(std::string_view bytes, const DecodeLimits& limits) {
   // Every element takes at least one byte on the wire (a map entry two), so no honest input
@@ -55,20 +81,11 @@ msgpack::object_handle unpack_bounded(std::string_view bytes, const DecodeLimits
                                     std::min(limits.max_map, size / 2),
                                     std::min(limits.max_str, size), std::min(limits.max_bin, size),
                                     std::min<std::size_t>(size, 1 << 20), limits.max_depth);
-  if (size > kCountElementsAbove) {
-    // Malformed input is left to the unpacker below, which says what is wrong with it.
-    DeclaredElements declared(size - 1, limits.max_depth);  // the outermost value takes a byte
-    std::size_t parsed = 0;
-    (void)msgpack::parse(bytes.data(), size, parsed, declared);
-    if (declared.exceeded()) {
-      throw DecodeError("containers declare more elements than " + std::to_string(size) +
-                        " bytes can hold");
-    }
-  }
+  check_decode_cost(bytes, limits);
   std::size_t offset = 0;
   msgpack::object_handle handle;
   try {
-    handle = msgpack::unpack(bytes.data(), size, offset, nullptr, nullptr, limit);
+    handle = msgpack::unpack(bytes.data(), size, offset, &reference_in_place, nullptr, limit);
   } catch (const msgpack::insufficient_bytes&) {
     throw DecodeError("truncated msgpack data");
   } catch (const std::exception& e) {

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <memory>
 #include <random>
 #include <variant>
 
@@ -16,7 +17,9 @@
 #include "common/doorbell.hpp"
 #include "common/log.hpp"
 #include "common/printable.hpp"
+#include "producer/inbound.hpp"
 #include "producer/runtime.hpp"
+#include "pymar/codec.hpp"
 #include "pymar/error.hpp"
 #include "pymar/version.hpp"
 
@@ -67,23 +70,6 @@ Overloaded(F...) -> Overloaded<F...>;
 std::uint64_t random_session() {
   std::random_device device;
   return (static_cast<std::uint64_t>(device()) << 32) ^ device();
-}
-
-// Texts from peers end up in our logs and in exceptions the user sees: make them printable.
-void sanitize(wire::Message& message) {
-  if (auto* ready = std::get_if<wire::Ready>(&message)) {
-    ready->build = printable(ready->build);
-    ready->task = printable(ready->task);
-    ready->host = printable(ready->host);
-  } else if (auto* result = std::get_if<wire::Result>(&message)) {
-    for (wire::Outcome& o : result->outcomes) {
-      if (o.ok) continue;
-      o.error_type = printable(o.error_type);
-      o.error_message = printable(o.error_message, wire::kMaxErrorMessageBytes);
-    }
-  } else if (auto* bye = std::get_if<wire::Bye>(&message)) {
-    bye->reason = printable(bye->reason);
-  }
 }
 
 }  // namespace
@@ -283,8 +269,14 @@ bool Dispatcher::step() {
 void Dispatcher::receive(Clock::time_point now) {
   for (int i = 0; i < kReceiveBurst; ++i) {
     frames_.clear();
-    const auto received =
-        zmq::recv_multipart(router_, std::back_inserter(frames_), zmq::recv_flags::dontwait);
+    std::optional<std::size_t> received;
+    try {
+      received =
+          zmq::recv_multipart(router_, std::back_inserter(frames_), zmq::recv_flags::dontwait);
+    } catch (const zmq::error_t& e) {
+      if (e.num() != EINTR) throw;  // anything else ends map with an error (see loop())
+      return;                       // a signal: the next turn reads on
+    }
     if (!received) return;
     handle(frames_[0], frames_, now);
   }
@@ -308,22 +300,20 @@ void Dispatcher::handle(zmq::message_t& identity_frame, std::vector<zmq::message
     }
     scheduler_.on_garbage(identity, now);
   };
-  if (frames.size() < 2) return garbage("no header frame", "no header frame");
-  if (gate_ && !sent_with_own_key(identity, frames[1])) {
+  if (frames.size() >= 2 && gate_ && !sent_with_own_key(identity, frames[1])) {
     return garbage("its routing id names another peer's key", kForeignRoutingId);
   }
-
-  wire::Message message;
-  try {
-    message = wire::decode(frames[1].to_string_view(), frames.size() - 2);
-  } catch (const wire::ProtocolError& e) {
-    if (e.foreign_version()) {
+  views_.clear();
+  for (const zmq::message_t& frame : frames) views_.push_back(frame.to_string_view());
+  const Inbound in = read_inbound(views_);
+  if (!in.message) {
+    if (in.foreign_version) {
       send(identity, wire::Refuse{fmt::format("the producer speaks protocol version {}, not {}",
-                                              protocol_version(), *e.foreign_version())});
+                                              protocol_version(), *in.foreign_version)});
     }
-    return garbage(e.what(), e.kind_name());
+    return garbage(in.problem, in.problem_kind);
   }
-  sanitize(message);
+  const wire::Message& message = *in.message;
   if (spdlog::should_log(spdlog::level::trace)) {
     trace_message("received", identity, wire::type_name(message), wire_bytes);
   }
@@ -331,20 +321,12 @@ void Dispatcher::handle(zmq::message_t& identity_frame, std::vector<zmq::message
       Overloaded{
           [&](const wire::Ready& m) { scheduler_.on_ready(identity, m, now); },
           [&](const wire::Result& m) {
-            values_.clear();
-            for (std::size_t i = 2; i < frames.size(); ++i) {
-              values_.push_back(frames[i].to_string_view());
-            }
-            scheduler_.on_result(identity, m, values_, now, wire_bytes);
+            scheduler_.on_result(identity, m, in.values, now, wire_bytes);
           },
           [&](const wire::Heartbeat&) { scheduler_.on_heartbeat(identity, now, wire_bytes); },
           [&](const wire::Bye& m) { scheduler_.on_bye(identity, m.reason, now); },
           [&](const wire::StatusQuery&) { answer_status(identity, now); },
-          [&](const auto& m) {
-            garbage(fmt::format("a {} message, which workers do not send",
-                                wire::type_name(wire::Message(m))),
-                    "a message workers do not send");
-          },
+          [&](const auto&) {},  // read_inbound drops what workers do not send
       },
       message);
 }
@@ -647,12 +629,29 @@ std::size_t Dispatcher::send_assign(const std::string& worker, const wire::Assig
         payloads_.emplace_back(bytes.data(), size);
       }
     } else {
-      auto* encoded = new std::string;
+      // Owned here until ZeroMQ takes it: the user's encoding may throw.
+      auto encoded = std::make_unique<std::string>();
       job.memory.encode_slice(slice.offset, slice.limit, *encoded);
       size = encoded->size();
+      try {
+        check_decode_cost(*encoded);  // what the worker would refuse to decode
+      } catch (const DecodeError& e) {
+        if (!payload_failure_) {
+          payload_failure_ = SliceError::Details{
+              slice.index,
+              slice.offset,
+              slice.limit,
+              "",
+              getpid(),
+              "pymar::DecodeError",
+              fmt::format("the slice's data cannot be sent: {}: raise WORKERS_NUMBER", e.what()),
+              0};
+        }
+      }
       payloads_.emplace_back(
           encoded->data(), size, [](void*, void* hint) { delete static_cast<std::string*>(hint); },
-          encoded);
+          encoded.get());
+      (void)encoded.release();  // ZeroMQ deletes it when sent
     }
     if (size > wire::kMaxPayloadBytes && !payload_failure_) {
       payload_failure_ = SliceError::Details{

@@ -146,7 +146,7 @@ class Dispatcher final : private Outbox {
   std::vector<zmq::message_t> frames_;
   std::vector<zmq::message_t> payloads_;                // of the ASSIGN being sent
   std::optional<SliceError::Details> payload_failure_;  // a slice too large to send
-  std::vector<std::string_view> values_;
+  std::vector<std::string_view> views_;                 // of the frames being handled
   const Clock::time_point started_ = Clock::now();
   static constexpr unsigned kStatusAnswersPerSecond = 50;
   Clock::time_point status_window_;

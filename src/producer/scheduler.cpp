@@ -35,10 +35,40 @@ constexpr double kPrefetchBelowNs = 20e6;
 // About the time a batch spends going to a worker and back, beyond computing.
 constexpr double kRoundTripNs = 100e3;
 
+// Slice indices shown in one log line at most: a lost worker may have held thousands.
+constexpr std::size_t kLoggedSlices = 8;
+
+// Occurrences of an event a peer can cause (a worker lost with slices, a slice that threw or
+// crashed its worker) logged before LogBudget's doubling rule: plenty for a real cluster's
+// troubles, a few dozen lines for a peer that repeats them at will.
+constexpr std::size_t kLoggedEventsFirst = 32;
+
+// "0, 1, 2", or "0, 1, ..., 7 and 992 more (1000 in all)": a bounded line whatever the count.
+std::string slice_list(const std::vector<SliceIndex>& slices) {
+  if (slices.size() <= kLoggedSlices) return fmt::format("{}", fmt::join(slices, ", "));
+  return fmt::format("{} and {} more ({} in all)",
+                     fmt::join(slices.begin(), slices.begin() + kLoggedSlices, ", "),
+                     slices.size() - kLoggedSlices, slices.size());
+}
+
+// The bytes a registration makes the producer hold, roughly: its names and their hash nodes.
+std::size_t registration_bytes(const wire::Ready& ready) {
+  std::size_t bytes =
+      sizeof(wire::Ready) + ready.host.size() + ready.task.size() + ready.build.size();
+  for (const auto* names : {&ready.producers, &ready.sources}) {
+    for (const std::string& name : *names) bytes += name.size() + 64;
+  }
+  return bytes;
+}
+
 }  // namespace
 
 Scheduler::Scheduler(SchedulerConfig config, Outbox& outbox)
-    : config_(std::move(config)), outbox_(outbox) {}
+    : config_(std::move(config)),
+      outbox_(outbox),
+      lost_log_(kLoggedEventsFirst),
+      threw_log_(kLoggedEventsFirst),
+      crash_log_(kLoggedEventsFirst) {}
 
 // --- workers -------------------------------------------------------------------------------
 
@@ -64,12 +94,31 @@ void Scheduler::on_ready(const std::string& id, const wire::Ready& ready, Clock:
   }
   if (ready.predecessor) record_crash(ready, now);
   if (workers_.contains(id)) drop_worker(id, "registered again", now);
+  // The table of workers is bounded, in entries and in the bytes their names take: beyond
+  // either, a READY is not registered (the worker, asked WHO on its next heartbeat, tries again).
+  const std::size_t bytes = registration_bytes(ready);
+  if (workers_.size() >= config_.max_workers ||
+      registered_bytes_ + bytes > config_.max_registered_bytes) {
+    if (full_log_.spend()) {
+      spdlog::warn(
+          "did not register worker {} (pid {} on {}): the producer holds {} worker(s) in {} "
+          "bytes, the most it keeps is {} in {} MiB ({} READY(s) not registered so far)",
+          printable(id), ready.pid, ready.host, workers_.size(), registered_bytes_,
+          config_.max_workers, config_.max_registered_bytes >> 20, full_log_.count());
+    }
+    return;
+  }
 
   Worker w;
   w.id = id;
   w.info = ready;
   w.producers.insert(ready.producers.begin(), ready.producers.end());
   w.sources.insert(ready.sources.begin(), ready.sources.end());
+  // Kept once, in the sets above.
+  w.info.producers.clear();
+  w.info.sources.clear();
+  w.bytes = bytes;
+  registered_bytes_ += bytes;
   w.last_heard = now;
   w.last_sent = now;
   w.totals.host = ready.host;
@@ -103,10 +152,12 @@ void Scheduler::record_crash(const wire::Ready& ready, Clock::time_point now) {
   record_fault(FaultKind::slice_crash, now, [&] {
     return fmt::format("slice {}: worker pid {} on {} {}", p.slice, p.pid, ready.host, how);
   });
-  spdlog::warn("slice {} was running when worker pid {} on {} {} (attempt {} of {})", p.slice,
-               p.pid, ready.host, how, s.crashes, config_.max_attempts);
+  if (crash_log_.spend()) {
+    spdlog::warn("slice {} was running when worker pid {} on {} {} (attempt {} of {})", p.slice,
+                 p.pid, ready.host, how, s.crashes, config_.max_attempts);
+  }
   if (s.crashes >= config_.max_attempts) {
-    fail(static_cast<std::uint32_t>(p.slice), ready.host, p.pid,
+    fail(p.slice, ready.host, p.pid,
          p.signal != 0
              ? fmt::format("signal SIG{}", sigabbrev_np(p.signal) ? sigabbrev_np(p.signal) : "?")
              : "exit",
@@ -189,7 +240,7 @@ void Scheduler::on_result(const std::string& id, const wire::Result& result,
       spdlog::warn("worker {} answered batch {} with slices that were not in it; re-queued them",
                    printable(id), result.batch);
     }
-    for (std::uint32_t s : batch.slices) release(s);
+    for (SliceIndex s : batch.slices) release(s);
     assign_all(now);
     return;
   }
@@ -209,7 +260,7 @@ void Scheduler::on_result(const std::string& id, const wire::Result& result,
   std::size_t next_value = 0;
   for (std::size_t i = 0; i < batch.slices.size() && state_ == JobState::running; ++i) {
     const wire::Outcome& outcome = result.outcomes[i];
-    const std::uint32_t slice = batch.slices[i];
+    const SliceIndex slice = batch.slices[i];
     SliceState& s = slices_[slice];
     if (outcome.ok) {
       const std::string_view value = values[next_value++];
@@ -259,9 +310,11 @@ void Scheduler::on_result(const std::string& id, const wire::Result& result,
              s.errors + s.crashes);
         return;
       }
-      spdlog::warn("slice {} threw {} on worker {}: {} (attempt {} of {}); retrying", slice,
-                   outcome.error_type, printable(id), outcome.error_message, s.errors,
-                   config_.error_retries + 1);
+      if (threw_log_.spend()) {
+        spdlog::warn("slice {} threw {} on worker {}: {} (attempt {} of {}); retrying", slice,
+                     outcome.error_type, printable(id), printable(outcome.error_message, 512),
+                     s.errors, config_.error_retries + 1);
+      }
       if (s.copies == 0) requeue(slice);
     }
   }
@@ -302,15 +355,16 @@ void Scheduler::on_garbage(const std::string& id, Clock::time_point now) {
 
 void Scheduler::forget_workers() {
   workers_.clear();
+  registered_bytes_ = 0;
 }
 
 void Scheduler::drop_worker(const std::string& id, std::string_view why, Clock::time_point now) {
   auto it = workers_.find(id);
   if (it == workers_.end()) return;
-  std::vector<std::uint32_t> requeued;
+  std::vector<SliceIndex> requeued;
   for (const auto& [batch_id, batch] : it->second.batches) {
     if (state_ != JobState::running || !(batch.job == job_id_)) continue;
-    for (std::uint32_t s : batch.slices) {
+    for (SliceIndex s : batch.slices) {
       if (release(s)) requeued.push_back(s);
     }
   }
@@ -334,10 +388,11 @@ void Scheduler::drop_worker(const std::string& id, std::string_view why, Clock::
   if (requeued.empty()) {
     spdlog::debug("worker {} (pid {} on {}) left: {}", printable(id), it->second.info.pid,
                   it->second.info.host, why);
-  } else {
+  } else if (lost_log_.spend()) {
     spdlog::warn("worker {} (pid {} on {}) lost: {}; re-queued slices {}", printable(id),
-                 it->second.info.pid, it->second.info.host, why, fmt::join(requeued, ", "));
+                 it->second.info.pid, it->second.info.host, why, slice_list(requeued));
   }
+  registered_bytes_ -= it->second.bytes;
   workers_.erase(it);
   if (state_ == JobState::running) {
     update_eligibility(now);
@@ -345,13 +400,13 @@ void Scheduler::drop_worker(const std::string& id, std::string_view why, Clock::
   }
 }
 
-bool Scheduler::release(std::uint32_t slice) {
+bool Scheduler::release(SliceIndex slice) {
   SliceState& s = slices_[slice];
   if (s.copies > 0) --s.copies;
   return s.copies == 0 && requeue(slice);
 }
 
-bool Scheduler::requeue(std::uint32_t slice) {
+bool Scheduler::requeue(SliceIndex slice) {
   SliceState& s = slices_[slice];
   if (s.done || s.queued) return false;
   s.queued = true;
@@ -361,8 +416,8 @@ bool Scheduler::requeue(std::uint32_t slice) {
   return true;
 }
 
-void Scheduler::fail(std::uint32_t slice, const std::string& host, std::int64_t pid,
-                     std::string type, std::string message, unsigned attempts) {
+void Scheduler::fail(SliceIndex slice, const std::string& host, std::int64_t pid, std::string type,
+                     std::string message, unsigned attempts) {
   SliceError::Details d;
   d.slice = slice;
   d.offset = slices_[slice].part.offset;
@@ -434,7 +489,7 @@ void Scheduler::start_job(const JobRequest& request, wire::JobId id,
   const std::vector<Part> parts = split(request.length, request.parts);
   slices_.assign(parts.size(), SliceState{});
   pending_.clear();
-  for (std::uint32_t i = 0; i < parts.size(); ++i) {
+  for (SliceIndex i = 0; i < parts.size(); ++i) {
     slices_[i].part = parts[i];
     slices_[i].queued = true;
     pending_.push_back(i);
@@ -586,7 +641,7 @@ std::size_t Scheduler::assign_to(Worker& w, Clock::time_point now, std::size_t m
         job_id_, next_batch_++, job_->producer, job_->source, job_->params, job_->memory.kind, {}};
     Batch batch{job_id_, {}, now};
     while (assign.slices.size() < size && !pending_.empty()) {
-      const std::uint32_t slice = pending_.front();
+      const SliceIndex slice = pending_.front();
       pending_.pop_front();
       SliceState& s = slices_[slice];
       s.queued = false;
@@ -641,7 +696,7 @@ bool Scheduler::speculate_to(Worker& w, Clock::time_point now) {
   wire::Assign assign{
       job_id_, next_batch_++, job_->producer, job_->source, job_->params, job_->memory.kind, {}};
   Batch copy{job_id_, {}, now};
-  for (std::uint32_t slice : straggler->slices) {
+  for (SliceIndex slice : straggler->slices) {
     SliceState& s = slices_[slice];
     if (s.done || s.copies > 1) continue;
     ++s.copies;
@@ -650,7 +705,7 @@ bool Scheduler::speculate_to(Worker& w, Clock::time_point now) {
     copy.slices.push_back(slice);
   }
   if (copy.slices.empty()) return false;
-  spdlog::debug("slices {} are late; running a copy on worker {}", fmt::join(copy.slices, ", "),
+  spdlog::debug("slices {} are late; running a copy on worker {}", slice_list(copy.slices),
                 printable(w.id));
   count_sent(w, outbox_.send_assign(w.id, assign, *job_));
   w.last_sent = now;

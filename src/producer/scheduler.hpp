@@ -12,6 +12,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
@@ -27,6 +28,18 @@
 
 namespace pymar::detail {
 
+/// A slice's index within its job. 64 bits end to end, as on the wire: WORKERS_NUMBER is a
+/// std::size_t, and a job may be cut into more than 2^32 slices.
+using SliceIndex = std::uint64_t;
+static_assert(std::is_same_v<SliceIndex, decltype(wire::SliceRange::index)> &&
+              std::is_same_v<SliceIndex, decltype(wire::Outcome::slice)> &&
+              std::is_same_v<SliceIndex, decltype(wire::Predecessor::slice)>);
+
+/// Caps on what registrations may make the producer hold (see doc/protocol.md).
+inline constexpr std::size_t kMaxWorkers = 16384;  ///< registered workers at once
+/// Bytes the registered workers' names and texts may take in all (a READY is at most 1 MiB).
+inline constexpr std::size_t kMaxRegisteredBytes = std::size_t{256} << 20;
+
 struct SchedulerConfig {
   std::chrono::milliseconds heartbeat{1000};  ///< send a heartbeat after this much silence
   std::chrono::milliseconds liveness{5000};   ///< drop a worker silent for this long
@@ -37,6 +50,8 @@ struct SchedulerConfig {
   bool speculate = true;      ///< re-run a straggling slice on an idle worker; first result wins
   std::string build;          ///< our build fingerprint; workers of another build are refused
   std::uint64_t session = 0;  ///< this producer run's id, sent in heartbeats
+  std::size_t max_workers = kMaxWorkers;                   ///< registrations held at once
+  std::size_t max_registered_bytes = kMaxRegisteredBytes;  ///< what they may take in all
 };
 
 /// Where the scheduler's messages go. The dispatcher implements it over ZeroMQ; tests record.
@@ -145,7 +160,7 @@ class Scheduler {
  private:
   struct Batch {
     wire::JobId job;
-    std::vector<std::uint32_t> slices;
+    std::vector<SliceIndex> slices;
     Clock::time_point sent;
   };
 
@@ -161,6 +176,7 @@ class Scheduler {
     WorkerTotals totals;                               // over its life, for observers
     std::uint64_t stats_job = 0;  // the job whose record stats_index is in (0: none)
     std::size_t stats_index = 0;  // its record in stats_.workers
+    std::size_t bytes = 0;        // its share of registered_bytes_
   };
 
   struct SliceState {
@@ -187,10 +203,10 @@ class Scheduler {
   /// Forgets a worker; its slices in flight go back to the front of the queue.
   void drop_worker(const std::string& id, std::string_view why, Clock::time_point now);
   /// One copy of `slice` is no longer in flight; re-queues it when it was the last.
-  bool release(std::uint32_t slice);
-  bool requeue(std::uint32_t slice);
+  bool release(SliceIndex slice);
+  bool requeue(SliceIndex slice);
   void record_crash(const wire::Ready& ready, Clock::time_point now);
-  void fail(std::uint32_t slice, const std::string& host, std::int64_t pid, std::string type,
+  void fail(SliceIndex slice, const std::string& host, std::int64_t pid, std::string type,
             std::string message, unsigned attempts);
   void update_eligibility(Clock::time_point now);
   /// `w`'s record in the running job's statistics, made when first needed; null past the cap.
@@ -206,6 +222,7 @@ class Scheduler {
   SchedulerConfig config_;
   Outbox& outbox_;
   std::unordered_map<std::string, Worker> workers_;
+  std::size_t registered_bytes_ = 0;         // what the workers' registrations take, roughly
   std::unordered_set<std::string> refused_;  // workers of another build: told once, then ignored
   std::uint64_t next_batch_ = 1;
 
@@ -214,7 +231,7 @@ class Scheduler {
   wire::JobId job_id_;
   JobState state_ = JobState::idle;
   std::vector<SliceState> slices_;
-  std::deque<std::uint32_t> pending_;
+  std::deque<SliceIndex> pending_;
   std::size_t done_count_ = 0;
   Partials partials_;
   std::optional<SliceError::Details> failure_;
@@ -247,6 +264,10 @@ class Scheduler {
   LogBudget late_log_;
   LogBudget malformed_log_;
   LogBudget refused_log_;
+  LogBudget lost_log_;   // workers lost with slices: a peer can register, take and leave
+  LogBudget threw_log_;  // slices whose user code threw, retried
+  LogBudget crash_log_;  // slices running when their worker process died
+  LogBudget full_log_;   // READYs refused because the table of workers is full
 };
 
 }  // namespace pymar::detail

@@ -221,7 +221,7 @@ void WorkerSession::on_message(wire::Message&& message, Clock::time_point now) {
   if (auto* heartbeat = std::get_if<wire::Heartbeat>(&message)) {
     serve_session(heartbeat->session);
   } else if (auto* assign = std::get_if<wire::Assign>(&message)) {
-    serve_session(assign->job.session);
+    if (!serve_session(assign->job.session)) return;  // of a producer run already replaced
     actions_.compute(std::move(*assign));
   } else if (auto* cancel = std::get_if<wire::Cancel>(&message)) {
     actions_.cancel(cancel->job);
@@ -229,7 +229,8 @@ void WorkerSession::on_message(wire::Message&& message, Clock::time_point now) {
   } else if (std::holds_alternative<wire::Who>(message)) {
     send_ready(now);
   } else if (auto* refuse = std::get_if<wire::Refuse>(&message)) {
-    if (refuse->reason != last_refusal_) {
+    // Each new reason is logged, within a budget: a producer could send ever new ones.
+    if (refuse->reason != last_refusal_ && refusal_log_.spend()) {
       spdlog::error("refused by the producer at {}: {}", config_.endpoint,
                     printable(refuse->reason));
       last_refusal_ = refuse->reason;
@@ -243,13 +244,27 @@ void WorkerSession::on_message(wire::Message&& message, Clock::time_point now) {
 }
 
 /// Notes which producer run is talking. When a new one has taken over the address, work queued
-/// or running for the old one is of no use to anybody.
-void WorkerSession::serve_session(std::uint64_t session) {
-  if (session == 0 || session == session_) return;
-  if (session_ != 0) spdlog::info("a new producer run is serving at {}", config_.endpoint);
+/// or running for the old one is of no use to anybody. Returns false for a run that was already
+/// replaced: its messages may still arrive late (ZeroMQ reads the old connection and the new one
+/// in turn), and must not make the worker drop the work of its successor.
+bool WorkerSession::serve_session(std::uint64_t session) {
+  if (session == 0 || session == session_) return true;
+  if (std::find(replaced_sessions_.begin(), replaced_sessions_.end(), session) !=
+      replaced_sessions_.end()) {
+    return false;
+  }
+  if (session_ != 0) {
+    if (new_run_log_.spend()) {
+      spdlog::info("a new producer run is serving at {} ({} so far)", config_.endpoint,
+                   new_run_log_.count());
+    }
+    if (replaced_sessions_.size() >= kReplacedSessionsKept) replaced_sessions_.pop_front();
+    replaced_sessions_.push_back(session_);
+  }
   session_ = session;
   actions_.drop_queued(session);
   actions_.abandon(std::nullopt, session, "its producer run has ended");
+  return true;
 }
 
 }  // namespace pymar::detail

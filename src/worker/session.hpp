@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -116,7 +117,7 @@ class WorkerSession {
   bool send(const wire::Message& message, Clock::time_point now);
   void answer_bell(Clock::time_point now);
   void reconnect_now();
-  void serve_session(std::uint64_t session);
+  bool serve_session(std::uint64_t session);
 
   const WorkerSessionConfig config_;
   WorkerActions& actions_;
@@ -138,6 +139,11 @@ class WorkerSession {
   LogBudgets handshake_logs_;  // failed handshakes with a peer that is not our producer
   LogBudgets garbage_logs_;    // malformed messages, by kind
   std::uint64_t session_ = 0;  // the producer run being served, once known
+  // Producer runs replaced by a later one, most recent last (serve_session).
+  static constexpr std::size_t kReplacedSessionsKept = 16;
+  std::deque<std::uint64_t> replaced_sessions_;
+  LogBudget new_run_log_{16};  // a producer could claim a new session with every message
+  LogBudget refusal_log_;
   std::optional<WorkerEnd> end_;
 };
 

@@ -1,5 +1,7 @@
 // libFuzzer target for every decoder of bytes that come from a peer: wire::decode (any message
-// type, any number of payload frames) and pymar::decode<T> for the value types a task may use.
+// type, any number of payload frames), the producer's reading of a ROUTER message (identity,
+// header, payload frames: read_inbound), a worker's size check of raw slices, and
+// pymar::decode<T> for the value types a task may use and the plugins' source parameters.
 //
 // Input layout (see input.hpp): byte 0 chooses the decoder, byte 1 the payload frame count for
 // wire::decode; the rest is the bytes decoded. Whatever decodes is encoded again and must decode
@@ -13,11 +15,17 @@
 #include <string>
 #include <string_view>
 #include <tuple>
+#include <variant>
 #include <vector>
 
 #include <pymar/codec.hpp>
+#include <pymar/detail/raw_payload.hpp>
+#include <pymar/mongo/params.hpp>
+#include <pymar/sql/params.hpp>
+#include <pymar/text/params.hpp>
 
 #include "fuzz/input.hpp"
+#include "producer/inbound.hpp"
 #include "wire/protocol.hpp"
 
 namespace {
@@ -91,6 +99,61 @@ void fuzz_value(std::string_view bytes, const pymar::DecodeLimits& limits = {}) 
   }
 }
 
+// The producer's reading of a ROUTER message: whatever the frames, it never throws, and what
+// it keeps holds together.
+void fuzz_envelope(std::uint8_t count, std::string_view bytes) {
+  const std::vector<std::string_view> frames = pymar::fuzz::frames(count, bytes);
+  const pymar::detail::Inbound in = pymar::detail::read_inbound(frames);
+  if (in.identity != frames[0]) broken("the identity is not the first frame");
+  if (!in.message) {
+    if (in.problem.empty() || in.problem_kind.empty()) broken("a message dropped without reason");
+    return;
+  }
+  if (frames.size() < 2 || in.values.size() != frames.size() - 2) {
+    broken("the payload frames are not those after the header");
+  }
+  if (!pymar::detail::sent_by_workers(*in.message)) broken("kept a message workers do not send");
+  // Every text a peer controls is printable: no control character reaches a log line.
+  auto printable = [](std::string_view text) {
+    return std::all_of(text.begin(), text.end(), [](char c) {
+      const auto byte = static_cast<unsigned char>(c);
+      return byte >= 0x20 && byte < 0x7f;
+    });
+  };
+  if (const auto* ready = std::get_if<wire::Ready>(&*in.message)) {
+    if (!printable(ready->build) || !printable(ready->task) || !printable(ready->host)) {
+      broken("a READY's texts are not printable");
+    }
+  } else if (const auto* result = std::get_if<wire::Result>(&*in.message)) {
+    // One value frame per ok outcome, in order: what the scheduler indexes.
+    const auto ok = static_cast<std::size_t>(std::count_if(
+        result->outcomes.begin(), result->outcomes.end(), [](const auto& o) { return o.ok; }));
+    if (ok != in.values.size()) broken("a RESULT's value frames do not match its ok outcomes");
+    for (const wire::Outcome& o : result->outcomes) {
+      if (!o.ok && (!printable(o.error_type) || !printable(o.error_message))) {
+        broken("a RESULT's error texts are not printable");
+      }
+    }
+  } else if (const auto* bye = std::get_if<wire::Bye>(&*in.message)) {
+    if (!printable(bye->reason)) broken("a BYE's reason is not printable");
+  }
+}
+
+// A worker's check of a raw slice's size: accepts exactly the payloads of `limit` elements.
+void fuzz_raw_payload(std::size_t element_size, std::string_view bytes) {
+  const pymar::fuzz::RawSizes sizes = pymar::fuzz::raw_sizes(bytes);
+  const auto payload = static_cast<std::size_t>(sizes.payload_bytes);
+  bool accepted = true;
+  try {
+    pymar::detail::check_raw_payload(payload, element_size, sizes.limit);
+  } catch (const pymar::DecodeError&) {
+    accepted = false;
+  }
+  const unsigned __int128 wanted = static_cast<unsigned __int128>(sizes.limit) * element_size;
+  const bool exact = element_size > 0 && wanted == payload;
+  if (accepted != exact) broken("a raw payload's size check is wrong");
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -132,6 +195,21 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     }
     case Target::params:
       fuzz_value<Params>(bytes);
+      break;
+    case Target::envelope:
+      fuzz_envelope(data[1], bytes);
+      break;
+    case Target::raw_payload:
+      fuzz_raw_payload(frames, bytes);
+      break;
+    case Target::sql_params:
+      fuzz_value<pymar::sql::Params>(bytes);
+      break;
+    case Target::text_params:
+      fuzz_value<pymar::text::Params>(bytes);
+      break;
+    case Target::mongo_params:
+      fuzz_value<pymar::mongo::Params>(bytes);
       break;
   }
   return 0;

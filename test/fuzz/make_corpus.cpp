@@ -5,8 +5,12 @@
 #include <fstream>
 #include <iostream>
 #include <string>
+#include <vector>
 
 #include <pymar/codec.hpp>
+#include <pymar/mongo/params.hpp>
+#include <pymar/sql/params.hpp>
+#include <pymar/text/params.hpp>
 
 #include "fuzz/input.hpp"
 #include "wire/protocol.hpp"
@@ -30,6 +34,16 @@ void message(const std::string& name, const wire::Message& m, std::uint8_t frame
 template <class T>
 void value(Target target, const std::string& name, const T& v, std::uint8_t frames = 0) {
   write("value-" + name, input(target, frames, pymar::encode(v)));
+}
+
+void envelope(const std::string& name, const std::vector<std::string>& frames) {
+  std::uint8_t count = 0;
+  const std::string bytes = pymar::fuzz::envelope(frames, count);
+  write("envelope-" + name, input(Target::envelope, count, bytes));
+}
+
+void raw(const std::string& name, std::uint8_t element_size, pymar::fuzz::RawSizes sizes) {
+  write(name, input(Target::raw_payload, element_size, pymar::fuzz::raw_sizes_input(sizes)));
 }
 
 }  // namespace
@@ -102,5 +116,47 @@ int main(int argc, char** argv) {
   value(Target::nested, "record-vector", std::vector<pymar::fuzz::Record>{record, {}}, 4);
   value(Target::params, "params",
         pymar::fuzz::Params{1000, 5, -1, "", 2, 1500, 0, "/tmp/m", false});
+
+  // The plugins' source parameters, as their factories fill them.
+  pymar::sql::Params sql{.url = "postgresql://pymar@db/numbers",
+                         .table = "numbers",
+                         .columns = {"i", "label"},
+                         .key = "i",
+                         .where = "i >= 0",
+                         .snapshot = {true, 1000, 0, 999}};
+  value(Target::sql_params, "sql-params", sql);
+  sql.split = pymar::sql::Split::offset;
+  sql.table.clear();
+  sql.query = "SELECT i, label FROM numbers JOIN labels USING (i)";
+  value(Target::sql_params, "sql-params-query", sql);
+  value(Target::text_params, "text-params",
+        pymar::text::Params{{"/data/a.txt", "b.txt"}, {1024, 0}});
+  value(Target::mongo_params, "mongo-params",
+        pymar::mongo::Params{.uri = "mongodb://db",
+                             .database = "library",
+                             .collection = "books",
+                             .filter = R"({"year": {"$gte": 2000}})",
+                             .projection = R"({"text": 1})"});
+
+  // Messages as the producer's ROUTER receives them: identity, header, payload frames.
+  const std::string id = "node7/4242/1/0123456789abcdef";
+  envelope("ready", {id, wire::encode(ready)});
+  result.outcomes = {{0, true, 1500, "", ""}};
+  envelope("result", {id, wire::encode(result), pymar::encode(std::int64_t{90})});
+  result.outcomes.push_back({1, false, 900, "std::domain_error", "bad \x1b[2J element"});
+  result.outcomes.push_back({2, true, 1200, "", ""});
+  envelope("result-error",
+           {id, wire::encode(result), pymar::encode(1.5), pymar::encode(std::string("x"))});
+  envelope("heartbeat", {id, wire::encode(wire::Heartbeat{0})});
+  envelope("bye", {id, wire::encode(wire::Bye{"stopping"})});
+  envelope("status-query", {"status asker", wire::encode(wire::StatusQuery{})});
+  envelope("assign", {id, wire::encode(assign), "payload"});  // workers do not send it
+  envelope("no-header", {id});
+
+  // Raw slices: exact, a byte short, and a limit whose size wraps around to the payload's.
+  raw("raw-exact", 8, {80, 10});
+  raw("raw-short", 8, {79, 10});
+  raw("raw-wrapping", 8, {16 << 10, (std::uint64_t{1} << 61) + 2048});
+  raw("raw-odd-size", 12, {36, 3});
   return 0;
 }

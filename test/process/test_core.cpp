@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <map>
 #include <regex>
 #include <set>
 #include <sstream>
@@ -35,10 +36,12 @@ std::unique_ptr<Process> start_pool(const std::string& task, unsigned port, unsi
   return std::make_unique<Process>(argv, env);
 }
 
+// With -v, so that its log records which worker returned each slice (see computed_by_workers).
 std::unique_ptr<Process> start_producer(const std::string& task, unsigned port,
                                         std::vector<std::string> extra = {},
                                         std::vector<std::pair<std::string, std::string>> env = {}) {
-  std::vector<std::string> argv = {binary(task), "--produce", "-q", queue(port), "--grace", "60"};
+  std::vector<std::string> argv = {binary(task), "--produce", "-q", queue(port),
+                                   "--grace",    "60",        "-v"};
   argv.insert(argv.end(), extra.begin(), extra.end());
   return std::make_unique<Process>(argv, env);
 }
@@ -87,6 +90,37 @@ std::vector<std::string> lines_matching(const std::string& text, const std::stri
   return found;
 }
 
+// Checks, from the producer's own record (its -v lines "job J: worker W returned batch B:
+// slices 0, 1" and "job J: ... in N slices"), that workers returned every slice of every job
+// it ran: the local fallback gives the same answers, so answers alone cannot tell.
+void check_computed_by_workers(Process& producer) {
+  const std::string log = producer.err();
+  INFO("producer stderr:\n" << log);
+  static const std::regex started(R"(producer\[\d+\] info: job (\d+): .* in (\d+) slices)");
+  static const std::regex returned(
+      R"(producer\[\d+\] debug: job (\d+): worker .* returned batch \d+: slices ([\d, ]+)$)");
+  std::map<int, std::size_t> slices_of_job;
+  std::map<int, std::set<long>> returned_of_job;
+  std::istringstream lines(log);
+  for (std::string line; std::getline(lines, line);) {
+    std::smatch m;
+    if (std::regex_search(line, m, started)) {
+      slices_of_job[std::stoi(m[1])] = std::stoul(m[2]);
+    } else if (std::regex_search(line, m, returned)) {
+      std::istringstream list(m[2].str());
+      for (std::string slice; std::getline(list, slice, ',');) {
+        returned_of_job[std::stoi(m[1])].insert(std::stol(slice));
+      }
+    }
+  }
+  REQUIRE_FALSE(slices_of_job.empty());
+  for (const auto& [job, slices] : slices_of_job) {
+    CAPTURE(job);
+    CHECK(returned_of_job[job].size() == slices);
+  }
+  CHECK(producer.count_stderr("computing .* locally") == 0);
+}
+
 }  // namespace
 
 TEST_SUITE("examples") {
@@ -95,6 +129,7 @@ TEST_SUITE("examples") {
     auto pool = start_pool("examples/integration", port, 4);
     auto producer = start_producer("examples/integration", port);
     check_integration(answer_of(*producer));
+    check_computed_by_workers(*producer);
     CHECK(pool->running());
   }
 
@@ -103,6 +138,7 @@ TEST_SUITE("examples") {
     auto pool = start_pool("examples/squaredsum", port, 4);
     auto producer = start_producer("examples/squaredsum", port);
     CHECK(answer_of(*producer) == kSquaredSum);
+    check_computed_by_workers(*producer);
   }
 
   TEST_CASE("squaredsum2 answers right with a pool of 4 started first") {
@@ -110,6 +146,7 @@ TEST_SUITE("examples") {
     auto pool = start_pool("examples/squaredsum2", port, 4);
     auto producer = start_producer("examples/squaredsum2", port);
     CHECK(answer_of(*producer) == kSquaredSum);
+    check_computed_by_workers(*producer);
   }
 
   TEST_CASE("the examples answer right with the workers started after the producer") {
@@ -126,15 +163,16 @@ TEST_SUITE("examples") {
       } else {
         CHECK(answer == kSquaredSum);
       }
-      CHECK(producer->count_stderr("computing .* locally") == 0);
+      check_computed_by_workers(*producer);
     }
   }
 
   TEST_CASE("--produce -w N runs the job with workers of its own and stops them") {
     const unsigned port = free_port();
-    Process producer({binary("examples/integration"), "--produce", "-q", queue(port), "-w", "2"});
+    Process producer(
+        {binary("examples/integration"), "--produce", "-q", queue(port), "-w", "2", "-v"});
     check_integration(answer_of(producer));
-    CHECK(producer.count_stderr("computing .* locally") == 0);
+    check_computed_by_workers(producer);
   }
 }
 
@@ -146,6 +184,7 @@ TEST_SUITE("pool") {
       auto producer = start_producer("test/test_task", port, {},
                                      {{"TEST_JOB", "doubled"}, {"TEST_LENGTH", "1000"}});
       CHECK(answer_of(*producer) == "999000");
+      check_computed_by_workers(*producer);
     }
     CHECK(pool->running());
   }
@@ -157,16 +196,18 @@ TEST_SUITE("pool") {
         start_producer("test/test_task", port, {},
                        {{"TEST_JOB", "doubled"}, {"TEST_LENGTH", "1000"}, {"TEST_PARTS", "16"}});
     CHECK(answer_of(*producer) == "999000");
+    check_computed_by_workers(*producer);
   }
 
   TEST_CASE("WORKERS_NUMBER larger than full_length() makes one slice per element") {
     const unsigned port = free_port();
     auto pool = start_pool("test/test_task", port, 2);
     auto producer =
-        start_producer("test/test_task", port, {"-v"},
+        start_producer("test/test_task", port, {},
                        {{"TEST_JOB", "doubled"}, {"TEST_LENGTH", "5"}, {"TEST_PARTS", "64"}});
     CHECK(answer_of(*producer) == "20");
     CHECK(producer->count_stderr("5 elements in 5 slices") == 1);
+    check_computed_by_workers(*producer);
   }
 
   TEST_CASE("a map over 7 elements computes each element exactly once") {
@@ -175,6 +216,7 @@ TEST_SUITE("pool") {
     auto producer = start_producer("test/test_task", port, {},
                                    {{"TEST_JOB", "elements"}, {"TEST_LENGTH", "7"}});
     CHECK(answer_of(*producer) == "0,1,2,3,4,5,6");
+    check_computed_by_workers(*producer);
   }
 
   TEST_CASE("with no workers at all the producer computes locally, with a warning") {
@@ -197,6 +239,7 @@ TEST_SUITE("pool") {
     auto producer = start_producer("test/test_task", port, {}, {{"TEST_JOB", "words"}});
     CHECK(answer_of(*producer) ==
           "(\"w1\", 6),(\"w2\", 5),(\"w3\", 4),(\"w4\", 3),(\"w5\", 2),(\"w6\", 1)");
+    check_computed_by_workers(*producer);
   }
 
   TEST_CASE("a warm pool has all its workers registered when a new producer's first job starts") {
@@ -215,7 +258,7 @@ TEST_SUITE("pool") {
     std::this_thread::sleep_for(500ms);
     const std::size_t before = pool->err().size();
 
-    auto second = start_producer("test/test_task", port, {"-v", "--no-speculation"}, job);
+    auto second = start_producer("test/test_task", port, {"--no-speculation"}, job);
     CHECK(answer_of(*second) == "132");
     const std::string producer_log = second->err();
     INFO("producer stderr:\n" << producer_log);

@@ -150,7 +150,8 @@ using BadMessage = std::function<Frames(std::mt19937_64&, int)>;
 
 struct Kind {
   std::string name;
-  const char* logged;  ///< what the receiver's log line says about it (a regex)
+  /// What the receiver's log lines say about these messages (regexes): each must be logged.
+  std::vector<std::string> logged;
   BadMessage make;
   int count = kFlood;  ///< how many to send
 };
@@ -219,16 +220,22 @@ std::string forged_length(int i) {
 // Bad messages that any receiver must drop: the same for a producer and a worker.
 std::vector<Kind> common_kinds(const std::string& truncatable) {
   return {
-      {"random frames", "",
+      {"random frames",
+       {"header: trailing bytes after a msgpack value", "header: truncated msgpack data",
+        "header: malformed msgpack data \\(map size overflow\\)"},
        [](std::mt19937_64& r, int i) {
          Frames frames;
          for (int f = 0; f <= i % 4; ++f) frames.push_back(random_bytes(r, 200));
          if (frames[0].empty()) frames[0] = "\xc1";  // never valid msgpack
          return frames;
        }},
-      {"truncated headers", "",
+      {"truncated headers",
+       {"header: truncated msgpack data"},
        [truncatable](std::mt19937_64&, int i) { return truncated(truncatable, i); }},
-      {"msgpack of the wrong shape", "",
+      {"msgpack of the wrong shape",
+       {"header: malformed msgpack data \\(map size overflow\\)", "header: not a message",
+        "READY: field 3: expected a string", "HEARTBEAT: field 3: expected an unsigned integer",
+        "header: unknown message type 99", "WHO: field 0: expected 2 to 2 fields, got 3"},
        [](std::mt19937_64&, int i) -> Frames {
          switch (i % 6) {
            case 0:
@@ -245,12 +252,20 @@ std::vector<Kind> common_kinds(const std::string& truncatable) {
              return {pack(pymar::protocol_version(), 8, 0)};
          }
        }},
-      {"an unknown protocol version", "protocol version 2 ",
+      {"an unknown protocol version",
+       {"protocol version 2 \\(this build speaks 1\\)"},
        [](std::mt19937_64&, int i) -> Frames {
          return {pack(pymar::protocol_version() + 1, 1 + i % 8, "from", "the", "future")};
        }},
-      {"forged lengths", "", [](std::mt19937_64&, int i) -> Frames { return {forged_length(i)}; }},
-      {"a header over 1 MiB", "exceeds the limit",
+      {"forged lengths",
+       // (Logged at the 1st, 2nd, 3rd, 4th, 8th... of 300: cases 0 to 3 of forged_length. A
+       // string or binary longer than its frame is found truncated before its length is
+       // weighed.)
+       {"header: malformed msgpack data \\(array size overflow\\)",
+        "header: truncated msgpack data"},
+       [](std::mt19937_64&, int i) -> Frames { return {forged_length(i)}; }},
+      {"a header over 1 MiB",
+       {"header of 1048[0-9]{3} bytes exceeds the limit"},
        [](std::mt19937_64&, int) -> Frames {
          // A well-formed BYE whose reason makes the header 1 MiB + 16 bytes.
          return {pack(pymar::protocol_version(), 5, std::string(wire::kMaxHeaderBytes + 8, 'x'))};
@@ -264,7 +279,7 @@ std::vector<Kind> common_kinds(const std::string& truncatable) {
 class HostileWorker {
  public:
   HostileWorker(zmq::context_t& context, unsigned port, const std::string& identity)
-      : socket_(context, zmq::socket_type::dealer) {
+      : socket_(context, zmq::socket_type::dealer), identity_(identity) {
     socket_.set(zmq::sockopt::linger, 0);
     socket_.set(zmq::sockopt::routing_id, identity);
     socket_.connect("tcp://" + queue(port));
@@ -292,7 +307,10 @@ class HostileWorker {
     return wire::decode(frames_[0].to_string_view(), frames_.size() - 1);
   }
 
-  /// Waits for a message of type T, skipping others (HEARTBEAT, ...).
+  /// Waits for a message of type T. On the way it passes over messages of the types this peer
+  /// was told to expect (tolerate()), counting them; any other message fails the test: a
+  /// producer that sends an unregistered peer an ASSIGN, or a registered one a REFUSE, is wrong
+  /// even when the test's own step succeeds.
   template <class T>
   std::optional<T> receive_a(std::chrono::milliseconds timeout = 30s) {
     const auto deadline = std::chrono::steady_clock::now() + timeout;
@@ -303,9 +321,20 @@ class HostileWorker {
       auto m = receive(left);
       if (!m) return std::nullopt;
       if (auto* t = std::get_if<T>(&*m)) return *t;
-      skipped_.push_back(wire::type_name(*m));
+      const std::string type = wire::type_name(*m);
+      if (std::find(tolerated_.begin(), tolerated_.end(), type) == tolerated_.end()) {
+        unexpected_.push_back(type);
+        FAIL_CHECK("peer '" << identity_ << "' was sent an unexpected " << type
+                            << " while waiting for "
+                            << std::string(wire::type_name(wire::Message(T{}))));
+      }
+      ++passed_[type];
     }
   }
+
+  /// Messages of `type` may come before the one a test waits for (HEARTBEAT to a registered
+  /// peer, REFUSE to one of another version).
+  void tolerate(std::string type) { tolerated_.push_back(std::move(type)); }
 
   /// As an unregistered peer: sends a HEARTBEAT and waits for the producer's WHO, which it
   /// sends only after handling everything this peer sent before.
@@ -314,12 +343,19 @@ class HostileWorker {
     REQUIRE(receive_a<wire::Who>());
   }
 
-  const std::vector<std::string>& skipped() const { return skipped_; }
+  /// How many messages of `type` receive_a() passed over.
+  int passed(const std::string& type) const {
+    const auto it = passed_.find(type);
+    return it == passed_.end() ? 0 : it->second;
+  }
 
  private:
   zmq::socket_t socket_;
+  std::string identity_;
   std::vector<zmq::message_t> frames_;
-  std::vector<std::string> skipped_;
+  std::vector<std::string> tolerated_;
+  std::vector<std::string> unexpected_;
+  std::map<std::string, int> passed_;
 };
 
 // The producer's log line for garbage from `identity`.
@@ -389,6 +425,11 @@ class FakeProducer {
   /// if the worker process died instead (its pool's next process says READY).
   std::pair<wire::Result, Frames> compute(const wire::Assign& assign, const Frames& payloads = {}) {
     send(assign, payloads);
+    return await_result(assign);
+  }
+
+  /// The worker's RESULT for an ASSIGN sent earlier, as compute().
+  std::pair<wire::Result, Frames> await_result(const wire::Assign& assign) {
     const auto deadline = std::chrono::steady_clock::now() + 30s;
     while (true) {
       const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -485,7 +526,11 @@ TEST_SUITE("hostile") {
     zmq::context_t context;
     std::mt19937_64 random(20240502);
     std::vector<Kind> kinds = common_kinds(wire::encode(sample_ready("build")));
-    kinds.push_back({"messages workers do not send", "which workers do not send",
+    kinds.push_back({"messages workers do not send",
+                     {"a ASSIGN message, which workers do not send",
+                      "a CANCEL message, which workers do not send",
+                      "a REFUSE message, which workers do not send",
+                      "a WHO message, which workers do not send"},
                      [](std::mt19937_64&, int i) -> Frames {
                        switch (i % 4) {
                          case 0:
@@ -498,13 +543,16 @@ TEST_SUITE("hostile") {
                            return {wire::encode(wire::Who{})};
                        }
                      }});
-    kinds.push_back({"a READY with no credit", "credit must be at least 1",
+    kinds.push_back({"a READY with no credit",
+                     {"credit must be at least 1"},
                      [](std::mt19937_64&, int) -> Frames {
                        wire::Ready r = sample_ready("build");
                        r.credit = 0;
                        return {wire::encode(r)};
                      }});
-    kinds.push_back({"payload frames a message does not announce", "payload frames",
+    kinds.push_back({"payload frames a message does not announce",
+                     {"HEARTBEAT: unexpected [2-4] payload frames",
+                      "RESULT: expected 1 value frames, got [2-4]"},
                      [](std::mt19937_64&, int i) -> Frames {
                        Frames frames{wire::encode(wire::Heartbeat{0})};
                        if (i % 2) frames[0] = wire::encode(sample_result());  // 1 ok outcome
@@ -520,13 +568,17 @@ TEST_SUITE("hostile") {
       INFO("producer stderr:\n" << producer->err());
       const std::string identity = "hostile " + kind.name;
       HostileWorker peer(context, port, identity);
+      if (kind.name == "an unknown protocol version") peer.tolerate("REFUSE");
       for (int i = 0; i < kind.count; ++i) peer.send(kind.make(random, i));
       peer.sync();
-      CHECK(producer->wait_for_stderr(garbage_line(identity) + ".*" + kind.logged));
+      for (const std::string& logged : kind.logged) {
+        CAPTURE(logged);
+        CHECK(producer->wait_for_stderr(garbage_line(identity) + ".*" + logged, 10s));
+      }
       CHECK(producer->running());
       if (kind.name == "an unknown protocol version") {
         // A peer of another version is told why, each time.
-        CHECK(std::count(peer.skipped().begin(), peer.skipped().end(), "REFUSE") == kind.count);
+        CHECK(peer.passed("REFUSE") == kind.count);
       }
       auto pool = start_pool(port, 2);
       CHECK(answer_of(*producer) == kAnswer);
@@ -584,6 +636,7 @@ TEST_SUITE("hostile") {
     // It offers a huge credit, takes every slice it is given, and keeps itself alive with
     // heartbeats, but never computes anything.
     HostileWorker hoarder(context, port, "hostile hoarder");
+    hoarder.tolerate("HEARTBEAT");  // registered: kept alive
     wire::Ready ready = sample_ready(build);
     ready.credit = 1'000'000;
     hoarder.send(ready);
@@ -631,6 +684,7 @@ TEST_SUITE("hostile") {
     // A worker of the same build which serves nothing this job needs: results of another job,
     // of batches never sent, and with values that do not decode.
     HostileWorker registered(context, port, "hostile registered");
+    registered.tolerate("HEARTBEAT");  // registered until its BYE
     wire::Ready ready = sample_ready(build);
     ready.producers = {"NoSuchProducer"};
     registered.send(ready);
@@ -732,7 +786,8 @@ TEST_SUITE("hostile") {
 
     std::mt19937_64 random(20240503);
     std::vector<Kind> kinds = common_kinds(wire::encode(sample_assign()));
-    kinds.push_back({"ASSIGNs with too few or too many payload frames", "payload frames",
+    kinds.push_back({"ASSIGNs with too few or too many payload frames",
+                     {"payload frames"},
                      [](std::mt19937_64&, int i) -> Frames {
                        wire::Assign a = sample_assign();
                        a.batch = 1000 + static_cast<std::uint64_t>(i);
@@ -760,6 +815,48 @@ TEST_SUITE("hostile") {
     CHECK(pool->count_stderr("dropped a malformed message from the producer") >= 1);
     CHECK(pool->count_stderr("dropped a malformed message from the producer") <=
           kProblemKinds * few_lines(static_cast<int>(total)));
+  }
+
+  TEST_CASE(
+      "late messages of a replaced producer run do not make a worker drop its successor's "
+      "slice" *
+      doctest::timeout(120)) {
+    zmq::context_t context;
+    FakeProducer producer(context);
+    auto pool = start_pool(producer.port(), 1, {"-v"});
+    producer.wait_ready();
+    const std::string pid = pid_of(producer.worker());
+    constexpr std::uint64_t kOld = 1001, kNew = 2002;
+    producer.send(wire::Heartbeat{kOld});
+    // The run that replaced it assigns a slice that sleeps 1.5 s...
+    wire::Assign assign = sample_assign();
+    assign.job = {kNew, 1};
+    assign.batch = 1;
+    assign.params =
+        pymar::encode(std::make_tuple(std::uint64_t{10}, -1, -1, "", 0, 1500, 1500, "", false));
+    producer.send(assign);
+    REQUIRE(pool->wait_for_stderr("slice 0 of job 1 started"));
+    // ...and while it computes, a message of the old run arrives late, and an ASSIGN of it.
+    producer.send(wire::Heartbeat{kOld});
+    wire::Assign stale = sample_assign();
+    stale.job = {kOld, 1};
+    stale.batch = 2;
+    producer.send(stale);
+    // The slice is finished, not abandoned (a restarted process would say READY instead).
+    const auto [result, values] = producer.await_result(assign);
+    REQUIRE(result.outcomes.size() == 1);
+    CHECK(result.outcomes[0].ok);
+    CHECK(pid_of(producer.worker()) == pid);
+    // One compute thread takes batches in order: had the stale ASSIGN been queued, it would
+    // have finished before this one.
+    wire::Assign next = sample_assign();
+    next.job = {kNew, 2};
+    next.batch = 3;
+    (void)producer.compute(next);
+    INFO("pool stderr:\n" << pool->err());
+    CHECK(pool->count_stderr("abandoning") == 0);
+    CHECK(pool->count_stderr("slice 0 of job 1 finished") == 1);
+    CHECK(pool->count_stderr("slice 0 of job 2 finished") == 1);
   }
 
   TEST_CASE("a worker sent messages producers do not send logs them without flooding" *
@@ -822,14 +919,15 @@ TEST_SUITE("hostile") {
         "params that are not msgpack", [](wire::Assign& a) { a.params = "\xc1\xc1"; }, {},
         "malformed msgpack");
     add(
-        "no params", [](wire::Assign& a) { a.params.clear(); }, {}, "");
+        "no params", [](wire::Assign& a) { a.params.clear(); }, {}, "truncated msgpack data");
     add(
         "params of the wrong shape",
         [](wire::Assign& a) { a.params = pymar::encode(std::string("ten")); }, {},
         "expected shape");
     add(
         "params with a forged length",
-        [](wire::Assign& a) { a.params = std::string("\xdd\xff\xff\xff\xff\x01", 6); }, {}, "");
+        [](wire::Assign& a) { a.params = std::string("\xdd\xff\xff\xff\xff\x01", 6); }, {},
+        "array size overflow");
     add(
         "raw payload one byte short",
         [&](wire::Assign& a) {
@@ -850,42 +948,42 @@ TEST_SUITE("hostile") {
           a.producer = "DoubleSum<16>", a.source = longs, a.params.clear(),
           a.payload = Payload::msgpack;
         },
-        {pymar::encode(std::vector<std::int64_t>(10, 1))}, "");
+        {pymar::encode(std::vector<std::int64_t>(10, 1))}, "holds 11 bytes, not 10 elements");
     add(
         "msgpack payload that does not decode",
         [&](wire::Assign& a) {
           a.producer = "WordCount", a.source = strings, a.params.clear(),
           a.payload = Payload::msgpack, a.slices = {{0, 0, 3}};
         },
-        {"\x93\xa1x\xa1"}, "");
+        {"\x93\xa1x\xa1"}, "truncated msgpack data");
     add(
         "msgpack payload with too few elements",
         [&](wire::Assign& a) {
           a.producer = "WordCount", a.source = strings, a.params.clear(),
           a.payload = Payload::msgpack, a.slices = {{0, 0, 3}};
         },
-        {pymar::encode(std::vector<std::string>{"a", "b"})}, "");
+        {pymar::encode(std::vector<std::string>{"a", "b"})}, "holds 2 elements, expected 3");
     add(
         "msgpack payload with too many elements",
         [&](wire::Assign& a) {
           a.producer = "WordCount", a.source = strings, a.params.clear(),
           a.payload = Payload::msgpack, a.slices = {{0, 0, 1}};
         },
-        {pymar::encode(std::vector<std::string>{"a", "b"})}, "");
+        {pymar::encode(std::vector<std::string>{"a", "b"})}, "holds 2 elements, expected 1");
     add(
         "msgpack payload of numbers for strings",
         [&](wire::Assign& a) {
           a.producer = "WordCount", a.source = strings, a.params.clear(),
           a.payload = Payload::msgpack, a.slices = {{0, 0, 2}};
         },
-        {pymar::encode(std::vector<int>{1, 2})}, "");
+        {pymar::encode(std::vector<int>{1, 2})}, "expected shape");
     add(
         "no payload for in-memory data",
         [&](wire::Assign& a) {
           a.producer = "DoubleSum<16>", a.source = longs, a.params.clear(),
           a.payload = Payload::none;
         },
-        {}, "");
+        {}, "holds 0 bytes, not 10 elements");
 
     std::uint64_t batch = 100;
     for (Case& c : cases) {

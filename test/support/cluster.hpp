@@ -5,13 +5,21 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <cstdint>
 #include <memory>
+#include <stdexcept>
+#include <string>
 #include <thread>
+#include <variant>
 #include <vector>
+
+#include <zmq.hpp>
 
 #include "common/build_id.hpp"
 #include "producer/dispatcher.hpp"
 #include "producer/runtime.hpp"
+#include "wire/protocol.hpp"
 #include "worker/worker.hpp"
 
 namespace pymar::test {
@@ -51,6 +59,26 @@ class LocalCluster {
   LocalCluster& operator=(const LocalCluster&) = delete;
 
   detail::Dispatcher& dispatcher() { return *dispatcher_; }
+  /// The slices the producer counts as returned by workers, over every job so far, from its
+  /// STATUS answer: its own record of who computed what. A job computed locally adds nothing.
+  std::uint64_t slices_from_workers() const {
+    zmq::context_t context;
+    zmq::socket_t asker(context, zmq::socket_type::dealer);
+    asker.set(zmq::sockopt::linger, 0);
+    asker.connect(dispatcher_->endpoint());
+    const std::string query = wire::encode(wire::StatusQuery{});
+    (void)asker.send(zmq::buffer(query), zmq::send_flags::none);
+    zmq::pollitem_t item{asker.handle(), 0, ZMQ_POLLIN, 0};
+    if (zmq::poll(&item, 1, std::chrono::seconds(30)) == 0) {
+      throw std::runtime_error("the producer did not answer a status query");
+    }
+    zmq::message_t answer;
+    (void)asker.recv(answer);
+    const auto status = std::get<wire::Status>(wire::decode(answer.to_string_view(), 0));
+    std::uint64_t slices = 0;
+    for (const wire::WorkerStatus& w : status.workers) slices += w.slices_done;
+    return slices;
+  }
 
  private:
   std::unique_ptr<detail::Dispatcher> dispatcher_;

@@ -14,6 +14,7 @@
 #include "pymar/codec.hpp"
 #include "pymar/data_source.hpp"
 #include "pymar/detail/job.hpp"
+#include "pymar/detail/raw_payload.hpp"
 #include "pymar/error.hpp"
 #include "pymar/registry.hpp"
 
@@ -76,17 +77,16 @@ void map_and_reduce(Elements&& elements, std::string& out) {
       "and return the same type for both");
   decltype(auto) mapped = P::map_fn(elements);
   const Value partial = P::reduce_fn(mapped);
+  const std::size_t start = out.size();
   encode(partial, out);
+  // The producer refuses a partial that would cost too much to decode (see DecodeLimits): say
+  // so here, where it is made, rather than have it computed again and again.
+  check_decode_cost(std::string_view(out).substr(start));
 }
 
 template <class T>
 std::span<const T> raw_elements(const SliceInput& input, std::vector<T>& realigned) {
-  // Divide rather than multiply: a forged limit must not overflow into a matching size.
-  if (input.payload.size() % sizeof(T) != 0 || input.payload.size() / sizeof(T) != input.limit) {
-    throw DecodeError("slice payload holds " + std::to_string(input.payload.size()) +
-                      " bytes, not " + std::to_string(input.limit) + " elements of " +
-                      std::to_string(sizeof(T)) + " bytes");
-  }
+  check_raw_payload(input.payload.size(), sizeof(T), input.limit);
   const void* data = input.payload.data();
   if (reinterpret_cast<std::uintptr_t>(data) % alignof(T) == 0) {
     return {static_cast<const T*>(data), input.limit};

@@ -32,6 +32,8 @@
 #include <pymar/error.hpp>
 #include <pymar/pull_range.hpp>
 
+#include "pymar/mongo/params.hpp"
+
 namespace pymar::mongo {
 
 /// Base of every error of the MongoDB plugin. A worker's exception reaches the producer's `map`
@@ -59,25 +61,6 @@ class QueryError : public Error {
 class FieldError : public Error {
  public:
   using Error::Error;
-};
-
-/// Where a source's documents come from. Travels to every worker (msgpack-encoded). Every
-/// member has a default, so designated initialisers may name only those they set.
-struct Params {
-  /// `mongodb://[user:password@]host[:port][/?options]`. Each worker connects from its own
-  /// machine: `localhost` there is the worker's machine.
-  std::string uri{};
-  std::string database{};
-  std::string collection{};
-  /// Which documents: a query in (relaxed or canonical) extended JSON, `{"year": {"$gte": 2000}}`.
-  /// Empty: all of them.
-  std::string filter{};
-  /// Which fields: extended JSON, `{"text": 1}`. Empty: whole documents.
-  std::string projection{};
-  /// How long to look for a server before failing (serverSelectionTimeoutMS and
-  /// connectTimeoutMS), unless the URI sets them itself.
-  std::int32_t server_selection_timeout_ms = 5000;
-  MSGPACK_DEFINE(uri, database, collection, filter, projection, server_selection_timeout_ms)
 };
 
 /// A BSON ObjectId (the usual `_id`).

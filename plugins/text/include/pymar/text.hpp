@@ -31,22 +31,14 @@
 #include <pymar/factory.hpp>
 #include <pymar/pull_range.hpp>
 
+#include "pymar/text/params.hpp"
+
 namespace pymar::text {
 
 /// A file that cannot be read, or that changed size while the job ran.
 class Error : public pymar::Error {
  public:
   using pymar::Error::Error;
-};
-
-/// The files a job reads. Each worker reads them under the same paths (a shared file system, or
-/// copies): relative paths are relative to the worker's working directory.
-struct Params {
-  std::vector<std::string> files;
-  /// Each file's size when the job started (filled by pymar::text::factory): a worker that finds
-  /// another size fails rather than miscount. Empty: each worker takes the sizes as it finds them.
-  std::vector<std::uint64_t> sizes;
-  MSGPACK_DEFINE(files, sizes)
 };
 
 namespace detail {
