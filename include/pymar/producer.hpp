@@ -1,16 +1,21 @@
 // Producer: the user's map_fn and reduce_fn, and `map`, which runs them over a factory's data.
 #pragma once
 
+#include "pymar/detail/config.hpp"
+
 #include <chrono>
 #include <cstddef>
 #include <optional>
+#include <string_view>
 #include <typeinfo>
 #include <vector>
 
 #include "pymar/codec.hpp"
+#include "pymar/concepts.hpp"
 #include "pymar/detail/job.hpp"
 #include "pymar/detail/kernel.hpp"
 #include "pymar/error.hpp"
+#include "pymar/job_options.hpp"
 #include "pymar/registry.hpp"
 
 namespace pymar {
@@ -33,53 +38,62 @@ struct Producer {
   /// Runs the job over `factory`'s data on the workers (or locally when there are none) and
   /// returns `reduce_fn` of the partial values, reduced in slice order. Throws SliceError when
   /// user code failed on a slice, Interrupted when the producer is interrupted.
-  template <class Factory>
-  auto map(const Factory& factory) const {
-    return run(factory, std::nullopt, OnTimeout::fail);
+  template <Factory F>
+  auto map(const F& factory) const {
+    return run(factory, JobOptions{});
   }
 
   /// As map(factory), but after `timeout` either throws TimeoutError (OnTimeout::fail) or
   /// computes the slices still missing on this machine (OnTimeout::compute_locally).
-  template <class Factory, class Rep, class Period>
-  auto map(const Factory& factory, std::chrono::duration<Rep, Period> timeout,
+  template <Factory F, class Rep, class Period>
+  auto map(const F& factory, std::chrono::duration<Rep, Period> timeout,
            OnTimeout on_timeout = OnTimeout::fail) const {
+    JobOptions options;
+    options.on_timeout = on_timeout;
     // A timeout of a century or more (hours::max() for "never") is no timeout: in nanoseconds
     // it would overflow.
     const std::chrono::duration<double> seconds = timeout;
-    if (seconds.count() >= 100 * 365.25 * 24 * 3600) return run(factory, std::nullopt, on_timeout);
-    return run(factory, std::chrono::duration_cast<std::chrono::nanoseconds>(timeout), on_timeout);
+    if (seconds.count() < 100 * 365.25 * 24 * 3600) {
+      options.timeout = std::chrono::duration_cast<std::chrono::nanoseconds>(timeout);
+    }
+    return run(factory, options);
   }
 
  private:
-  template <class Factory>
-  static auto run(const Factory& factory, std::optional<std::chrono::nanoseconds> timeout,
-                  OnTimeout on_timeout) {
-    using Source = typename Factory::source_type;
-    using Kernel = detail::KernelFor<Derived, Source>;
-    using Value = typename detail::ValueFor<Derived, Source>::type;
+  template <Factory F>
+  static auto run(const F& factory, JobOptions options) {
+    using Source = typename F::source_type;
+    // Checks map_fn and reduce_fn against the source's elements, with one message per mistake.
+    using Contract = detail::ValueFor<Derived, Source>;
+    using Value = typename Contract::type;
     static_assert(Derived::WORKERS_NUMBER > 0, "WORKERS_NUMBER must be at least 1");
-    if (!Kernel::registered) throw Error("the kernel registry is unavailable");
+    if constexpr (!Contract::holds) {
+      // The contract's static_assert said what is wrong; compiling the job would only add errors.
+      return detail::NotDerived{};
+    } else {
+      using Kernel = detail::KernelFor<Derived, Source>;
+      if (!Kernel::registered) throw Error("the kernel registry is unavailable");
 
-    detail::JobRequest request;
-    request.producer = detail::registered_name(detail::EntryKind::producer, typeid(Derived));
-    request.source = detail::registered_name(detail::EntryKind::source, typeid(Source));
-    request.params = factory.encoded_params();
-    request.length = factory.full_length();
-    request.parts = Derived::WORKERS_NUMBER;
-    request.kernel = &Kernel::run;
-    request.check_partial = [](std::string_view encoded) { (void)decode<Value>(encoded); };
-    request.memory = factory.memory();
-    request.speculate = Derived::SPECULATIVE;
-    request.timeout = timeout;
-    request.on_timeout = on_timeout;
+      detail::JobRequest request;
+      request.producer = detail::registered_name(detail::EntryKind::producer, typeid(Derived));
+      request.source = detail::registered_name(detail::EntryKind::source, typeid(Source));
+      request.params = factory.encoded_params();
+      request.length = factory.full_length();
+      request.parts = Derived::WORKERS_NUMBER;
+      request.kernel = &Kernel::run;
+      request.check_partial = [](std::string_view encoded) { (void)decode<Value>(encoded); };
+      request.memory = factory.memory();
+      options.speculate = Derived::SPECULATIVE;
+      request.options = options;
 
-    const detail::Partials partials = detail::run_job(request);
-    std::vector<Value> values;
-    values.reserve(partials.size());
-    for (std::size_t slice = 0; slice < partials.size(); ++slice) {
-      values.push_back(decode<Value>(partials[slice]));
+      const detail::Partials partials = detail::run_job(request);
+      std::vector<Value> values;
+      values.reserve(partials.size());
+      for (std::size_t slice = 0; slice < partials.size(); ++slice) {
+        values.push_back(decode<Value>(partials[slice]));
+      }
+      return static_cast<Value>(Derived::reduce_fn(values));
     }
-    return static_cast<Value>(Derived::reduce_fn(values));
   }
 };
 
