@@ -5,11 +5,11 @@
 //   ...
 //   pymar::sql::Params params{.url = "sqlite:/data/numbers.db", .table = "numbers",
 //                             .columns = {"i"}, .key = "i"};
-//   auto answer = SquaredSum().map(pymar::sql::factory<Numbers>(params));
+//   auto answer = SquaredSum().map(pymar::factory<Numbers>(params));
 //
 // Each worker opens its own connection and reads only its own slice, ordered by the key. By
 // default a slice is a range of the (integer) key, found from the row count and the smallest and
-// largest key that pymar::sql::factory reads once on the producer: no slice makes the database
+// largest key that Source::prepare reads once on the producer: no slice makes the database
 // walk the rows before it, and every row is in exactly one slice.
 #pragma once
 
@@ -25,7 +25,6 @@
 
 #include <pymar/codec.hpp>
 #include <pymar/data_source.hpp>
-#include <pymar/factory.hpp>
 #include <pymar/pull_range.hpp>
 
 #include "pymar/sql/cursor.hpp"
@@ -46,7 +45,7 @@ enum class Split : std::uint8_t {
   offset,
 };
 
-/// The rows a job covers, read once on the producer by pymar::sql::factory, so that every slice
+/// The rows a job covers, read once on the producer by Source::prepare, so that every slice
 /// maps to its key range from the same figures.
 struct Snapshot {
   bool taken = false;
@@ -76,7 +75,7 @@ struct Params {
   /// An optional SQL condition (`year >= 2000`) that rows must meet.
   std::string where{};
   Split split = Split::key_range;
-  /// Filled by pymar::sql::factory; when absent, each slice reads it for itself.
+  /// Filled by Source::prepare on the producer; when absent, each slice reads it for itself.
   Snapshot snapshot{};
   MSGPACK_DEFINE(url, table, query, columns, key, where, split, snapshot)
 };
@@ -196,7 +195,7 @@ std::vector<Row> Connection::rows(std::string_view sql) {
 
 /// A data source over a table or query: derive from it (`using Source::Source;`) or name it
 /// (`using Books = pymar::sql::Source<Book>;`), register it with REGISTER_DATASOURCE, and give
-/// pymar::sql::factory (or pymar::factory) a Params. A slice's elements are Row values.
+/// pymar::factory<YourSource> a Params. A slice's elements are Row values.
 template <RowType Row>
 class Source : public pymar::DataSource {
  public:
@@ -226,15 +225,6 @@ class Source : public pymar::DataSource {
  private:
   Params params_;
 };
-
-/// The same as pymar::factory<S>(params), which reads the snapshot through Source::prepare.
-template <class S>
-requires requires {
-  typename S::row_type;
-} && std::derived_from<S, Source<typename S::row_type>> pymar::SourceFactory<S> factory(
-    Params params) {
-  return pymar::factory<S>(std::move(params));
-}
 
 }  // namespace pymar::sql
 
