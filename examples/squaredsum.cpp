@@ -5,9 +5,8 @@
 #include <ranges>
 
 #include <fmt/format.h>
+#include <pymar/int128.hpp>
 #include <pymar/pymar.hpp>
-
-#include "int128.hpp"
 
 struct Numbers : pymar::DataSource {
   static std::size_t full_length() { return 10'000'000; }
@@ -25,13 +24,13 @@ struct SquaredSum : pymar::Producer<SquaredSum> {
     return numbers | std::views::transform([](std::int64_t x) { return x * x; });
   }
 
-  static int128 reduce_fn(auto&& values) { return pymar::sum<int128>(values); }
+  static pymar::int128 reduce_fn(auto&& values) { return pymar::sum<pymar::int128>(values); }
 };
 REGISTER_PRODUCER(SquaredSum);
 
 int main(int argc, char** argv) {
   return pymar::main(argc, argv, [] {
-    const int128 answer = SquaredSum().map(pymar::factory<Numbers>());
+    const pymar::int128 answer = SquaredSum().map(pymar::factory<Numbers>());
     fmt::print("Answer: {}\n", answer);
   });
 }

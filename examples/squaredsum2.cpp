@@ -7,9 +7,8 @@
 #include <vector>
 
 #include <fmt/format.h>
+#include <pymar/int128.hpp>
 #include <pymar/pymar.hpp>
-
-#include "int128.hpp"
 
 struct SquaredSum : pymar::Producer<SquaredSum> {
   static constexpr std::size_t WORKERS_NUMBER = 8;
@@ -18,7 +17,7 @@ struct SquaredSum : pymar::Producer<SquaredSum> {
     return numbers | std::views::transform([](std::int64_t x) { return x * x; });
   }
 
-  static int128 reduce_fn(auto&& values) { return pymar::sum<int128>(values); }
+  static pymar::int128 reduce_fn(auto&& values) { return pymar::sum<pymar::int128>(values); }
 };
 REGISTER_PRODUCER(SquaredSum);
 
@@ -26,7 +25,7 @@ int main(int argc, char** argv) {
   return pymar::main(argc, argv, [] {
     std::vector<std::int64_t> numbers(10'000'000);
     std::iota(numbers.begin(), numbers.end(), 0);
-    const int128 answer = SquaredSum().map(pymar::factory(numbers));
+    const pymar::int128 answer = SquaredSum().map(pymar::factory(numbers));
     fmt::print("Answer: {}\n", answer);
   });
 }

@@ -3,25 +3,23 @@
 //
 //   squaredsum_sql --produce -w 4
 //       SQLite: $TMPDIR/pymar-squaredsum.db (/tmp by default), made on the first run
-//   PYMAR_SQL_URL=postgresql://user@dbhost/db squaredsum_sql --produce -w 4
+//   squaredsum_sql --produce -w 4 -- postgresql://user@dbhost/db [TABLE]
 //       PostgreSQL: a table numbers (i bigint primary key) must exist (see doc/plugins.md)
 //
-// PYMAR_SQL_URL (read by the producer only; workers receive it with the job) names the database,
-// PYMAR_SQL_TABLE another table than `numbers`. Each worker connects from its own machine, so
+// The arguments after `--` (given to the producer only; workers receive them with the job) name
+// the database and another table than `numbers`. Each worker connects from its own machine, so
 // `localhost` there means the worker's machine, and a SQLite file must exist on each.
 #include <unistd.h>
 
 #include <cstdint>
-#include <cstdlib>
 #include <filesystem>
 #include <ranges>
 #include <string>
 
 #include <fmt/format.h>
+#include <pymar/int128.hpp>
 #include <pymar/pymar.hpp>
 #include <pymar/sql.hpp>
-
-#include "int128.hpp"
 
 struct Numbers : pymar::sql::Source<std::int64_t> {
   using Source::Source;
@@ -35,7 +33,7 @@ struct SquaredSum : pymar::Producer<SquaredSum> {
     return numbers | std::views::transform([](std::int64_t x) { return x * x; });
   }
 
-  static int128 reduce_fn(auto&& values) { return pymar::sum<int128>(values); }
+  static pymar::int128 reduce_fn(auto&& values) { return pymar::sum<pymar::int128>(values); }
 };
 REGISTER_PRODUCER(SquaredSum);
 
@@ -58,21 +56,16 @@ std::string default_database() {
   return "sqlite:" + path.string();
 }
 
-std::string env_or(const char* name, const std::string& fallback) {
-  const char* value = std::getenv(name);
-  return value && *value ? value : fallback;
-}
-
 int main(int argc, char** argv) {
-  return pymar::main(argc, argv, [] {
-    const char* url = std::getenv("PYMAR_SQL_URL");
+  // squaredsum_sql ... -- [URL [TABLE]]
+  return pymar::main(argc, argv, [](const pymar::Arguments& args) {
     const pymar::sql::Params params{
-        .url = url && *url ? url : default_database(),
-        .table = env_or("PYMAR_SQL_TABLE", "numbers"),
+        .url = args.size() > 0 ? args[0] : default_database(),
+        .table = args.size() > 1 ? args[1] : "numbers",
         .columns = {"i"},
         .key = "i",
     };
-    const int128 answer = SquaredSum().map(pymar::sql::factory<Numbers>(params));
+    const pymar::int128 answer = SquaredSum().map(pymar::factory<Numbers>(params));
     fmt::print("Answer: {}\n", answer);
   });
 }

@@ -2,15 +2,14 @@
 // reads only its own range: a line belongs to the slice that holds its first byte, so every line
 // is counted once however the cuts fall.
 //
-//   PYMAR_WORDCOUNT_FILES=a.txt:b.txt wordcount --produce -w 4
+//   wordcount --produce -w 4 -- [--top N] [FILE...]
 //
-// PYMAR_WORDCOUNT_FILES lists the files, separated by ':' (by default the GPL-3 text that every
-// Debian system has). Workers read the files under the same paths, so on other machines they
-// must be there too. The answer is the most frequent words, `word:count`, the most frequent
-// first: PYMAR_WORDCOUNT_TOP of them (10 by default, 0 for all).
+// The files follow `--` (by default the GPL-3 text that every Debian system has). Workers read
+// the files under the same paths, so on other machines they must be there too. The answer is
+// the most frequent words, `word:count`, the most frequent first: N of them (10 by default, 0
+// for all).
 #include <algorithm>
 #include <cstdint>
-#include <cstdlib>
 #include <map>
 #include <ranges>
 #include <string>
@@ -58,18 +57,19 @@ std::string most_frequent(const Counts& counts, std::size_t top) {
   return fmt::format("{}", fmt::join(shown, " "));
 }
 
-std::vector<std::string> files_to_count() {
-  const char* list = std::getenv("PYMAR_WORDCOUNT_FILES");
-  std::string_view files = list && *list ? list : "/usr/share/common-licenses/GPL-3";
-  std::vector<std::string> out;
-  for (auto file : files | std::views::split(':')) out.emplace_back(file.begin(), file.end());
-  return out;
-}
-
 int main(int argc, char** argv) {
-  return pymar::main(argc, argv, [] {
-    const Counts counts = WordCount().map(pymar::text::factory(files_to_count()));
-    const char* top = std::getenv("PYMAR_WORDCOUNT_TOP");
-    fmt::print("Answer: {}\n", most_frequent(counts, top && *top ? std::stoul(top) : 10));
+  return pymar::main(argc, argv, [](const pymar::Arguments& args) {
+    pymar::text::Params files;
+    std::size_t top = 10;
+    for (std::size_t i = 0; i < args.size(); ++i) {
+      if (args[i] == "--top" && i + 1 < args.size()) {
+        top = std::stoul(args[++i]);
+      } else {
+        files.files.push_back(args[i]);
+      }
+    }
+    if (files.files.empty()) files.files.push_back("/usr/share/common-licenses/GPL-3");
+    const Counts counts = WordCount().map(pymar::factory<pymar::text::Lines>(files));
+    fmt::print("Answer: {}\n", most_frequent(counts, top));
   });
 }

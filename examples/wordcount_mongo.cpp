@@ -1,16 +1,15 @@
 // Word count over a MongoDB collection of books: each worker connects on its own and reads only
 // its own slice of the books, in _id order, fetching only their "text" field.
 //
-//   PYMAR_MONGO_URI=mongodb://dbhost wordcount_mongo --produce -w 4
+//   wordcount_mongo --produce -w 4 -- [URI [DATABASE [COLLECTION]]]
 //
-// PYMAR_MONGO_URI (mongodb://localhost:27017 by default), PYMAR_MONGO_DATABASE (pymar) and
-// PYMAR_MONGO_COLLECTION (books) say where the books are; each has a string field "text".
-// They are read by the producer only; workers receive them with the job, and connect from their
+// The URI (mongodb://localhost:27017 by default), the database (pymar) and the collection
+// (books) say where the books are; each has a string field "text". They are given to the
+// producer only; workers receive them with the job, and connect from their
 // own machines: `localhost` there means the worker's machine. Six books "one", "one two", ...,
 // "one two three four five six" give: Answer: one:6 two:5 three:4 four:3 five:2 six:1
 #include <algorithm>
 #include <cstdint>
-#include <cstdlib>
 #include <map>
 #include <ranges>
 #include <string>
@@ -65,17 +64,15 @@ std::string by_frequency(const Counts& counts) {
   return fmt::format("{}", fmt::join(shown, " "));
 }
 
-std::string env_or(const char* name, const char* fallback) {
-  const char* value = std::getenv(name);
-  return value && *value ? value : fallback;
-}
-
 int main(int argc, char** argv) {
-  return pymar::main(argc, argv, [] {
+  return pymar::main(argc, argv, [](const pymar::Arguments& args) {
+    auto argument = [&](std::size_t i, const char* fallback) {
+      return i < args.size() ? args[i] : std::string(fallback);
+    };
     const pymar::mongo::Params books{
-        .uri = env_or("PYMAR_MONGO_URI", "mongodb://localhost:27017"),
-        .database = env_or("PYMAR_MONGO_DATABASE", "pymar"),
-        .collection = env_or("PYMAR_MONGO_COLLECTION", "books"),
+        .uri = argument(0, "mongodb://localhost:27017"),
+        .database = argument(1, "pymar"),
+        .collection = argument(2, "books"),
         .projection = R"({"text": 1})",
     };
     fmt::print("Answer: {}\n", by_frequency(WordCount().map(pymar::factory<Books>(books))));

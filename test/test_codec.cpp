@@ -6,12 +6,16 @@
 
 #include <fstream>
 #include <map>
+#include <optional>
+#include <ranges>
+#include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <pymar/codec.hpp>
-
-#include "../examples/int128.hpp"
+#include <pymar/concepts.hpp>
+#include <pymar/int128.hpp>
 
 namespace {
 
@@ -22,6 +26,44 @@ struct Measurement {
   MSGPACK_DEFINE(name, values, count)
   bool operator==(const Measurement&) const = default;
 };
+
+struct Plain {
+  int x = 0;
+};
+
+// A class given hand-written adaptors rather than MSGPACK_DEFINE, and marked as such.
+struct Celsius {
+  double degrees = 0;
+  bool operator==(const Celsius&) const = default;
+};
+
+}  // namespace
+
+template <>
+struct pymar::has_msgpack_adaptor<Celsius> : std::true_type {};
+
+namespace msgpack {
+MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS) {
+  namespace adaptor {
+  template <>
+  struct pack<Celsius> {
+    template <class Stream>
+    packer<Stream>& operator()(packer<Stream>& out, const Celsius& value) const {
+      return out.pack(value.degrees);
+    }
+  };
+  template <>
+  struct convert<Celsius> {
+    const msgpack::object& operator()(const msgpack::object& in, Celsius& value) const {
+      value.degrees = in.as<double>();
+      return in;
+    }
+  };
+  }  // namespace adaptor
+}  // MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS)
+}  // namespace msgpack
+
+namespace {
 
 template <class T>
 T round_trip(const T& value) {
@@ -43,11 +85,29 @@ TEST_CASE("values of many kinds survive encoding") {
 }
 
 TEST_CASE("a user adaptor carries 128-bit integers, negative ones too") {
-  const int128 big = static_cast<int128>(333333283333335000000.0L);
+  const pymar::int128 big = static_cast<pymar::int128>(333333283333335000000.0L);
   CHECK(round_trip(big) == big);
-  const int128 negative = -big - 12345;
+  const pymar::int128 negative = -big - 12345;
   CHECK(round_trip(negative) == negative);
-  CHECK(round_trip(int128{0}) == 0);
+  CHECK(round_trip(pymar::int128{0}) == 0);
+}
+
+TEST_CASE("a value type is accepted when it can travel and refused when it cannot") {
+  CHECK(pymar::Encodable<int>);
+  CHECK(pymar::Encodable<pymar::int128>);
+  CHECK(pymar::Encodable<std::string>);
+  CHECK(pymar::Encodable<std::vector<Measurement>>);
+  CHECK(pymar::Encodable<std::map<std::string, std::int64_t>>);
+  CHECK(pymar::Encodable<std::optional<double>>);
+  CHECK(pymar::Encodable<Measurement>);
+  CHECK(pymar::Encodable<Celsius>);
+  CHECK(round_trip(Celsius{21.5}) == Celsius{21.5});
+  // What a value refers to would not travel; a struct needs MSGPACK_DEFINE or an adaptor.
+  CHECK_FALSE(pymar::Encodable<Plain>);
+  CHECK_FALSE(pymar::Encodable<std::string_view>);
+  CHECK_FALSE(pymar::Encodable<std::span<const int>>);
+  CHECK_FALSE(pymar::Encodable<const char*>);
+  CHECK_FALSE(pymar::Encodable<decltype(std::views::iota(0, 3))>);
 }
 
 TEST_CASE("bytes of the wrong shape are a DecodeError, not a crash") {

@@ -73,8 +73,26 @@ struct Thrower : pymar::Producer<Thrower> {
   static std::size_t reduce_fn(auto&& values) { return pymar::sum<std::size_t>(values); }
 };
 
+// A producer and a source that are templates of several arguments: the REGISTER_* macros take
+// the commas in their names.
+template <class T, int Factor>
+struct Scaled : pymar::Producer<Scaled<T, Factor>> {
+  static auto map_fn(auto&& xs) {
+    return xs | std::views::transform([](auto x) { return static_cast<T>(x) * Factor; });
+  }
+  static T reduce_fn(auto&& values) { return pymar::sum<T>(values); }
+};
+
+template <class Tag, std::size_t Length>
+struct FirstNumbers : pymar::DataSource {
+  static std::size_t full_length() { return Length; }
+  auto items() const { return indices(); }
+};
+
 }  // namespace
 
+REGISTER_PRODUCER(Scaled<long, 3>);
+REGISTER_DATASOURCE(FirstNumbers<int, 10>);
 REGISTER_DATASOURCE(Range);
 REGISTER_PRODUCER(Doubler);
 REGISTER_PRODUCER(Collect);
@@ -110,6 +128,17 @@ TEST_CASE("the registry knows the names of this binary and explains unknown ones
   CHECK_THROWS_WITH_AS(
       pymar::detail::registered_name(pymar::detail::EntryKind::producer, typeid(Unregistered)),
       doctest::Contains("PYMAR_REGISTER_PRODUCER"), pymar::Error);
+}
+
+TEST_CASE("templates of several arguments register under their full names and run on workers" *
+          doctest::timeout(60)) {
+  const auto producers = pymar::detail::producer_names();
+  CHECK(std::find(producers.begin(), producers.end(), "Scaled<long,3>") != producers.end());
+  const auto sources = pymar::detail::source_names();
+  CHECK(std::find(sources.begin(), sources.end(), "FirstNumbers<int,10>") != sources.end());
+  pymar::test::LocalCluster cluster(2);
+  // 3 * (0 + 1 + ... + 9), computed by the kernel each worker finds by those names.
+  CHECK(Scaled<long, 3>().map(pymar::factory<FirstNumbers<int, 10>>()) == 135);
 }
 
 namespace {

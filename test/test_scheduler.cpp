@@ -496,7 +496,7 @@ TEST_CASE("no speculation for a producer whose map_fn has side effects") {
   s.on_ready("slow", ready(1), t0);
   s.on_ready("fast", ready(1), t0);
   JobRequest request = job(2, 2);
-  request.speculate = false;
+  request.options.speculate = false;
   s.start_job(request, {7, 1}, 10s, t0);
   auto fast = out.taken<Assign>("fast");
   answer(s, "fast", fast[0], t0 + 10ms, 10'000'000);

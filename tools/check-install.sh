@@ -19,6 +19,25 @@ root="$prefix/usr/local"
 libdir=$(find "$root" -name pymar.pc -printf '%h\n' | head -n1)
 export PKG_CONFIG_PATH="$libdir" PKG_CONFIG_SYSROOT_DIR="$prefix"
 
+# The flags pkg-config gives users impose no language version and no other library's
+# configuration: the headers check the version themselves and configure msgpack inside.
+# (pymar.pc's own Cflags: what fmt's .pc says, through Requires, is fmt's business.)
+own_cflags=$(grep '^Cflags:' "$libdir/pymar.pc")
+if grep -qE ' (-std=|-D)' <<<"$own_cflags"; then
+  fail "pymar.pc imposes flags on users: $own_cflags"
+fi
+cflags=$(pkg-config --cflags pymar)
+# One version: the installed header says what meson's project version says.
+version=$(pkg-config --modversion pymar)
+grep -qF "return \"$version\";" "$root/include/pymar/version.hpp" ||
+  fail "the installed pymar/version.hpp does not say version $version"
+# An older language version fails with one clear line rather than a page of template errors.
+if err=$(echo '#include <pymar/pymar.hpp>' |
+  g++ -std=c++17 -x c++ -fsyntax-only - $cflags 2>&1); then
+  fail "pymar/pymar.hpp compiled as C++17"
+fi
+grep -q 'Pymar needs C++20' <<<"$err" || fail "C++17 does not fail with 'Pymar needs C++20': $err"
+
 # The README's code blocks of "The integration example, walked through", after what they leave
 # out (the includes and the constants a, b, dx of examples/integration.cpp).
 section=$(awk '/^## The integration example/ { on = 1; next } /^## / { on = 0 } on' README.md)

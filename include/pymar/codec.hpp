@@ -1,8 +1,10 @@
 // Encoding of values, parameters and in-memory slices with msgpack, and bounded decoding.
 //
 // Any type msgpack-c can pack and convert travels: numbers, strings, std containers, user structs
-// with MSGPACK_DEFINE, and types given an adaptor by the user (see examples/int128.hpp).
+// with MSGPACK_DEFINE, and types given an adaptor by the user (see pymar/int128.hpp).
 #pragma once
+
+#include "pymar/detail/config.hpp"
 
 #ifndef MSGPACK_NO_BOOST
 #define MSGPACK_NO_BOOST  // Pymar never needs msgpack's Boost adaptors; do not require Boost.

@@ -1,6 +1,8 @@
 // DataSource: where a slice's elements come from, made or read on the worker that uses them.
 #pragma once
 
+#include "pymar/detail/config.hpp"
+
 #include <concepts>
 #include <cstddef>
 #include <ranges>

@@ -1,6 +1,8 @@
 // The exceptions `Producer::map` throws. All derive from pymar::Error, itself a std::runtime_error.
 #pragma once
 
+#include "pymar/detail/config.hpp"
+
 #include <cstddef>
 #include <cstdint>
 #include <stdexcept>

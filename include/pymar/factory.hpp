@@ -1,6 +1,8 @@
 // Factories: what `Producer::map` is given to know where a job's elements come from.
 #pragma once
 
+#include "pymar/detail/config.hpp"
+
 #include <cstddef>
 #include <memory>
 #include <ranges>

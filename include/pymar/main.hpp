@@ -1,6 +1,8 @@
 // pymar::main: the entry point that makes a task binary a producer or a worker pool.
 #pragma once
 
+#include "pymar/detail/config.hpp"
+
 #include <concepts>
 #include <functional>
 #include <string>

@@ -1,17 +1,22 @@
 // Producer: the user's map_fn and reduce_fn, and `map`, which runs them over a factory's data.
 #pragma once
 
+#include "pymar/detail/config.hpp"
+
 #include <chrono>
 #include <cstddef>
 #include <exception>
 #include <optional>
+#include <string_view>
 #include <typeinfo>
 #include <vector>
 
 #include "pymar/codec.hpp"
+#include "pymar/concepts.hpp"
 #include "pymar/detail/job.hpp"
 #include "pymar/detail/kernel.hpp"
 #include "pymar/error.hpp"
+#include "pymar/job_options.hpp"
 #include "pymar/registry.hpp"
 #include "pymar/stats.hpp"
 
@@ -35,93 +40,101 @@ struct Producer {
   /// Runs the job over `factory`'s data on the workers (or locally when there are none) and
   /// returns `reduce_fn` of the partial values, reduced in slice order. Throws SliceError when
   /// user code failed on a slice, Interrupted when the producer is interrupted.
-  template <class Factory>
-  auto map(const Factory& factory) const {
-    return run(factory, std::nullopt, OnTimeout::fail, nullptr);
+  template <Factory F>
+  auto map(const F& factory) const {
+    return run(factory, JobOptions{}, nullptr);
   }
 
   /// As map(factory), but after `timeout` either throws TimeoutError (OnTimeout::fail) or
   /// computes the slices still missing on this machine (OnTimeout::compute_locally).
-  template <class Factory, class Rep, class Period>
-  auto map(const Factory& factory, std::chrono::duration<Rep, Period> timeout,
+  template <Factory F, class Rep, class Period>
+  auto map(const F& factory, std::chrono::duration<Rep, Period> timeout,
            OnTimeout on_timeout = OnTimeout::fail) const {
-    return run(factory, as_timeout(timeout), on_timeout, nullptr);
+    return run(factory, options_for(timeout, on_timeout), nullptr);
   }
 
   /// As map(factory), and the job's statistics beside its value: who computed which slice,
   /// when, what travelled, and every fault seen (see pymar/stats.hpp). The value is the one
   /// map(factory) returns. When map throws, the statistics are lost to the caller (the
   /// `--stats` file still gets them).
-  template <class Factory>
-  auto map_with_stats(const Factory& factory) const {
+  template <Factory F>
+  auto map_with_stats(const F& factory) const {
     JobStats stats;
-    auto value = run(factory, std::nullopt, OnTimeout::fail, &stats);
+    auto value = run(factory, JobOptions{}, &stats);
     return WithStats<decltype(value)>{std::move(value), std::move(stats)};
   }
 
   /// As map(factory, timeout, on_timeout), with the job's statistics.
-  template <class Factory, class Rep, class Period>
-  auto map_with_stats(const Factory& factory, std::chrono::duration<Rep, Period> timeout,
+  template <Factory F, class Rep, class Period>
+  auto map_with_stats(const F& factory, std::chrono::duration<Rep, Period> timeout,
                       OnTimeout on_timeout = OnTimeout::fail) const {
     JobStats stats;
-    auto value = run(factory, as_timeout(timeout), on_timeout, &stats);
+    auto value = run(factory, options_for(timeout, on_timeout), &stats);
     return WithStats<decltype(value)>{std::move(value), std::move(stats)};
   }
 
  private:
   template <class Rep, class Period>
-  static std::optional<std::chrono::nanoseconds> as_timeout(
-      std::chrono::duration<Rep, Period> timeout) {
+  static JobOptions options_for(std::chrono::duration<Rep, Period> timeout, OnTimeout on_timeout) {
+    JobOptions options;
+    options.on_timeout = on_timeout;
     // A timeout of a century or more (hours::max() for "never") is no timeout: in nanoseconds
     // it would overflow.
     const std::chrono::duration<double> seconds = timeout;
-    if (seconds.count() >= 100 * 365.25 * 24 * 3600) return std::nullopt;
-    return std::chrono::duration_cast<std::chrono::nanoseconds>(timeout);
+    if (seconds.count() < 100 * 365.25 * 24 * 3600) {
+      options.timeout = std::chrono::duration_cast<std::chrono::nanoseconds>(timeout);
+    }
+    return options;
   }
 
   /// `stats`: where the caller wants the statistics, or null. They are collected too when the
   /// producer runs with `--stats FILE`, and then written there however the job ends.
-  template <class Factory>
-  static auto run(const Factory& factory, std::optional<std::chrono::nanoseconds> timeout,
-                  OnTimeout on_timeout, JobStats* stats) {
-    using Source = typename Factory::source_type;
-    using Kernel = detail::KernelFor<Derived, Source>;
-    using Value = typename detail::ValueFor<Derived, Source>::type;
+  template <Factory F>
+  static auto run(const F& factory, JobOptions options, JobStats* stats) {
+    using Source = typename F::source_type;
+    // Checks map_fn and reduce_fn against the source's elements, with one message per mistake.
+    using Contract = detail::ValueFor<Derived, Source>;
+    using Value = typename Contract::type;
     static_assert(Derived::WORKERS_NUMBER > 0, "WORKERS_NUMBER must be at least 1");
-    if (!Kernel::registered) throw Error("the kernel registry is unavailable");
+    if constexpr (!Contract::holds) {
+      // The contract's static_assert said what is wrong; compiling the job would only add errors.
+      return detail::NotDerived{};
+    } else {
+      using Kernel = detail::KernelFor<Derived, Source>;
+      if (!Kernel::registered) throw Error("the kernel registry is unavailable");
 
-    detail::JobRequest request;
-    request.producer = detail::registered_name(detail::EntryKind::producer, typeid(Derived));
-    request.source = detail::registered_name(detail::EntryKind::source, typeid(Source));
-    request.params = factory.encoded_params();
-    request.length = factory.full_length();
-    request.parts = Derived::WORKERS_NUMBER;
-    request.kernel = &Kernel::run;
-    request.check_partial = [](std::string_view encoded) { (void)decode<Value>(encoded); };
-    request.memory = factory.memory();
-    request.speculate = Derived::SPECULATIVE;
-    request.timeout = timeout;
-    request.on_timeout = on_timeout;
-    std::optional<JobStats> own_stats;  // for the --stats file when the caller wants none
-    if (stats == nullptr && detail::job_stats_wanted()) stats = &own_stats.emplace();
-    request.stats = stats;
-    if (stats == nullptr) return reduce<Value>(detail::run_job(request));
+      detail::JobRequest request;
+      request.producer = detail::registered_name(detail::EntryKind::producer, typeid(Derived));
+      request.source = detail::registered_name(detail::EntryKind::source, typeid(Source));
+      request.params = factory.encoded_params();
+      request.length = factory.full_length();
+      request.parts = Derived::WORKERS_NUMBER;
+      request.kernel = &Kernel::run;
+      request.check_partial = [](std::string_view encoded) { (void)decode<Value>(encoded); };
+      request.memory = factory.memory();
+      options.speculate = Derived::SPECULATIVE;
+      request.options = options;
+      std::optional<JobStats> own_stats;  // for the --stats file when the caller wants none
+      if (stats == nullptr && detail::job_stats_wanted()) stats = &own_stats.emplace();
+      request.stats = stats;
+      if (stats == nullptr) return reduce<Value>(detail::run_job(request));
 
-    try {
-      const detail::Partials partials = detail::run_job(request);
-      const auto reduce_started = std::chrono::steady_clock::now();
-      Value value = reduce<Value>(partials);
-      stats->reduce_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                             std::chrono::steady_clock::now() - reduce_started)
-                             .count();
-      stats->wall_ns += stats->reduce_ns;
-      detail::job_stats_done(*stats);
-      return value;
-    } catch (...) {
-      // run_job said how the job ended; a reduce_fn that threw ends it as failed.
-      if (stats->ending == JobEnding::done) stats->ending = JobEnding::failed;
-      detail::job_stats_done(*stats);
-      throw;
+      try {
+        const detail::Partials partials = detail::run_job(request);
+        const auto reduce_started = std::chrono::steady_clock::now();
+        Value value = reduce<Value>(partials);
+        stats->reduce_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                               std::chrono::steady_clock::now() - reduce_started)
+                               .count();
+        stats->wall_ns += stats->reduce_ns;
+        detail::job_stats_done(*stats);
+        return value;
+      } catch (...) {
+        // run_job said how the job ended; a reduce_fn that threw ends it as failed.
+        if (stats->ending == JobEnding::done) stats->ending = JobEnding::failed;
+        detail::job_stats_done(*stats);
+        throw;
+      }
     }
   }
 

@@ -1,6 +1,8 @@
 // PullRange: the elements of a source that reads them one at a time from a store.
 #pragma once
 
+#include "pymar/detail/config.hpp"
+
 #include <cstddef>
 #include <iterator>
 

@@ -1,6 +1,8 @@
 // Pymar: write a Producer and a DataSource, register them, and `map` a job over many machines.
 #pragma once
 
+#include "pymar/detail/config.hpp"
+
 #include "pymar/algorithm.hpp"
 #include "pymar/codec.hpp"
 #include "pymar/data_source.hpp"

@@ -1,6 +1,8 @@
 // The static registry: every producer and source a task binary was built with, by name.
 #pragma once
 
+#include "pymar/detail/config.hpp"
+
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -46,24 +48,28 @@ std::string type_name(const std::type_info& type);
 #define PYMAR_DETAIL_CAT2(a, b) a##b
 #define PYMAR_DETAIL_CAT(a, b) PYMAR_DETAIL_CAT2(a, b)
 
-/// Registers a producer class (derived from pymar::Producer<Class>) under the name `Class`.
-/// Use at namespace scope, once per class, in a source file of the task binary.
-#define PYMAR_REGISTER_PRODUCER(Class)                                                           \
-  static_assert(std::is_base_of_v<::pymar::Producer<Class>, Class>,                              \
-                #Class " must derive from pymar::Producer<" #Class ">");                         \
+/// Registers a producer class (derived from pymar::Producer<Class>) under the name `Class`, as
+/// written without spaces. Use at namespace scope, once per class, in a source file of the task
+/// binary. Variadic so that a template with several arguments needs no parentheses:
+/// REGISTER_PRODUCER(Histogram<double, 64>).
+#define PYMAR_REGISTER_PRODUCER(...)                                                             \
+  static_assert(std::is_base_of_v<::pymar::Producer<__VA_ARGS__>, __VA_ARGS__>,                  \
+                #__VA_ARGS__ " must derive from pymar::Producer<" #__VA_ARGS__ ">");             \
   static const ::pymar::detail::Registration PYMAR_DETAIL_CAT(pymar_registration_, __COUNTER__){ \
-      ::pymar::detail::EntryKind::producer, #Class, typeid(Class), __FILE__, __LINE__};          \
+      ::pymar::detail::EntryKind::producer, #__VA_ARGS__, typeid(__VA_ARGS__), __FILE__,         \
+      __LINE__};                                                                                 \
   static_assert(true, "")
 
-/// Registers a data source class (derived from pymar::DataSource) under the name `Class`.
-#define PYMAR_REGISTER_DATASOURCE(Class)                                                         \
-  static_assert(::pymar::detail::DataSourceType<Class>,                                          \
-                #Class " must derive from pymar::DataSource and have items() or begin()/end()"); \
-  static const ::pymar::detail::Registration PYMAR_DETAIL_CAT(pymar_registration_, __COUNTER__){ \
-      ::pymar::detail::EntryKind::source, #Class, typeid(Class), __FILE__, __LINE__};            \
+/// Registers a data source class (derived from pymar::DataSource) under the name `Class`, as
+/// written without spaces; variadic like PYMAR_REGISTER_PRODUCER.
+#define PYMAR_REGISTER_DATASOURCE(...)                                                            \
+  static_assert(::pymar::detail::DataSourceType<__VA_ARGS__>, #__VA_ARGS__                        \
+                " must derive from pymar::DataSource and have items() or begin()/end()");         \
+  static const ::pymar::detail::Registration PYMAR_DETAIL_CAT(pymar_registration_, __COUNTER__){  \
+      ::pymar::detail::EntryKind::source, #__VA_ARGS__, typeid(__VA_ARGS__), __FILE__, __LINE__}; \
   static_assert(true, "")
 
 #ifndef PYMAR_NO_SHORT_MACROS
-#define REGISTER_PRODUCER(Class) PYMAR_REGISTER_PRODUCER(Class)
-#define REGISTER_DATASOURCE(Class) PYMAR_REGISTER_DATASOURCE(Class)
+#define REGISTER_PRODUCER(...) PYMAR_REGISTER_PRODUCER(__VA_ARGS__)
+#define REGISTER_DATASOURCE(...) PYMAR_REGISTER_DATASOURCE(__VA_ARGS__)
 #endif

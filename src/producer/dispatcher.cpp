@@ -393,8 +393,8 @@ void Dispatcher::take_commands(Clock::time_point now) {
   current_id_ = {current_id_.session, next_job_++};
   job_started_ = now;
   job_deadline_.reset();
-  if (job->timeout) {
-    job_deadline_ = now + std::chrono::duration_cast<Clock::duration>(*job->timeout);
+  if (job->options.timeout) {
+    job_deadline_ = now + std::chrono::duration_cast<Clock::duration>(*job->options.timeout);
   }
   garbage_count_ = 0;
   next_progress_ = now + (options_.progress == Progress::live ? kLiveInterval : kProgressInterval);

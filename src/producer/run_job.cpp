@@ -230,7 +230,7 @@ Partials run_job_recorded(const JobRequest& request) {
       finish_stats();
       return std::move(outcome.partials);
     case JobEnd::timed_out:
-      if (request.on_timeout == OnTimeout::fail) {
+      if (request.options.on_timeout == OnTimeout::fail) {
         throw TimeoutError(slice_count - outcome.missing.size(), slice_count, outcome.seconds);
       }
       spdlog::warn("map timed out after {:.3f} s: computing the {} missing slice(s) locally",

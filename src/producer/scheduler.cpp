@@ -670,7 +670,7 @@ void Scheduler::assign_all(Clock::time_point now) {
 }
 
 bool Scheduler::speculate_to(Worker& w, Clock::time_point now) {
-  if (!config_.speculate || !job_->speculate || state_ != JobState::running || !serves(w) ||
+  if (!config_.speculate || !job_->options.speculate || state_ != JobState::running || !serves(w) ||
       !w.batches.empty() || mean_slice_ns_ <= 0) {
     return false;
   }

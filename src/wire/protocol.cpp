@@ -1,6 +1,7 @@
 #include "wire/protocol.hpp"
 
 #include <algorithm>
+#include <iterator>
 
 #include <fmt/format.h>
 
@@ -23,6 +24,32 @@ enum class Type : std::uint8_t {
   status = 10,
 };
 
+// Message layouts, declared once: the encoder writes and the decoder expects exactly these field
+// counts (after the version and the type), so that the two cannot drift apart.
+struct Layout {
+  Type type;
+  const char* name;      // for errors and logs
+  std::uint32_t fields;  // after the version and the type
+};
+constexpr Layout kReady{Type::ready, "READY", 8};
+constexpr Layout kAssign{Type::assign, "ASSIGN", 8};
+constexpr Layout kResult{Type::result, "RESULT", 4};
+constexpr Layout kHeartbeat{Type::heartbeat, "HEARTBEAT", 1};
+constexpr Layout kBye{Type::bye, "BYE", 1};
+constexpr Layout kCancel{Type::cancel, "CANCEL", 2};
+constexpr Layout kRefuse{Type::refuse, "REFUSE", 1};
+constexpr Layout kWho{Type::who, "WHO", 0};
+constexpr Layout kStatusQuery{Type::status_query, "STATUS?", 0};
+constexpr Layout kStatus{Type::status, "STATUS", 8};
+
+// The arrays nested in messages.
+constexpr std::uint32_t kPredecessorFields = 7;    // READY's predecessor
+constexpr std::uint32_t kSliceFields = 3;          // one of ASSIGN's slices
+constexpr std::uint32_t kOutcomeOkFields = 3;      // one of RESULT's outcomes, ok ...
+constexpr std::uint32_t kOutcomeFailedFields = 5;  // ... or failed, with its error
+constexpr std::uint32_t kJobStatusFields = 7;      // STATUS's job
+constexpr std::uint32_t kWorkerStatusFields = 6;   // one of STATUS's workers
+
 using Packer = msgpack::packer<detail::StringSink>;
 
 void pack_text(Packer& p, std::string_view text, std::size_t max = kMaxTextBytes) {
@@ -38,14 +65,14 @@ void pack_names(Packer& p, const std::vector<std::string>& names) {
 struct Encoder {
   Packer& p;
 
-  void header(Type type, std::uint32_t fields) {
-    p.pack_array(2 + fields);
+  void header(const Layout& layout) {
+    p.pack_array(2 + layout.fields);
     p.pack(protocol_version());
-    p.pack(static_cast<std::uint8_t>(type));
+    p.pack(static_cast<std::uint8_t>(layout.type));
   }
 
   void operator()(const Ready& m) {
-    header(Type::ready, 8);
+    header(kReady);
     pack_text(p, m.build);
     pack_text(p, m.task);
     pack_text(p, m.host);
@@ -57,7 +84,7 @@ struct Encoder {
       p.pack_nil();
     } else {
       const Predecessor& d = *m.predecessor;
-      p.pack_array(7);
+      p.pack_array(kPredecessorFields);
       p.pack(d.pid);
       p.pack(d.signal);
       p.pack(d.exit_code);
@@ -69,7 +96,7 @@ struct Encoder {
   }
 
   void operator()(const Assign& m) {
-    header(Type::assign, 8);
+    header(kAssign);
     p.pack(m.job.session);
     p.pack(m.job.seq);
     p.pack(m.batch);
@@ -80,7 +107,7 @@ struct Encoder {
     p.pack(static_cast<std::uint8_t>(m.payload));
     p.pack_array(static_cast<std::uint32_t>(m.slices.size()));
     for (const SliceRange& s : m.slices) {
-      p.pack_array(3);
+      p.pack_array(kSliceFields);
       p.pack(s.index);
       p.pack(s.offset);
       p.pack(s.limit);
@@ -94,17 +121,13 @@ struct Encoder {
     for (const Outcome& o : m.outcomes) failed += o.ok ? 0 : 1;
     const std::size_t text_cap = std::min(
         kMaxErrorMessageBytes, kMaxHeaderBytes / 2 / (2 * std::max<std::size_t>(failed, 1)));
-    header(Type::result, 4);
+    header(kResult);
     p.pack(m.job.session);
     p.pack(m.job.seq);
     p.pack(m.batch);
     p.pack_array(static_cast<std::uint32_t>(m.outcomes.size()));
     for (const Outcome& o : m.outcomes) {
-      if (o.ok) {
-        p.pack_array(3);
-      } else {
-        p.pack_array(5);
-      }
+      p.pack_array(o.ok ? kOutcomeOkFields : kOutcomeFailedFields);
       p.pack(o.slice);
       p.pack(o.ok);
       p.pack(o.compute_ns);
@@ -116,32 +139,32 @@ struct Encoder {
   }
 
   void operator()(const Heartbeat& m) {
-    header(Type::heartbeat, 1);
+    header(kHeartbeat);
     p.pack(m.session);
   }
 
   void operator()(const Bye& m) {
-    header(Type::bye, 1);
+    header(kBye);
     pack_text(p, m.reason);
   }
 
   void operator()(const Cancel& m) {
-    header(Type::cancel, 2);
+    header(kCancel);
     p.pack(m.job.session);
     p.pack(m.job.seq);
   }
 
   void operator()(const Refuse& m) {
-    header(Type::refuse, 1);
+    header(kRefuse);
     pack_text(p, m.reason);
   }
 
-  void operator()(const Who&) { header(Type::who, 0); }
+  void operator()(const Who&) { header(kWho); }
 
-  void operator()(const StatusQuery&) { header(Type::status_query, 0); }
+  void operator()(const StatusQuery&) { header(kStatusQuery); }
 
   void operator()(const Status& m) {
-    header(Type::status, 8);
+    header(kStatus);
     pack_text(p, m.task);
     pack_text(p, m.build);
     pack_text(p, m.host);
@@ -151,7 +174,7 @@ struct Encoder {
       p.pack_nil();
     } else {
       const JobStatus& j = *m.job;
-      p.pack_array(7);
+      p.pack_array(kJobStatusFields);
       p.pack(j.seq);
       pack_text(p, j.producer);
       pack_text(p, j.source);
@@ -165,7 +188,7 @@ struct Encoder {
     p.pack_array(static_cast<std::uint32_t>(count));
     for (std::size_t i = 0; i < count; ++i) {
       const WorkerStatus& w = m.workers[i];
-      p.pack_array(6);
+      p.pack_array(kWorkerStatusFields);
       pack_text(p, w.host, kMaxStatusHostBytes);
       p.pack(w.pid);
       p.pack(w.credit);
@@ -281,7 +304,7 @@ Ready decode_ready(Fields& f) {
   m.sources = f.names();
   const msgpack::object& pred = f.next();
   if (pred.type != msgpack::type::NIL) {
-    Fields d(pred, "READY predecessor", 7, 7);
+    Fields d(pred, "READY predecessor", kPredecessorFields, kPredecessorFields);
     Predecessor p;
     p.pid = d.i64();
     p.signal = d.i32();
@@ -309,7 +332,7 @@ Assign decode_assign(Fields& f, std::size_t payload_frames) {
   Fields slices(f.next(), "ASSIGN slices", 1, kMaxSlicesPerBatch);
   m.slices.reserve(slices.size());
   while (!slices.done()) {
-    Fields s(slices.next(), "ASSIGN slice", 3, 3);
+    Fields s(slices.next(), "ASSIGN slice", kSliceFields, kSliceFields);
     SliceRange range;
     range.index = s.u64();
     range.offset = s.u64();
@@ -334,7 +357,7 @@ Result decode_result(Fields& f, std::size_t payload_frames) {
   m.outcomes.reserve(outcomes.size());
   std::size_t ok_count = 0;
   while (!outcomes.done()) {
-    Fields o(outcomes.next(), "RESULT outcome", 3, 5);
+    Fields o(outcomes.next(), "RESULT outcome", kOutcomeOkFields, kOutcomeFailedFields);
     Outcome out;
     out.slice = o.u64();
     out.ok = o.boolean();
@@ -365,7 +388,7 @@ Status decode_status(Fields& f) {
   m.uptime_ms = f.u64();
   const msgpack::object& job = f.next();
   if (job.type != msgpack::type::NIL) {
-    Fields j(job, "STATUS job", 7, 7);
+    Fields j(job, "STATUS job", kJobStatusFields, kJobStatusFields);
     JobStatus s;
     s.seq = j.u64();
     s.producer = j.text();
@@ -380,7 +403,7 @@ Status decode_status(Fields& f) {
   Fields workers(f.next(), "STATUS workers", 0, kMaxStatusWorkers);
   m.workers.reserve(workers.size());
   while (!workers.done()) {
-    Fields w(workers.next(), "STATUS worker", 6, 6);
+    Fields w(workers.next(), "STATUS worker", kWorkerStatusFields, kWorkerStatusFields);
     WorkerStatus s;
     s.host = w.text();
     s.pid = w.i64();
@@ -446,66 +469,67 @@ Message decode(std::string_view header, std::size_t payload_frames) {
                         ProtocolError::Kind::wrong_shape);
   }
 
-  auto fields = [&](const char* what, std::size_t count) {
-    Fields f(root, what, 2 + count, 2 + count);
+  auto fields = [&](const Layout& layout) {
+    Fields f(root, layout.name, 2 + layout.fields, 2 + layout.fields);
     f.u64();  // version, checked above
     f.u64();  // type
     return f;
   };
-  auto no_payload = [&](const char* what) {
+  auto no_payload = [&](const Layout& layout) {
     if (payload_frames != 0) {
-      throw ProtocolError(fmt::format("{}: unexpected {} payload frames", what, payload_frames),
-                          ProtocolError::Kind::wrong_frames);
+      throw ProtocolError(
+          fmt::format("{}: unexpected {} payload frames", layout.name, payload_frames),
+          ProtocolError::Kind::wrong_frames);
     }
   };
 
   switch (static_cast<Type>(type.via.u64)) {
     case Type::ready: {
-      no_payload("READY");
-      Fields f = fields("READY", 8);
+      no_payload(kReady);
+      Fields f = fields(kReady);
       return decode_ready(f);
     }
     case Type::assign: {
-      Fields f = fields("ASSIGN", 8);
+      Fields f = fields(kAssign);
       return decode_assign(f, payload_frames);
     }
     case Type::result: {
-      Fields f = fields("RESULT", 4);
+      Fields f = fields(kResult);
       return decode_result(f, payload_frames);
     }
     case Type::heartbeat: {
-      no_payload("HEARTBEAT");
-      Fields f = fields("HEARTBEAT", 1);
+      no_payload(kHeartbeat);
+      Fields f = fields(kHeartbeat);
       return Heartbeat{f.u64()};
     }
     case Type::bye: {
-      no_payload("BYE");
-      Fields f = fields("BYE", 1);
+      no_payload(kBye);
+      Fields f = fields(kBye);
       return Bye{f.text()};
     }
     case Type::cancel: {
-      no_payload("CANCEL");
-      Fields f = fields("CANCEL", 2);
+      no_payload(kCancel);
+      Fields f = fields(kCancel);
       return Cancel{job_id(f)};
     }
     case Type::refuse: {
-      no_payload("REFUSE");
-      Fields f = fields("REFUSE", 1);
+      no_payload(kRefuse);
+      Fields f = fields(kRefuse);
       return Refuse{f.text()};
     }
     case Type::who: {
-      no_payload("WHO");
-      fields("WHO", 0);
+      no_payload(kWho);
+      fields(kWho);
       return Who{};
     }
     case Type::status_query: {
-      no_payload("STATUS?");
-      fields("STATUS?", 0);
+      no_payload(kStatusQuery);
+      fields(kStatusQuery);
       return StatusQuery{};
     }
     case Type::status: {
-      no_payload("STATUS");
-      Fields f = fields("STATUS", 8);
+      no_payload(kStatus);
+      Fields f = fields(kStatus);
       return decode_status(f);
     }
   }
@@ -530,9 +554,12 @@ const char* ProtocolError::kind_name() const noexcept {
 }
 
 const char* type_name(const Message& message) {
-  static constexpr const char* names[] = {"READY",  "ASSIGN", "RESULT", "HEARTBEAT", "BYE",
-                                          "CANCEL", "REFUSE", "WHO",    "STATUS?",   "STATUS"};
-  return names[message.index()];
+  // In the order of Message's alternatives.
+  static constexpr const Layout* layouts[] = {&kReady,       &kAssign, &kResult, &kHeartbeat,
+                                              &kBye,         &kCancel, &kRefuse, &kWho,
+                                              &kStatusQuery, &kStatus};
+  static_assert(std::size(layouts) == std::variant_size_v<Message>);
+  return layouts[message.index()]->name;
 }
 
 }  // namespace pymar::wire

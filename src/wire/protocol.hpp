@@ -11,7 +11,7 @@
 #include <variant>
 #include <vector>
 
-#include "pymar/detail/job.hpp"
+#include "pymar/detail/payload_kind.hpp"
 
 namespace pymar::wire {
 

@@ -24,9 +24,9 @@
 #include <vector>
 
 #include <fmt/format.h>
+#include <pymar/int128.hpp>
 #include <pymar/pymar.hpp>
 
-#include "int128.hpp"
 #include "workloads.hpp"
 
 namespace {
@@ -51,7 +51,7 @@ std::int64_t peak_rss_kib() {
   return -1;
 }
 
-std::string text(int128 value) {
+std::string text(pymar::int128 value) {
   std::string digits;
   do {
     digits.insert(digits.begin(), static_cast<char>('0' + static_cast<int>(value % 10)));
@@ -90,7 +90,7 @@ struct SquaredSum : pymar::Producer<SquaredSum> {
     return numbers | std::views::transform([](std::int64_t x) { return x * x; });
   }
 
-  static int128 reduce_fn(auto&& values) { return pymar::sum<int128>(values); }
+  static pymar::int128 reduce_fn(auto&& values) { return pymar::sum<pymar::int128>(values); }
 };
 REGISTER_PRODUCER(SquaredSum);
 

@@ -2,25 +2,22 @@
 // described here without the user's types, run by the library, and handed back as encoded partials.
 #pragma once
 
-#include <chrono>
+#include "pymar/detail/config.hpp"
+
 #include <cstddef>
 #include <cstdint>
 #include <functional>
-#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
 
+#include "pymar/detail/payload_kind.hpp"
+#include "pymar/job_options.hpp"
+
 namespace pymar {
 
 struct JobStats;
-
-/// What `map` does when its timeout passes before every slice has a partial value.
-enum class OnTimeout {
-  fail,             ///< throw pymar::TimeoutError
-  compute_locally,  ///< compute the missing slices on this machine, with a warning
-};
 
 namespace detail {
 
@@ -39,13 +36,6 @@ using Kernel = void (*)(const SliceInput& input, std::string& out);
 /// Checks that bytes decode as the job's value type; throws DecodeError if not. Used on the
 /// producer so that a malformed partial from a worker is rejected before it is counted.
 using PartialCheck = void (*)(std::string_view encoded);
-
-/// How an in-memory slice travels.
-enum class PayloadKind : std::uint8_t {
-  none = 0,     ///< a registered source: only offsets and parameters travel
-  raw = 1,      ///< trivially copyable elements: the slice's bytes, sent without a copy
-  msgpack = 2,  ///< other elements: the slice encoded as a msgpack array
-};
 
 /// The producer-side view of in-memory data.
 struct MemoryData {
@@ -73,9 +63,7 @@ struct JobRequest {
   Kernel kernel = nullptr;
   PartialCheck check_partial = nullptr;
   MemoryData memory;
-  bool speculate = true;  ///< a late slice may run twice (first result wins): no side effects
-  std::optional<std::chrono::nanoseconds> timeout;
-  OnTimeout on_timeout = OnTimeout::fail;
+  JobOptions options;
   /// When set, run_job fills it with the job's statistics (slices included), also when it
   /// throws. Must outlive run_job.
   JobStats* stats = nullptr;

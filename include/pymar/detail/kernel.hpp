@@ -3,6 +3,10 @@
 // the same binary can run exactly the pairs the job uses, selected by name, and nothing else.
 #pragma once
 
+#include "pymar/detail/config.hpp"
+
+#include <concepts>
+#include <cstdint>
 #include <cstring>
 #include <memory>
 #include <span>
@@ -12,6 +16,7 @@
 #include <vector>
 
 #include "pymar/codec.hpp"
+#include "pymar/concepts.hpp"
 #include "pymar/data_source.hpp"
 #include "pymar/detail/job.hpp"
 #include "pymar/detail/raw_payload.hpp"
@@ -49,32 +54,93 @@ S make_source(const SliceInput& input) {
   }
 }
 
-/// The elements a registered source's slice hands to map_fn.
+/// The elements map_fn is given for one slice of source S (as an lvalue of this type).
 template <class S>
-using ElementsOf = decltype(elements_of(std::declval<S&>()));
+struct ElementsFor {
+  using type = decltype(elements_of(std::declval<S&>()));
+};
+template <class T>
+struct ElementsFor<MemorySource<T>> {
+  using type = std::conditional_t<MemorySource<T>::raw, std::span<const T>, const std::vector<T>>;
+};
 
+/// Stands for a type that an earlier failed check could not derive: later checks see it and stay
+/// quiet, so a user reads one error, not a cascade.
+struct NotDerived {
+  // What `map` returns when a check failed: converts to what the caller expects, so the call
+  // site adds no error of its own. Never defined: such a program does not compile anyway.
+  template <class T>
+  operator T() const;
+};
+
+template <class P, class Elements, bool = ProducerFor<P, Elements>>
+struct MappedType {
+  using type = NotDerived;
+};
 template <class P, class Elements>
-using ValueOf = std::remove_cvref_t<decltype(P::reduce_fn(P::map_fn(std::declval<Elements&>())))>;
+struct MappedType<P, Elements, true> {
+  using type = decltype(P::map_fn(std::declval<Elements&>()));
+};
 
-/// The value type of producer P over source S: what reduce_fn returns, on a worker and on the
-/// producer alike.
+// The worker reduces map_fn's output held in a variable, so reduce_fn is given an lvalue of it.
+template <class P, class Mapped>
+concept ReduceFnTakes = requires(std::remove_reference_t<Mapped>& mapped) {
+  P::reduce_fn(mapped);
+};
+
+template <class P, class Mapped, bool = ReduceFnTakes<P, Mapped>>
+struct ReducedType {
+  using type = NotDerived;
+};
+template <class P, class Mapped>
+struct ReducedType<P, Mapped, true> {
+  using type =
+      std::remove_cvref_t<decltype(P::reduce_fn(std::declval<std::remove_reference_t<Mapped>&>()))>;
+};
+
+// The producer reduces the partial values, a std::vector<Value>, to one Value.
+template <class P, class Value>
+concept ReduceFnReReduces = requires(std::vector<Value>& values) {
+  { P::reduce_fn(values) } -> std::convertible_to<Value>;
+};
+
+/// The contract between producer P and the elements of source S, checked in the order a slice
+/// runs, each check with its own message and each quiet when an earlier one failed; `type` is
+/// the job's value type, what reduce_fn returns on a worker and on the producer alike.
 template <class P, class S>
 struct ValueFor {
-  using type = ValueOf<P, ElementsOf<S>>;
-};
-template <class P, class T>
-struct ValueFor<P, MemorySource<T>> {
-  using type = std::conditional_t<MemorySource<T>::raw, ValueOf<P, std::span<const T>>,
-                                  ValueOf<P, const std::vector<T>>>;
+  using Elements = typename ElementsFor<S>::type;
+  using Mapped = typename MappedType<P, Elements>::type;
+  using type = typename ReducedType<P, Mapped>::type;
+
+  static constexpr bool maps = ProducerFor<P, Elements>;
+  static constexpr bool reduces = maps && ReduceFnTakes<P, Mapped>;
+  static constexpr bool rereduces = reduces && ReduceFnReReduces<P, type>;
+  static constexpr bool encodes = rereduces && Encodable<type>;
+  /// Whether every check passed: `map` compiles nothing more of the job otherwise.
+  static constexpr bool holds = encodes;
+
+  static_assert(maps,
+                "pymar: map_fn cannot be called on the source's elements: its parameter must "
+                "accept the range the data source yields (`auto&&` accepts any)");
+  static_assert(!maps || reduces,
+                "pymar: reduce_fn cannot be called on what map_fn returns: its parameter must "
+                "accept map_fn's range (`auto&&` accepts any)");
+  static_assert(!reduces || rereduces,
+                "pymar: reduce_fn must also accept a std::vector of its own results and return "
+                "the same type (the producer reduces the partial values with it): take `auto&&` "
+                "and return one type");
+  static_assert(!rereduces || encodes,
+                "pymar: the value reduce_fn returns cannot travel: it must be msgpack-encodable "
+                "(a number, a string, a std container of values, or a struct with "
+                "MSGPACK_DEFINE(...)); a view or a pointer cannot travel, return an owning type");
 };
 
 template <class P, class Elements>
 void map_and_reduce(Elements&& elements, std::string& out) {
-  using Value = ValueOf<P, std::remove_reference_t<Elements>>;
-  static_assert(
-      std::is_convertible_v<decltype(P::reduce_fn(std::declval<std::vector<Value>&>())), Value>,
-      "reduce_fn must accept both map_fn's values and a std::vector of its own results, "
-      "and return the same type for both");
+  using Value =
+      typename ReducedType<P,
+                           typename MappedType<P, std::remove_reference_t<Elements>>::type>::type;
   decltype(auto) mapped = P::map_fn(elements);
   const Value partial = P::reduce_fn(mapped);
   const std::size_t start = out.size();

@@ -246,8 +246,8 @@ TEST_SUITE("mongo") {
   TEST_CASE("wordcount_mongo stops with a clear error when the server is not there" *
             doctest::timeout(60)) {
     using namespace pymar::test;
-    Process producer({binary("examples/wordcount_mongo"), "--local"},
-                     {{"PYMAR_MONGO_URI", "mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=300"}});
+    Process producer({binary("examples/wordcount_mongo"), "--local", "--",
+                      "mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=300"});
     const auto status = producer.wait(std::chrono::seconds(30));
     INFO("stderr:\n" << producer.err());
     REQUIRE(status.has_value());

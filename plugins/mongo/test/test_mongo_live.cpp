@@ -178,10 +178,8 @@ TEST_SUITE("mongo live") {
     const std::string queue = fmt::format("127.0.0.1:{}", free_port());
     const std::string task = binary("examples/wordcount_mongo");
     Process pool({task, "--worker", "-q", queue, "-w", "3"});
-    Process producer({task, "--produce", "-q", queue, "--grace", "60"},
-                     {{"PYMAR_MONGO_URI", library.params().uri},
-                      {"PYMAR_MONGO_DATABASE", library.params().database},
-                      {"PYMAR_MONGO_COLLECTION", library.params().collection}});
+    Process producer({task, "--produce", "-q", queue, "--grace", "60", "--", library.params().uri,
+                      library.params().database, library.params().collection});
     const auto status = producer.wait();
     INFO("producer stderr:\n" << producer.err());
     REQUIRE(status.has_value());

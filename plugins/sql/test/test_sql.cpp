@@ -443,10 +443,10 @@ TEST_SUITE("sql") {
       std::int64_t expected = 0;
       for (std::int64_t k : keys) expected += k;
       Params p = keys_params(db, "pymar_t_keys");
-      CHECK(SumOfValues().map(pymar::sql::factory<Values>(p)) == expected);
+      CHECK(SumOfValues().map(pymar::factory<Values>(p)) == expected);
       CHECK(SumOfValues().map(pymar::factory<Values>(p)) == expected);
       p.split = Split::offset;
-      CHECK(SumOfValues().map(pymar::sql::factory<Values>(p)) == expected);
+      CHECK(SumOfValues().map(pymar::factory<Values>(p)) == expected);
     });
   }
 
@@ -455,7 +455,7 @@ TEST_SUITE("sql") {
       db.create_keys("pymar_t_keys", {});
       Params p = keys_params(db, "pymar_t_keys");
       CHECK(take_snapshot(p).rows == 0);
-      CHECK(SumOfValues().map(pymar::sql::factory<Values>(p)) == 0);
+      CHECK(SumOfValues().map(pymar::factory<Values>(p)) == 0);
     });
   }
 

@@ -18,8 +18,6 @@ using pymar::sql::Connection;
 
 namespace {
 
-using Env = std::vector<std::pair<std::string, std::string>>;
-
 // The sum of i * i for i in [0, n), in closed form.
 std::string squared_sum(std::int64_t n) {
   const __int128_t m = n;
@@ -33,12 +31,12 @@ struct Run {
 };
 
 // Runs squaredsum_sql with a pool of `workers` processes started first, and waits for it.
-Run run_with_pool(const Env& env, unsigned workers) {
+Run run_with_pool(const std::string& url, unsigned workers) {
   const unsigned port = free_port();
   const std::string queue = fmt::format("127.0.0.1:{}", port);
   const std::string task = binary("examples/squaredsum_sql");
   Process pool({task, "--worker", "-q", queue, "-w", std::to_string(workers)});
-  Process producer({task, "--produce", "-q", queue, "--grace", "60"}, env);
+  Process producer({task, "--produce", "-q", queue, "--grace", "60", "--", url});
   Run run;
   run.status = producer.wait();
   run.out = producer.out();
@@ -78,14 +76,14 @@ TEST_SUITE("sql process") {
             doctest::timeout(120)) {
     constexpr std::int64_t rows = 10'007;
     NumbersFile numbers(rows);
-    check_answer(run_with_pool({{"PYMAR_SQL_URL", numbers.url}}, 3), rows);
+    check_answer(run_with_pool(numbers.url, 3), rows);
   }
 
   TEST_CASE("a value that does not convert fails the job with the worker's message" *
             doctest::timeout(120)) {
     NumbersFile numbers(100, "");  // an untyped column: SQLite keeps what it is given
     Connection(numbers.url).execute("INSERT INTO numbers VALUES (50.5)");
-    const Run run = run_with_pool({{"PYMAR_SQL_URL", numbers.url}}, 2);
+    const Run run = run_with_pool(numbers.url, 2);
     INFO("producer stderr:\n" << run.err);
     REQUIRE(run.status.has_value());
     CHECK(*run.status == 1);
@@ -98,8 +96,7 @@ TEST_SUITE("sql process") {
 
   TEST_CASE("a missing table stops the producer with the table's name" * doctest::timeout(120)) {
     NumbersFile numbers(10);
-    Process producer({binary("examples/squaredsum_sql"), "--local"},
-                     {{"PYMAR_SQL_URL", numbers.url}, {"PYMAR_SQL_TABLE", "nowhere"}});
+    Process producer({binary("examples/squaredsum_sql"), "--local", "--", numbers.url, "nowhere"});
     const auto status = producer.wait();
     INFO("producer stderr:\n" << producer.err());
     REQUIRE(status.has_value());
@@ -125,6 +122,6 @@ TEST_SUITE("sql postgresql") {
     REQUIRE(rows > 0);
     REQUIRE(min == 0);
     REQUIRE(max == rows - 1);
-    check_answer(run_with_pool({{"PYMAR_SQL_URL", url}}, 3), rows);
+    check_answer(run_with_pool(url, 3), rows);
   }
 }

@@ -178,7 +178,7 @@ TEST_SUITE("text") {
       for (int w = 1; w <= book; ++w) line += (w > 1 ? " " : "") + std::to_string(w);
       files.push_back(dir.write("book" + std::to_string(book), line + "\n" + line));
     }
-    const auto counts = WordCount().map(pymar::text::factory(files));
+    const auto counts = WordCount().map(pymar::factory<pymar::text::Lines>({.files = files}));
     REQUIRE(counts.size() == 6);
     for (int w = 1; w <= 6; ++w) CHECK(counts.at(std::to_string(w)) == 2 * (7 - w));
   }

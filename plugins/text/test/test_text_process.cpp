@@ -36,9 +36,8 @@ TEST_SUITE("text process") {
     const std::string queue = fmt::format("127.0.0.1:{}", free_port());
     const std::string task = binary("examples/wordcount");
     Process pool({task, "--worker", "-q", queue, "-w", "3"});
-    Process producer(
-        {task, "--produce", "-q", queue, "--grace", "60"},
-        {{"PYMAR_WORDCOUNT_FILES", (dir / "a.txt").string() + ":" + (dir / "b.txt").string()}});
+    Process producer({task, "--produce", "-q", queue, "--grace", "60", "--", "--top", "0",
+                      (dir / "a.txt").string(), (dir / "b.txt").string()});
     const auto status = producer.wait();
     fs::remove_all(dir);
     INFO("producer stderr:\n" << producer.err());

@@ -5,11 +5,11 @@
 //   ...
 //   pymar::sql::Params params{.url = "sqlite:/data/numbers.db", .table = "numbers",
 //                             .columns = {"i"}, .key = "i"};
-//   auto answer = SquaredSum().map(pymar::sql::factory<Numbers>(params));
+//   auto answer = SquaredSum().map(pymar::factory<Numbers>(params));
 //
 // Each worker opens its own connection and reads only its own slice, ordered by the key. By
 // default a slice is a range of the (integer) key, found from the row count and the smallest and
-// largest key that pymar::sql::factory reads once on the producer: no slice makes the database
+// largest key that Source::prepare reads once on the producer: no slice makes the database
 // walk the rows before it, and every row is in exactly one slice.
 #pragma once
 
@@ -25,7 +25,6 @@
 
 #include <pymar/codec.hpp>
 #include <pymar/data_source.hpp>
-#include <pymar/factory.hpp>
 #include <pymar/pull_range.hpp>
 
 #include "pymar/sql/cursor.hpp"
@@ -149,7 +148,7 @@ std::vector<Row> Connection::rows(std::string_view sql) {
 
 /// A data source over a table or query: derive from it (`using Source::Source;`) or name it
 /// (`using Books = pymar::sql::Source<Book>;`), register it with REGISTER_DATASOURCE, and give
-/// pymar::sql::factory (or pymar::factory) a Params. A slice's elements are Row values.
+/// pymar::factory<YourSource> a Params. A slice's elements are Row values.
 template <RowType Row>
 class Source : public pymar::DataSource {
  public:
@@ -179,14 +178,5 @@ class Source : public pymar::DataSource {
  private:
   Params params_;
 };
-
-/// The same as pymar::factory<S>(params), which reads the snapshot through Source::prepare.
-template <class S>
-requires requires {
-  typename S::row_type;
-} && std::derived_from<S, Source<typename S::row_type>> pymar::SourceFactory<S> factory(
-    Params params) {
-  return pymar::factory<S>(std::move(params));
-}
 
 }  // namespace pymar::sql

@@ -2,7 +2,8 @@
 //
 //   REGISTER_DATASOURCE(pymar::text::Lines);
 //   ...
-//   auto counts = WordCount().map(pymar::text::factory({"a.txt", "b.txt"}));
+//   const pymar::text::Params files{.files = {"a.txt", "b.txt"}};
+//   auto counts = WordCount().map(pymar::factory<pymar::text::Lines>(files));
 //
 // The elements of the whole are the files' bytes, taken as one run of bytes (the files in order),
 // so a slice is a byte range and a worker reads only its own part of a large file. A line belongs
@@ -28,7 +29,6 @@
 #include <pymar/codec.hpp>
 #include <pymar/data_source.hpp>
 #include <pymar/error.hpp>
-#include <pymar/factory.hpp>
 #include <pymar/pull_range.hpp>
 
 #include "pymar/text/params.hpp"
@@ -132,12 +132,19 @@ class LineRange : public PullRange<LineRange, std::string> {
 };
 
 /// The lines of text files. Register it (REGISTER_DATASOURCE(pymar::text::Lines)) or a class
-/// derived from it, and give pymar::text::factory the files.
+/// derived from it, and give pymar::factory<Lines> the files.
 class Lines : public pymar::DataSource {
  public:
   using Params = text::Params;
 
   explicit Lines(Params params) : params_(std::move(params)) {}
+
+  /// Runs once on the producer, when the factory is made: records each file's size, so that a
+  /// worker that finds another one fails rather than miscount.
+  static Params prepare(Params params) {
+    if (params.sizes.empty()) params.sizes = detail::sizes_of(params);
+    return params;
+  }
 
   /// The total size of the files in bytes: the elements that slices are cut from.
   static std::size_t full_length(const Params& params) {
@@ -165,14 +172,6 @@ class Lines : public pymar::DataSource {
  private:
   Params params_;
 };
-
-/// pymar::factory<S>(params) with each file's size recorded now, on the producer.
-template <class S = Lines>
-pymar::SourceFactory<S> factory(std::vector<std::string> files) {
-  Params params{std::move(files), {}};
-  params.sizes = detail::sizes_of(params);
-  return pymar::factory<S>(std::move(params));
-}
 
 /// The words of a line: its runs of characters other than spaces, tabs, "\r", "\n", "\v", "\f".
 /// A lazy forward range of std::string_view into the line. Made from a temporary std::string, it

@@ -23,7 +23,7 @@ enum class Split : std::uint8_t {
   offset,
 };
 
-/// The rows a job covers, read once on the producer by pymar::sql::factory, so that every slice
+/// The rows a job covers, read once on the producer by Source::prepare, so that every slice
 /// maps to its key range from the same figures.
 struct Snapshot {
   bool taken = false;
@@ -53,7 +53,7 @@ struct Params {
   /// An optional SQL condition (`year >= 2000`) that rows must meet.
   std::string where{};
   Split split = Split::key_range;
-  /// Filled by pymar::sql::factory; when absent, each slice reads it for itself.
+  /// Filled by Source::prepare on the producer; when absent, each slice reads it for itself.
   Snapshot snapshot{};
   MSGPACK_DEFINE(url, table, query, columns, key, where, split, snapshot)
 };

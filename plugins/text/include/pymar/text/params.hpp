@@ -14,8 +14,8 @@ namespace pymar::text {
 /// copies): relative paths are relative to the worker's working directory.
 struct Params {
   std::vector<std::string> files;
-  /// Each file's size when the job started (filled by pymar::text::factory): a worker that finds
-  /// another size fails rather than miscount. Empty: each worker takes the sizes as it finds them.
+  /// Each file's size when the job started (filled by Lines::prepare on the producer when the
+  /// factory is made): a worker that finds another size fails rather than miscount.
   std::vector<std::uint64_t> sizes;
   MSGPACK_DEFINE(files, sizes)
 };
