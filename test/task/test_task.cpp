@@ -11,6 +11,8 @@
 #include <cstdint>
 #include <cstdlib>
 #include <fstream>
+#include <iostream>
+#include <limits>
 #include <map>
 #include <numeric>
 #include <ranges>
@@ -286,6 +288,12 @@ int run_job(const pymar::Arguments& arguments) {
           std::chrono::steady_clock::now() - started;
       fmt::print(stderr, "test_task: job {} took {:.0f} us\n", run + 1, took.count());
     }
+  }
+  if (env_int("TEST_WAIT_STDIN", 0) != 0) {
+    // The producer stays up (its HTTP endpoints too) until the test closes our stdin.
+    fmt::print(stderr, "test_task[{}]: jobs over, waiting for stdin to close\n", getpid());
+    std::fflush(stderr);
+    std::cin.ignore(std::numeric_limits<std::streamsize>::max());
   }
   return 0;
 }
