@@ -11,8 +11,6 @@
 #include <cstdint>
 #include <cstdlib>
 #include <fstream>
-#include <iostream>
-#include <limits>
 #include <map>
 #include <numeric>
 #include <ranges>
@@ -56,6 +54,18 @@ void wait_for_gate(const std::string& gate) {
   std::fflush(stderr);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
   while (!std::ifstream(gate).good() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));  // polls a file, bounded
+  }
+}
+
+// Waits, when the variable `name` names a file, until that file exists (at most 120 s).
+void wait_for_file(const char* name, const char* what) {
+  const std::string path = env_text(name);
+  if (path.empty()) return;
+  fmt::print(stderr, "test_task[{}]: {} waits for {}\n", getpid(), what, path);
+  std::fflush(stderr);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (!std::ifstream(path).good() && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));  // polls a file, bounded
   }
 }
@@ -241,6 +251,7 @@ int run_job(const pymar::Arguments& arguments) {
   }
   const auto repeat = env_int("TEST_REPEAT", 1);
   const bool timing = env_int("TEST_TIMING", 0) != 0;
+  wait_for_file("TEST_START_GATE", "job 1");  // e.g. until a test's browser shows the page
   for (std::int64_t run = 0; run < repeat; ++run) {
     if (run == 1) wait_for_gate(env_text("TEST_GATE"));
     const auto started = std::chrono::steady_clock::now();
@@ -289,12 +300,8 @@ int run_job(const pymar::Arguments& arguments) {
       fmt::print(stderr, "test_task: job {} took {:.0f} us\n", run + 1, took.count());
     }
   }
-  if (env_int("TEST_WAIT_STDIN", 0) != 0) {
-    // The producer stays up (its HTTP endpoints too) until the test closes our stdin.
-    fmt::print(stderr, "test_task[{}]: jobs over, waiting for stdin to close\n", getpid());
-    std::fflush(stderr);
-    std::cin.ignore(std::numeric_limits<std::streamsize>::max());
-  }
+  // The producer stays up (its HTTP endpoints too) until the test creates this file.
+  wait_for_file("TEST_HOLD", "the jobs are over");
   return 0;
 }
 
