@@ -326,3 +326,84 @@ TEST_CASE("parameters too large for a message are a clear error, not a hang" *
                        doctest::Contains("over the 512 KiB"), pymar::Error);
   CHECK(Doubler().map(pymar::factory<Bulky>({"small"})) == 90);
 }
+
+TEST_CASE("map_with_stats gives map's value and a record of every slice and worker" *
+          doctest::timeout(60)) {
+  pymar::test::LocalCluster cluster(2);
+  const auto [value, stats] = Doubler().map_with_stats(pymar::factory<Range>({1000}));
+  CHECK(value == Doubler().map(pymar::factory<Range>({1000})));
+  CHECK(stats.ending == pymar::JobEnding::done);
+  CHECK(stats.producer == "Doubler");
+  CHECK(stats.slices_total == 4);
+  CHECK(stats.slices_done == 4);
+  REQUIRE(stats.slices.size() == 4);
+  std::uint64_t slices = 0, elements = 0;
+  for (const pymar::WorkerStats& w : stats.workers) {
+    slices += w.slices;
+    elements += w.elements;
+  }
+  CHECK(slices == 4);
+  CHECK(elements == 1000);
+  for (const pymar::SliceStats& s : stats.slices) {
+    CHECK(s.attempts == 1);
+    REQUIRE(s.worker >= 0);
+    CHECK(static_cast<std::size_t>(s.worker) < stats.workers.size());
+    CHECK(0 <= s.start_ns);
+    CHECK(s.start_ns <= s.end_ns);
+    CHECK(s.end_ns <= stats.wall_ns);
+  }
+  CHECK(stats.first_result_ns >= 0);
+}
+
+TEST_CASE("map_with_stats in local mode records every slice as local") {
+  pymar::detail::use_dispatcher(nullptr, false);
+  const auto [value, stats] = Doubler().map_with_stats(pymar::factory<Range>({10}));
+  CHECK(value == 90);
+  CHECK(stats.local_reason == "local mode");
+  CHECK(stats.local_slices == 4);
+  REQUIRE(stats.slices.size() == 4);
+  for (const pymar::SliceStats& s : stats.slices) CHECK(s.worker == pymar::SliceStats::kLocal);
+}
+
+TEST_CASE("to_json escapes what a peer could put in a text") {
+  pymar::JobStats stats;
+  stats.producer = "P\"\\\n";
+  stats.faults.push_back({5, pymar::FaultKind::malformed_message, std::string("a\x01\xff", 3)});
+  const std::string json = pymar::to_json(stats);
+  CHECK(json.find(R"("producer":"P\"\\\n")") != std::string::npos);
+  CHECK(json.find(R"("detail":"a\u0001\u00ff")") != std::string::npos);
+  CHECK(json.find(R"("first_result_ns":null)") != std::string::npos);
+}
+
+TEST_CASE("observe: snapshots count jobs, slices and bytes, and hold the last job" *
+          doctest::timeout(60)) {
+  pymar::test::LocalCluster cluster(2);
+  pymar::detail::Dispatcher& dispatcher = cluster.dispatcher();
+  // The first call starts publishing; the job's end is then published before map returns.
+  CHECK(dispatcher.observe() != nullptr);
+  CHECK(Doubler().map(pymar::factory<Range>({1000})) == 999000);
+  const auto after_one = dispatcher.observe();
+  CHECK(after_one->jobs_started == 1);
+  CHECK(after_one->jobs_done == 1);
+  CHECK(after_one->jobs_failed == 0);
+  CHECK(after_one->slices_done == 4);
+  CHECK(after_one->bytes_in > 0);
+  CHECK(after_one->bytes_out > 0);
+  CHECK_FALSE(after_one->current.has_value());
+  REQUIRE(after_one->last.has_value());
+  CHECK(after_one->last->job == 1);
+  CHECK(after_one->last->slices_done == 4);
+  CHECK(after_one->last->slices.size() == 4);  // recorded: someone observes
+  std::uint64_t worker_slices = 0;
+  for (const auto& w : after_one->workers) worker_slices += w.slices;
+  CHECK(worker_slices == 4);
+
+  CHECK(Doubler().map(pymar::factory<Range>({10})) == 90);
+  const auto after_two = dispatcher.observe();
+  CHECK(after_two->sequence > after_one->sequence);
+  CHECK(after_two->jobs_done == 2);
+  CHECK(after_two->slices_done == 8);  // a counter: it never goes down
+  REQUIRE(after_two->last.has_value());
+  CHECK(after_two->last->job == 2);
+  CHECK(after_one->last->job == 1);  // a published snapshot never changes
+}

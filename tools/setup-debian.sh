@@ -14,9 +14,10 @@ build=(g++ meson ninja-build pkg-config libzmq3-dev cppzmq-dev libmsgpack-cxx-de
 plugins=(libsqlite3-dev libpq-dev libmongoc-dev)
 cluster=(slurm-wlm munge systemd)
 # network suite (tools/testnet.sh): iproute2 for namespaces, nftables for loss where the kernel
-# has no netem, tcpdump to show what travels, python3 for tools/net/delay_relay.py
+# has no netem, tcpdump to show what travels, python3 for tools/net/delay_relay.py;
+# python3-jsonschema checks --stats output against doc/stats.schema.json
 test=(clang libclang-rt-14-dev postgresql sqlite3 procps iproute2 nftables tcpdump python3
-      "${cluster[@]}")
+      python3-jsonschema "${cluster[@]}")
 bench=(hyperfine libbenchmark-dev libomp-dev clang python3)
 
 wanted=("${build[@]}" "${plugins[@]}")

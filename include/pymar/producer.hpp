@@ -3,6 +3,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <exception>
 #include <optional>
 #include <typeinfo>
 #include <vector>
@@ -12,6 +13,7 @@
 #include "pymar/detail/kernel.hpp"
 #include "pymar/error.hpp"
 #include "pymar/registry.hpp"
+#include "pymar/stats.hpp"
 
 namespace pymar {
 
@@ -35,7 +37,7 @@ struct Producer {
   /// user code failed on a slice, Interrupted when the producer is interrupted.
   template <class Factory>
   auto map(const Factory& factory) const {
-    return run(factory, std::nullopt, OnTimeout::fail);
+    return run(factory, std::nullopt, OnTimeout::fail, nullptr);
   }
 
   /// As map(factory), but after `timeout` either throws TimeoutError (OnTimeout::fail) or
@@ -43,17 +45,45 @@ struct Producer {
   template <class Factory, class Rep, class Period>
   auto map(const Factory& factory, std::chrono::duration<Rep, Period> timeout,
            OnTimeout on_timeout = OnTimeout::fail) const {
-    // A timeout of a century or more (hours::max() for "never") is no timeout: in nanoseconds
-    // it would overflow.
-    const std::chrono::duration<double> seconds = timeout;
-    if (seconds.count() >= 100 * 365.25 * 24 * 3600) return run(factory, std::nullopt, on_timeout);
-    return run(factory, std::chrono::duration_cast<std::chrono::nanoseconds>(timeout), on_timeout);
+    return run(factory, as_timeout(timeout), on_timeout, nullptr);
+  }
+
+  /// As map(factory), and the job's statistics beside its value: who computed which slice,
+  /// when, what travelled, and every fault seen (see pymar/stats.hpp). The value is the one
+  /// map(factory) returns. When map throws, the statistics are lost to the caller (the
+  /// `--stats` file still gets them).
+  template <class Factory>
+  auto map_with_stats(const Factory& factory) const {
+    JobStats stats;
+    auto value = run(factory, std::nullopt, OnTimeout::fail, &stats);
+    return WithStats<decltype(value)>{std::move(value), std::move(stats)};
+  }
+
+  /// As map(factory, timeout, on_timeout), with the job's statistics.
+  template <class Factory, class Rep, class Period>
+  auto map_with_stats(const Factory& factory, std::chrono::duration<Rep, Period> timeout,
+                      OnTimeout on_timeout = OnTimeout::fail) const {
+    JobStats stats;
+    auto value = run(factory, as_timeout(timeout), on_timeout, &stats);
+    return WithStats<decltype(value)>{std::move(value), std::move(stats)};
   }
 
  private:
+  template <class Rep, class Period>
+  static std::optional<std::chrono::nanoseconds> as_timeout(
+      std::chrono::duration<Rep, Period> timeout) {
+    // A timeout of a century or more (hours::max() for "never") is no timeout: in nanoseconds
+    // it would overflow.
+    const std::chrono::duration<double> seconds = timeout;
+    if (seconds.count() >= 100 * 365.25 * 24 * 3600) return std::nullopt;
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(timeout);
+  }
+
+  /// `stats`: where the caller wants the statistics, or null. They are collected too when the
+  /// producer runs with `--stats FILE`, and then written there however the job ends.
   template <class Factory>
   static auto run(const Factory& factory, std::optional<std::chrono::nanoseconds> timeout,
-                  OnTimeout on_timeout) {
+                  OnTimeout on_timeout, JobStats* stats) {
     using Source = typename Factory::source_type;
     using Kernel = detail::KernelFor<Derived, Source>;
     using Value = typename detail::ValueFor<Derived, Source>::type;
@@ -72,8 +102,32 @@ struct Producer {
     request.speculate = Derived::SPECULATIVE;
     request.timeout = timeout;
     request.on_timeout = on_timeout;
+    std::optional<JobStats> own_stats;  // for the --stats file when the caller wants none
+    if (stats == nullptr && detail::job_stats_wanted()) stats = &own_stats.emplace();
+    request.stats = stats;
+    if (stats == nullptr) return reduce<Value>(detail::run_job(request));
 
-    const detail::Partials partials = detail::run_job(request);
+    try {
+      const detail::Partials partials = detail::run_job(request);
+      const auto reduce_started = std::chrono::steady_clock::now();
+      Value value = reduce<Value>(partials);
+      stats->reduce_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                             std::chrono::steady_clock::now() - reduce_started)
+                             .count();
+      stats->wall_ns += stats->reduce_ns;
+      detail::job_stats_done(*stats);
+      return value;
+    } catch (...) {
+      // run_job said how the job ended; a reduce_fn that threw ends it as failed.
+      if (stats->ending == JobEnding::done) stats->ending = JobEnding::failed;
+      detail::job_stats_done(*stats);
+      throw;
+    }
+  }
+
+  /// reduce_fn over the partial values, decoded, in slice order.
+  template <class Value>
+  static Value reduce(const detail::Partials& partials) {
     std::vector<Value> values;
     values.reserve(partials.size());
     for (std::size_t slice = 0; slice < partials.size(); ++slice) {

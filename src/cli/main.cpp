@@ -62,8 +62,9 @@ struct Settings {
   bool no_speculation = false;
   bool progress = false;     // the live progress line even when stderr is not a terminal
   bool no_progress = false;  // no progress line or progress logs at all
-  bool verbose = false;
+  int verbose = 0;           // -v: 1, -vv: 2
   bool quiet = false;
+  std::string stats;         // producer: write each job's statistics here as JSON
   std::string keygen;        // make a key pair in this folder
   std::string key_name;      // ... named this
   std::string secret_key;    // this process's secret certificate
@@ -240,11 +241,15 @@ int check_names(const std::vector<std::string>& wanted, const std::vector<std::s
   return 0;
 }
 
+/// -1 with --quiet (which wins), else the number of -v.
+int log_verbosity(const Settings& s) {
+  return s.quiet ? -1 : s.verbose;
+}
+
 // --- worker pool -----------------------------------------------------------------------------
 
 int run_worker_pool(const Settings& s) {
-  init_logging("pool", s.verbose);
-  if (s.quiet) spdlog::set_level(spdlog::level::warn);
+  init_logging("pool", log_verbosity(s));
   if (int status = check_names(s.producers, producer_names(), "producer")) return status;
   if (int status = check_names(s.sources, source_names(), "data source")) return status;
   const Address address = parse_queue(s.queue, "127.0.0.1");
@@ -277,8 +282,7 @@ int run_worker_pool(const Settings& s) {
     // Return freed slices to the system at once: glibc would otherwise keep the largest one
     // around (its mmap threshold grows with each large free), doubling a worker's footprint.
     mallopt(M_MMAP_THRESHOLD, 1 << 20);
-    init_logging("worker", s.verbose);
-    if (s.quiet) spdlog::set_level(spdlog::level::warn);
+    init_logging("worker", log_verbosity(s));
     WorkerOptions options = worker;
     options.predecessor = slot.predecessor;
     options.crash_record = slot.crash_record;
@@ -300,7 +304,7 @@ class EmbeddedPool {
                                      "--heartbeat", fmt::format("{}", s.heartbeat),
                                      "--liveness",  fmt::format("{}", s.liveness),
                                      "--credit",    std::to_string(s.credit)};
-    args.push_back(s.verbose ? "-v" : "--quiet");
+    args.push_back(s.verbose >= 2 ? "-vv" : s.verbose == 1 ? "-v" : "--quiet");
     if (!s.secret_key.empty()) {
       // The producer lets its own key in: its embedded pool needs no key of its own.
       for (const char* flag : {"--secret-key", "--producer-key"}) {
@@ -357,8 +361,8 @@ int run_job_safely(const std::function<int(const Arguments&)>& job, const Argume
 }
 
 int run_producer(const Settings& s, const std::function<int(const Arguments&)>& job) {
-  init_logging("producer", s.verbose);
-  if (s.quiet) spdlog::set_level(spdlog::level::warn);
+  init_logging("producer", log_verbosity(s));
+  write_stats_to(s.stats.empty() ? std::nullopt : std::optional<std::string>(s.stats));
   if (s.local) {
     use_dispatcher(nullptr, false);
     spdlog::info("--local: computing on this machine's {} cores",
@@ -585,8 +589,14 @@ int run_main(int argc, char** argv, std::function<int(const Arguments&)> job,
         ->excludes(worker)
         ->excludes(status);
   }
-  app.add_flag("-v,--verbose", s.verbose, "log every slice and message (to stderr)");
+  app.add_flag("-v,--verbose", s.verbose,
+               "log every slice, worker and batch (to stderr); -vv: every message too");
   app.add_flag("--quiet", s.quiet, "log only warnings and errors");
+  app.add_option("--stats", s.stats,
+                 "producer: write each job's statistics to FILE as JSON when it ends "
+                 "(doc/stats.schema.json)")
+      ->type_name("FILE")
+      ->envname("PYMAR_STATS");
 
   try {
     app.parse(argc, argv);

@@ -71,13 +71,16 @@ std::shared_ptr<LiveLineSink>& the_sink() {
 
 }  // namespace
 
-void init_logging(std::string_view role, bool verbose) {
+void init_logging(std::string_view role, int verbosity) {
   const std::string name(role);
   spdlog::drop(name);  // a pool's worker process re-initialises under its own role
   auto logger = std::make_shared<spdlog::logger>(name, the_sink());
   logger->set_pattern("%H:%M:%S.%f %n[%P] %^%l%$: %v");
-  logger->set_level(verbose ? spdlog::level::debug : spdlog::level::info);
-  logger->flush_on(spdlog::level::debug);
+  logger->set_level(verbosity < 0    ? spdlog::level::warn
+                    : verbosity == 0 ? spdlog::level::info
+                    : verbosity == 1 ? spdlog::level::debug
+                                     : spdlog::level::trace);
+  logger->flush_on(spdlog::level::trace);
   spdlog::register_logger(logger);
   spdlog::set_default_logger(std::move(logger));
 }

@@ -51,6 +51,9 @@ std::string rate_text(double per_second) {
   return fmt::format("{:.2f} G", per_second / 1e9);
 }
 
+// The garbage kind of a message sent under another peer's routing id (with keys).
+constexpr std::string_view kForeignRoutingId = "a routing id of another key";
+
 // A job submitted this soon after the port was bound waits, at most this long, for the workers
 // whose doorbells rang to register (about 3 ms): it then starts cut for all of them.
 constexpr std::chrono::milliseconds kBellWait{50};
@@ -162,7 +165,7 @@ void Dispatcher::bind_router() {
   }
 }
 
-void Dispatcher::wake() {
+void Dispatcher::wake() const {
   const std::uint64_t one = 1;
   [[maybe_unused]] ssize_t n = ::write(wake_fd_, &one, sizeof one);
 }
@@ -230,6 +233,9 @@ bool Dispatcher::step() {
   if (finishing_) deadline = std::min(deadline, drain_deadline_);
   if (current_ != nullptr) deadline = std::min(deadline, next_progress_);
   if (now < bells_until_) deadline = std::min(deadline, bells_until_);
+  if (observation_wanted_.load(std::memory_order_relaxed)) {
+    deadline = std::min(deadline, next_publish_);
+  }
   std::chrono::milliseconds timeout(-1);
   if (deadline != Clock::time_point::max()) {
     timeout = std::max(std::chrono::milliseconds(0),
@@ -265,11 +271,17 @@ bool Dispatcher::step() {
   } else if (current_ == nullptr && !finishing_) {
     take_commands(after);  // a job held back for the workers whose doorbells rang
   }
-  if (items[2].revents & ZMQ_POLLIN) gate_->answer();
+  if (items[2].revents & ZMQ_POLLIN) {
+    gate_->answer();
+    count_refused_peers(after);
+  }
   if (count == 4 && (items[3].revents & ZMQ_POLLIN)) on_interrupt(after);
   if (after >= tick_at) scheduler_.tick(after);
   if (current_ != nullptr && after >= next_progress_) report_progress(after);
   check_job(after);
+  if (after >= next_publish_ && observation_wanted_.load(std::memory_order_relaxed)) {
+    publish(after);
+  }
   awake_ = after;  // a stop anywhere after this shows as a gap next turn
   return true;
 }
@@ -287,8 +299,14 @@ void Dispatcher::receive(Clock::time_point now) {
 void Dispatcher::handle(zmq::message_t& identity_frame, std::vector<zmq::message_t>& frames,
                         Clock::time_point now) {
   const std::string identity = identity_frame.to_string();
+  std::size_t wire_bytes = 0;
+  for (const zmq::message_t& frame : frames) wire_bytes += frame.size();
+  bytes_in_ += wire_bytes;
   auto garbage = [&](std::string_view why, std::string_view kind) {
     ++garbage_count_;
+    scheduler_.record_fault(
+        kind == kForeignRoutingId ? FaultKind::refused_message : FaultKind::malformed_message, now,
+        [&] { return fmt::format("from peer '{}': {}", printable(identity), why); });
     LogBudget& budget = garbage_logs_[kind];
     if (budget.spend()) {
       spdlog::warn("dropped a malformed message from peer '{}' ({} of this kind so far): {}",
@@ -298,7 +316,7 @@ void Dispatcher::handle(zmq::message_t& identity_frame, std::vector<zmq::message
   };
   if (frames.size() < 2) return garbage("no header frame", "no header frame");
   if (gate_ && !sent_with_own_key(identity, frames[1])) {
-    return garbage("its routing id names another peer's key", "a routing id of another key");
+    return garbage("its routing id names another peer's key", kForeignRoutingId);
   }
 
   wire::Message message;
@@ -312,25 +330,29 @@ void Dispatcher::handle(zmq::message_t& identity_frame, std::vector<zmq::message
     return garbage(e.what(), e.kind_name());
   }
   sanitize(message);
-  std::visit(Overloaded{
-                 [&](const wire::Ready& m) { scheduler_.on_ready(identity, m, now); },
-                 [&](const wire::Result& m) {
-                   values_.clear();
-                   for (std::size_t i = 2; i < frames.size(); ++i) {
-                     values_.push_back(frames[i].to_string_view());
-                   }
-                   scheduler_.on_result(identity, m, values_, now);
-                 },
-                 [&](const wire::Heartbeat&) { scheduler_.on_heartbeat(identity, now); },
-                 [&](const wire::Bye& m) { scheduler_.on_bye(identity, m.reason, now); },
-                 [&](const wire::StatusQuery&) { answer_status(identity, now); },
-                 [&](const auto& m) {
-                   garbage(fmt::format("a {} message, which workers do not send",
-                                       wire::type_name(wire::Message(m))),
-                           "a message workers do not send");
-                 },
-             },
-             message);
+  if (spdlog::should_log(spdlog::level::trace)) {
+    trace_message("received", identity, wire::type_name(message), wire_bytes);
+  }
+  std::visit(
+      Overloaded{
+          [&](const wire::Ready& m) { scheduler_.on_ready(identity, m, now); },
+          [&](const wire::Result& m) {
+            values_.clear();
+            for (std::size_t i = 2; i < frames.size(); ++i) {
+              values_.push_back(frames[i].to_string_view());
+            }
+            scheduler_.on_result(identity, m, values_, now, wire_bytes);
+          },
+          [&](const wire::Heartbeat&) { scheduler_.on_heartbeat(identity, now, wire_bytes); },
+          [&](const wire::Bye& m) { scheduler_.on_bye(identity, m.reason, now); },
+          [&](const wire::StatusQuery&) { answer_status(identity, now); },
+          [&](const auto& m) {
+            garbage(fmt::format("a {} message, which workers do not send",
+                                wire::type_name(wire::Message(m))),
+                    "a message workers do not send");
+          },
+      },
+      message);
 }
 
 /// STATUS for anyone who reaches the producer (with keys: anyone allowed). Each answer costs a
@@ -400,7 +422,11 @@ void Dispatcher::take_commands(Clock::time_point now) {
   }
   garbage_count_ = 0;
   next_progress_ = now + (options_.progress == Progress::live ? kLiveInterval : kProgressInterval);
-  scheduler_.start_job(*job, current_id_, options_.grace, now);
+  ++jobs_started_;
+  job_bytes_in_ = bytes_in_;
+  job_bytes_out_ = bytes_out_;
+  scheduler_.start_job(*job, current_id_, options_.grace, now, job->stats != nullptr || observing_);
+  if (observing_) publish(now);
   spdlog::info("job {}: {} over {}, {} elements in {} slices, {} worker(s) connected",
                current_id_.seq, job->producer, job->source, job->length, scheduler_.slices_total(),
                scheduler_.live_workers());
@@ -508,6 +534,19 @@ void Dispatcher::check_job(Clock::time_point now) {
   payload_failure_.reset();
   outcome.partials = scheduler_.take_partials();
   outcome.seconds = std::chrono::duration<double>(now - job_started_).count();
+  outcome.started = job_started_;
+  if (observing_) last_job_ = scheduler_.snapshot_stats(now, Observation::kMaxRecentSlices);
+  outcome.stats = scheduler_.take_stats(now);
+  static constexpr JobEnding kEndings[] = {JobEnding::done,        JobEnding::failed,
+                                           JobEnding::done,        JobEnding::timed_out,
+                                           JobEnding::interrupted, JobEnding::broken};
+  for (JobStats* stats : {&outcome.stats, last_job_ ? &*last_job_ : nullptr}) {
+    if (stats == nullptr) continue;
+    stats->ending = kEndings[static_cast<int>(end)];
+    stats->bytes_in = bytes_in_ - job_bytes_in_;
+    stats->bytes_out = bytes_out_ - job_bytes_out_;
+  }
+  ++(end == JobEnd::done || end == JobEnd::no_workers ? jobs_done_ : jobs_failed_);
   const DropCounts drops = scheduler_.drops();
   const std::size_t reruns = scheduler_.reruns();
   scheduler_.finish_job();
@@ -525,6 +564,7 @@ void Dispatcher::check_job(Clock::time_point now) {
   }
   current_ = nullptr;
   job_deadline_.reset();
+  if (observing_) publish(now);
   finishing_ = std::move(outcome);
   drain_deadline_ = now + options_.scheduler.liveness;
   if (payloads_in_flight_.load() == 0) deliver(now);
@@ -538,9 +578,41 @@ void Dispatcher::deliver(Clock::time_point) {
 }
 
 std::shared_ptr<const Observation> Dispatcher::observe() const {
-  observation_wanted_.store(true, std::memory_order_relaxed);
+  // The first call since the last snapshot wakes the I/O thread, which publishes a new one now
+  // or at most kPublishInterval after the last.
+  if (!observation_wanted_.exchange(true, std::memory_order_relaxed)) wake();
   std::lock_guard lock(observation_mutex_);
   return observation_;
+}
+
+void Dispatcher::publish(Clock::time_point now) {
+  observing_ = true;
+  observation_wanted_.store(false, std::memory_order_relaxed);
+  next_publish_ = now + Observation::kPublishInterval;
+  auto o = std::make_shared<Observation>();
+  o->taken = std::chrono::system_clock::now();
+  o->sequence = ++published_;
+  o->jobs_started = jobs_started_;
+  o->jobs_done = jobs_done_;
+  o->jobs_failed = jobs_failed_;
+  o->bytes_in = bytes_in_;
+  o->bytes_out = bytes_out_;
+  scheduler_.observe_lifetime(*o, Observation::kMaxWorkers);
+  if (current_ != nullptr) {
+    o->current = scheduler_.snapshot_stats(now, Observation::kMaxRecentSlices);
+    o->current->bytes_in = bytes_in_ - job_bytes_in_;
+    o->current->bytes_out = bytes_out_ - job_bytes_out_;
+  }
+  o->last = last_job_;
+  std::lock_guard lock(observation_mutex_);
+  observation_ = std::move(o);
+}
+
+void Dispatcher::count_refused_peers(Clock::time_point now) {
+  for (; gate_refused_ < gate_->refused(); ++gate_refused_) {
+    scheduler_.record_fault(FaultKind::refused_peer, now,
+                            [] { return "a peer whose key is not allowed"; });
+  }
 }
 
 // --- outbox --------------------------------------------------------------------------------
@@ -548,12 +620,16 @@ std::shared_ptr<const Observation> Dispatcher::observe() const {
 void Dispatcher::send(const std::string& worker, const wire::Message& message) {
   header_.clear();
   wire::encode(message, header_);
+  bytes_out_ += worker.size() + header_.size();
+  if (spdlog::should_log(spdlog::level::trace)) {
+    trace_message("sent", worker, wire::type_name(message), worker.size() + header_.size());
+  }
   (void)router_->send(zmq::buffer(worker), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
   (void)router_->send(zmq::buffer(header_), zmq::send_flags::dontwait);
 }
 
-void Dispatcher::send_assign(const std::string& worker, const wire::Assign& assign,
-                             const JobRequest& job) {
+std::size_t Dispatcher::send_assign(const std::string& worker, const wire::Assign& assign,
+                                    const JobRequest& job) {
   // Payloads first: one too large for a worker to accept fails the job with a clear error,
   // instead of cutting the worker off again and again.
   payloads_.clear();
@@ -595,7 +671,7 @@ void Dispatcher::send_assign(const std::string& worker, const wire::Assign& assi
   }
   if (payload_failure_) {
     payloads_.clear();  // releases what was prepared; the job fails in check_job
-    return;
+    return 0;
   }
   header_.clear();
   wire::encode(assign, header_);
@@ -606,6 +682,24 @@ void Dispatcher::send_assign(const std::string& worker, const wire::Assign& assi
     const bool last = i + 1 == payloads_.size();
     (void)router_->send(payloads_[i], last ? zmq::send_flags::dontwait : more);
   }
+  std::size_t bytes = worker.size() + header_.size();
+  for (const zmq::message_t& payload : payloads_) bytes += payload.size();
+  bytes_out_ += bytes;
+  if (spdlog::should_log(spdlog::level::trace)) {
+    trace_message("sent", worker, fmt::format("ASSIGN of {} slice(s)", assign.slices.size()),
+                  bytes);
+  }
+  return bytes;
+}
+
+void Dispatcher::trace_message(std::string_view direction, const std::string& peer,
+                               std::string_view type, std::size_t bytes) {
+  std::size_t dropped = 0;
+  if (!trace_rate_.allow(Clock::now(), dropped)) return;
+  const std::string note =
+      dropped > 0 ? fmt::format(" ({} message line(s) left out)", dropped) : "";
+  spdlog::trace("{} {} {} '{}', {} bytes{}", direction, type, direction == "sent" ? "to" : "from",
+                printable(peer), bytes, note);
 }
 
 }  // namespace pymar::detail

@@ -17,6 +17,7 @@
 #include <zmq.hpp>
 
 #include "common/keys.hpp"
+#include "common/log.hpp"
 #include "common/log_budget.hpp"
 #include "producer/key_gate.hpp"
 #include "producer/observation.hpp"
@@ -52,6 +53,8 @@ struct JobOutcome {
   std::optional<SliceError::Details> failure;
   std::string error;  ///< when broken: what stopped the dispatcher
   double seconds = 0;
+  Clock::time_point started;  ///< when the I/O thread started the job
+  JobStats stats;  ///< as the I/O thread saw the job (slices only when request.stats was set)
 };
 
 class Dispatcher final : private Outbox {
@@ -91,13 +94,19 @@ class Dispatcher final : private Outbox {
   void report_progress(Clock::time_point now);
   void check_job(Clock::time_point now);
   void deliver(Clock::time_point now);
-  void wake();
+  void wake() const;
+  /// Makes a new Observation for observe(): cheap enough for a few times a second.
+  void publish(Clock::time_point now);
+  void count_refused_peers(Clock::time_point now);
+  /// -vv: one line per message, at most LineRate's a second (peers send as much as they like).
+  void trace_message(std::string_view direction, const std::string& peer, std::string_view type,
+                     std::size_t bytes);
   static void release_payload(void* data, void* hint);
 
   // Outbox
   void send(const std::string& worker, const wire::Message& message) override;
-  void send_assign(const std::string& worker, const wire::Assign& assign,
-                   const JobRequest& job) override;
+  std::size_t send_assign(const std::string& worker, const wire::Assign& assign,
+                          const JobRequest& job) override;
 
   DispatcherOptions options_;
   zmq::context_t context_;
@@ -142,6 +151,21 @@ class Dispatcher final : private Outbox {
   std::size_t garbage_count_ = 0;  // malformed messages during the current job
   std::size_t bells_rung_ = 0;     // doorbells rung when the port was bound
   Clock::time_point bells_until_;  // until then, a new job waits for the workers that heard them
+
+  // Statistics over the producer's life and of the current job (I/O thread only).
+  std::uint64_t bytes_in_ = 0;
+  std::uint64_t bytes_out_ = 0;
+  std::uint64_t job_bytes_in_ = 0;  // at the start of the current job
+  std::uint64_t job_bytes_out_ = 0;
+  std::uint64_t jobs_started_ = 0;
+  std::uint64_t jobs_done_ = 0;
+  std::uint64_t jobs_failed_ = 0;
+  std::size_t gate_refused_ = 0;
+  LineRate trace_rate_;     // refusals of the key gate already recorded as faults
+  bool observing_ = false;  // someone called observe(): publish at job start and end
+  std::uint64_t published_ = 0;
+  Clock::time_point next_publish_;
+  std::optional<JobStats> last_job_;  // bounded, as Observation::last
 
   // Snapshots for other threads (observe()).
   mutable std::mutex observation_mutex_;

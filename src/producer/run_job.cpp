@@ -16,6 +16,7 @@
 #include "pymar/detail/job.hpp"
 #include "pymar/error.hpp"
 #include "pymar/registry.hpp"
+#include "pymar/stats.hpp"
 #include "wire/protocol.hpp"
 
 namespace pymar::detail {
@@ -23,6 +24,11 @@ namespace {
 
 std::atomic<Dispatcher*> g_dispatcher{nullptr};
 std::atomic<bool> g_warn_when_local{true};
+std::atomic<std::uint64_t> g_local_jobs{0};  // numbers jobs computed without a dispatcher
+
+std::int64_t nanoseconds_between(Clock::time_point from, Clock::time_point to) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(to - from).count();
+}
 
 }  // namespace
 
@@ -37,8 +43,10 @@ std::atomic<bool>& producer_interrupted() {
 }
 
 void compute_locally(const JobRequest& request, const std::vector<std::size_t>& slices,
-                     Partials& partials) {
+                     Partials& partials, JobStats* stats, Clock::time_point job_started) {
   if (slices.empty()) return;
+  // Start and end of each slice, kept only for the statistics.
+  std::vector<std::pair<Clock::time_point, Clock::time_point>> times(stats ? slices.size() : 0);
   const std::vector<Part> parts = split(request.length, request.parts);
   const std::size_t threads =
       std::min<std::size_t>(std::max(1u, std::thread::hardware_concurrency()), slices.size());
@@ -67,7 +75,9 @@ void compute_locally(const JobRequest& request, const std::vector<std::size_t>& 
         input.payload = encoded_slice;
       }
       try {
+        if (stats) times[i].first = Clock::now();
         request.kernel(input, results[i]);
+        if (stats) times[i].second = Clock::now();
       } catch (const std::exception& e) {
         std::lock_guard lock(failure_mutex);
         if (!failure) {
@@ -98,9 +108,75 @@ void compute_locally(const JobRequest& request, const std::vector<std::size_t>& 
   if (failure) throw SliceError(*failure);
   if (producer_interrupted().load()) throw Interrupted();
   for (std::size_t i = 0; i < slices.size(); ++i) partials.set(slices[i], results[i]);
+  if (stats == nullptr) return;
+  stats->local_slices += slices.size();
+  stats->slices_done += slices.size();
+  for (std::size_t i = 0; i < slices.size(); ++i) {
+    const std::int64_t end = nanoseconds_between(job_started, times[i].second);
+    if (stats->first_result_ns < 0 || end < stats->first_result_ns) stats->first_result_ns = end;
+    if (slices[i] >= stats->slices.size()) continue;
+    SliceStats& s = stats->slices[slices[i]];
+    s.worker = SliceStats::kLocal;
+    s.attempts += 1;
+    s.start_ns = nanoseconds_between(job_started, times[i].first);
+    s.end_ns = end;
+  }
 }
 
+namespace {
+
+/// The statistics of a job computed here from its start: every slice, none on a worker.
+void start_local_stats(const JobRequest& request, std::size_t slice_count, JobStats& stats) {
+  stats.job = g_local_jobs.fetch_add(1) + 1;
+  stats.producer = request.producer;
+  stats.source = request.source;
+  stats.started_unix_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                              std::chrono::system_clock::now().time_since_epoch())
+                              .count();
+  stats.elements = request.length;
+  stats.slices_total = slice_count;
+  stats.local_reason = "local mode";
+  const std::vector<Part> parts = split(request.length, request.parts);
+  stats.slices.resize(parts.size());
+  for (std::size_t i = 0; i < parts.size(); ++i) {
+    stats.slices[i].index = i;
+    stats.slices[i].offset = parts[i].offset;
+    stats.slices[i].length = parts[i].limit;
+  }
+}
+
+Partials run_job_recorded(const JobRequest& request);
+
+}  // namespace
+
 Partials run_job(const JobRequest& request) {
+  JobStats* stats = request.stats;
+  // The ending when the job throws, unless the dispatcher said otherwise (broken).
+  auto ended = [&](JobEnding ending) {
+    if (stats != nullptr && stats->ending == JobEnding::done) stats->ending = ending;
+  };
+  try {
+    return run_job_recorded(request);
+  } catch (const SliceError&) {
+    ended(JobEnding::failed);
+    throw;
+  } catch (const TimeoutError&) {
+    ended(JobEnding::timed_out);
+    throw;
+  } catch (const Interrupted&) {
+    ended(JobEnding::interrupted);
+    throw;
+  } catch (...) {
+    ended(JobEnding::failed);
+    throw;
+  }
+}
+
+namespace {
+
+Partials run_job_recorded(const JobRequest& request) {
+  const Clock::time_point entered = Clock::now();
+  JobStats* stats = request.stats;
   const std::size_t slice_count = std::min(request.parts, request.length);
   if (request.params.size() > wire::kMaxParamsBytes) {
     throw Error(
@@ -112,7 +188,9 @@ Partials run_job(const JobRequest& request) {
     Partials partials(slice_count);
     std::vector<std::size_t> all(slice_count);
     for (std::size_t i = 0; i < slice_count; ++i) all[i] = i;
-    compute_locally(request, all, partials);
+    if (stats != nullptr) start_local_stats(request, slice_count, *stats);
+    compute_locally(request, all, partials, stats, entered);
+    if (stats != nullptr) stats->wall_ns = nanoseconds_between(entered, Clock::now());
     return partials;
   };
 
@@ -126,20 +204,30 @@ Partials run_job(const JobRequest& request) {
   }
 
   JobOutcome outcome = dispatcher->run(request);
+  const Clock::time_point returned = Clock::now();
+  if (stats != nullptr) *stats = std::move(outcome.stats);
+  // The I/O thread's wall time, plus what is computed here after it.
+  auto finish_stats = [&] {
+    if (stats != nullptr) stats->wall_ns += nanoseconds_between(returned, Clock::now());
+  };
   switch (outcome.end) {
     case JobEnd::done:
+      finish_stats();
       return std::move(outcome.partials);
     case JobEnd::failed:
       throw SliceError(*outcome.failure);
     case JobEnd::interrupted:
       throw Interrupted();
     case JobEnd::broken:
+      if (stats != nullptr) stats->ending = JobEnding::broken;
       throw Error("the producer's I/O thread stopped: " + outcome.error);
     case JobEnd::no_workers:
       spdlog::warn("no worker serving {} over {} at {}: computing {} slice(s) locally on {} cores",
                    request.producer, request.source, dispatcher->endpoint(), outcome.missing.size(),
                    std::thread::hardware_concurrency());
-      compute_locally(request, outcome.missing, outcome.partials);
+      if (stats != nullptr) stats->local_reason = "no workers";
+      compute_locally(request, outcome.missing, outcome.partials, stats, outcome.started);
+      finish_stats();
       return std::move(outcome.partials);
     case JobEnd::timed_out:
       if (request.on_timeout == OnTimeout::fail) {
@@ -147,10 +235,17 @@ Partials run_job(const JobRequest& request) {
       }
       spdlog::warn("map timed out after {:.3f} s: computing the {} missing slice(s) locally",
                    outcome.seconds, outcome.missing.size());
-      compute_locally(request, outcome.missing, outcome.partials);
+      if (stats != nullptr) {
+        stats->local_reason = "timeout";
+        stats->ending = JobEnding::done;  // the timeout is handled: the job gives its value
+      }
+      compute_locally(request, outcome.missing, outcome.partials, stats, outcome.started);
+      finish_stats();
       return std::move(outcome.partials);
   }
   throw Error("unreachable");
 }
+
+}  // namespace
 
 }  // namespace pymar::detail

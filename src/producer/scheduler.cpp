@@ -48,6 +48,10 @@ void Scheduler::on_ready(const std::string& id, const wire::Ready& ready, Clock:
         "this worker runs build {} of '{}', the producer runs build {}: start workers from "
         "the same binary as the producer",
         ready.build, ready.task, config_.build);
+    record_fault(FaultKind::refused_peer, now, [&] {
+      return fmt::format("pid {} on {} runs build {} of '{}'", ready.pid, ready.host, ready.build,
+                         ready.task);
+    });
     if (refused_.size() > 10000) refused_.clear();  // bounded, whatever strangers send
     if (refused_.insert(id).second && refused_log_.spend()) {
       spdlog::error(
@@ -68,6 +72,9 @@ void Scheduler::on_ready(const std::string& id, const wire::Ready& ready, Clock:
   w.sources.insert(ready.sources.begin(), ready.sources.end());
   w.last_heard = now;
   w.last_sent = now;
+  w.totals.host = ready.host;
+  w.totals.pid = ready.pid;
+  w.totals.connected = true;
   auto [it, inserted] = workers_.emplace(id, std::move(w));
   spdlog::debug("worker {} joined (pid {} on {}, credit {}); {} worker(s)", printable(id),
                 ready.pid, ready.host, ready.credit, workers_.size());
@@ -93,6 +100,9 @@ void Scheduler::record_crash(const wire::Ready& ready, Clock::time_point now) {
   SliceState& s = slices_[p.slice];
   if (s.done) return;
   ++s.crashes;
+  record_fault(FaultKind::slice_crash, now, [&] {
+    return fmt::format("slice {}: worker pid {} on {} {}", p.slice, p.pid, ready.host, how);
+  });
   spdlog::warn("slice {} was running when worker pid {} on {} {} (attempt {} of {})", p.slice,
                p.pid, ready.host, how, s.crashes, config_.max_attempts);
   if (s.crashes >= config_.max_attempts) {
@@ -107,10 +117,15 @@ void Scheduler::record_crash(const wire::Ready& ready, Clock::time_point now) {
 }
 
 void Scheduler::on_result(const std::string& id, const wire::Result& result,
-                          std::span<const std::string_view> values, Clock::time_point now) {
+                          std::span<const std::string_view> values, Clock::time_point now,
+                          std::size_t wire_bytes) {
   auto it = workers_.find(id);
   if (it == workers_.end()) {
     ++drops_.late;
+    record_fault(FaultKind::late_result, now, [&] {
+      return fmt::format("batch {} from worker {}, given up on earlier", result.batch,
+                         printable(id));
+    });
     if (late_log_.spend()) {
       spdlog::info("dropped a late result of batch {} from worker {}, given up on earlier",
                    result.batch, printable(id));
@@ -120,14 +135,26 @@ void Scheduler::on_result(const std::string& id, const wire::Result& result,
   }
   Worker& w = it->second;
   w.last_heard = now;
+  w.totals.bytes_in += wire_bytes;
+  if (WorkerStats* record = w.stats_job == jobs_started_ ? job_record(w) : nullptr) {
+    record->bytes_in += wire_bytes;
+  }
   auto b = w.batches.find(result.batch);
   if (b == w.batches.end() || !(b->second.job == result.job) || !(result.job == job_id_)) {
     if (!(result.job == job_id_)) {
       ++drops_.stale;
+      record_fault(FaultKind::stale_result, now, [&] {
+        return fmt::format("batch {} of job {} from worker {}", result.batch, result.job.seq,
+                           printable(id));
+      });
       spdlog::debug("dropped a result of another job from worker {}", printable(id));
     } else if (result.batch < next_batch_) {
       // Issued once, then taken back: the worker was given up on, or the job moved on.
       ++drops_.late;
+      record_fault(FaultKind::late_result, now, [&] {
+        return fmt::format("batch {} from worker {}: handed out again", result.batch,
+                           printable(id));
+      });
       if (late_log_.spend()) {
         spdlog::info(
             "dropped a late result of batch {} from worker {}: its slices were handed "
@@ -136,6 +163,9 @@ void Scheduler::on_result(const std::string& id, const wire::Result& result,
       }
     } else {
       ++drops_.malformed;
+      record_fault(FaultKind::malformed_result, now, [&] {
+        return fmt::format("batch {} from worker {}: never sent", result.batch, printable(id));
+      });
       if (malformed_log_.spend()) {
         spdlog::warn("dropped a result of batch {} from worker {}, which was never sent",
                      result.batch, printable(id));
@@ -152,6 +182,9 @@ void Scheduler::on_result(const std::string& id, const wire::Result& result,
   }
   if (!matches) {
     ++drops_.malformed;
+    record_fault(FaultKind::malformed_result, now, [&] {
+      return fmt::format("batch {} from worker {}: slices not in it", result.batch, printable(id));
+    });
     if (malformed_log_.spend()) {
       spdlog::warn("worker {} answered batch {} with slices that were not in it; re-queued them",
                    printable(id), result.batch);
@@ -183,12 +216,17 @@ void Scheduler::on_result(const std::string& id, const wire::Result& result,
       if (s.done) {
         --s.copies;
         ++drops_.duplicate;
+        record_fault(FaultKind::duplicate_result, now,
+                     [&] { return fmt::format("slice {} from worker {}", slice, printable(id)); });
         continue;
       }
       try {
         job_->check_partial(value);
       } catch (const std::exception& e) {
         ++drops_.malformed;
+        record_fault(FaultKind::malformed_result, now, [&] {
+          return fmt::format("slice {} from worker {}: {}", slice, printable(id), e.what());
+        });
         if (malformed_log_.spend()) {
           spdlog::warn(
               "worker {} sent a partial value for slice {} that does not decode ({}); "
@@ -202,6 +240,7 @@ void Scheduler::on_result(const std::string& id, const wire::Result& result,
       s.done = true;
       ++done_count_;
       ++w.slices_done;
+      count_slice(w, slice, outcome, batch.sent, now);
       partials_.set(slice, value);
       // A running mean of kernel time per slice sizes the next batches.
       ++timed_slices_;
@@ -211,6 +250,10 @@ void Scheduler::on_result(const std::string& id, const wire::Result& result,
       --s.copies;
       if (s.done) continue;
       ++s.errors;
+      record_fault(FaultKind::slice_error, now, [&] {
+        return fmt::format("slice {} on worker {}: {}: {}", slice, printable(id),
+                           outcome.error_type, outcome.error_message);
+      });
       if (s.errors > config_.error_retries) {
         fail(slice, w.info.host, w.info.pid, outcome.error_type, outcome.error_message,
              s.errors + s.crashes);
@@ -231,10 +274,15 @@ void Scheduler::on_result(const std::string& id, const wire::Result& result,
   if (pending_.empty()) speculate_to(w, now);
 }
 
-void Scheduler::on_heartbeat(const std::string& id, Clock::time_point now) {
+void Scheduler::on_heartbeat(const std::string& id, Clock::time_point now, std::size_t wire_bytes) {
   auto it = workers_.find(id);
   if (it != workers_.end()) {
-    it->second.last_heard = now;
+    Worker& w = it->second;
+    w.last_heard = now;
+    w.totals.bytes_in += wire_bytes;
+    if (w.stats_job == jobs_started_ && state_ == JobState::running) {
+      if (WorkerStats* record = job_record(w)) record->bytes_in += wire_bytes;
+    }
   } else if (!refused_.contains(id)) {
     outbox_.send(id, wire::Who{});  // a worker of an earlier producer run: ask it to register
   }
@@ -267,6 +315,22 @@ void Scheduler::drop_worker(const std::string& id, std::string_view why, Clock::
     }
   }
   std::sort(requeued.begin(), requeued.end());
+  Worker& w = it->second;
+  if (state_ == JobState::running) {
+    record_fault(FaultKind::worker_dropped, now, [&] {
+      return fmt::format("worker {} (pid {} on {}): {}; re-queued {} slice(s)", printable(id),
+                         w.info.pid, w.info.host, why, requeued.size());
+    });
+    if (w.stats_job == jobs_started_) {
+      if (WorkerStats* record = job_record(w)) {
+        record->dropped = true;
+        record->drop_reason = printable(why, 200);
+      }
+    }
+  }
+  w.totals.connected = false;
+  departed_.push_back(std::move(w.totals));
+  if (departed_.size() > Observation::kMaxWorkers) departed_.pop_front();
   if (requeued.empty()) {
     spdlog::debug("worker {} (pid {} on {}) left: {}", printable(id), it->second.info.pid,
                   it->second.info.host, why);
@@ -293,6 +357,7 @@ bool Scheduler::requeue(std::uint32_t slice) {
   s.queued = true;
   pending_.push_front(slice);  // first out again, so a lost slice does not wait behind the rest
   ++reruns_;
+  ++lifetime_reruns_;
   return true;
 }
 
@@ -361,7 +426,8 @@ Clock::time_point Scheduler::next_deadline(Clock::time_point now) const {
 // --- jobs --------------------------------------------------------------------------------
 
 void Scheduler::start_job(const JobRequest& request, wire::JobId id,
-                          std::chrono::milliseconds grace, Clock::time_point now) {
+                          std::chrono::milliseconds grace, Clock::time_point now,
+                          bool record_slices) {
   job_ = &request;
   job_id_ = id;
   state_ = JobState::running;
@@ -384,6 +450,30 @@ void Scheduler::start_job(const JobRequest& request, wire::JobId id,
   drops_ = {};
   reruns_ = 0;
   grace_ = grace;
+  // Statistics: totals and workers always (per batch, cheap); slices only when asked for.
+  ++jobs_started_;
+  job_started_ = now;
+  job_faults_ = {};
+  stats_ = JobStats{};
+  stats_.job = id.seq;
+  stats_.started_unix_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                               std::chrono::system_clock::now().time_since_epoch())
+                               .count();
+  stats_.producer = request.producer;
+  stats_.source = request.source;
+  stats_.elements = request.length;
+  stats_.slices_total = parts.size();
+  record_slices_ = record_slices;
+  recent_slices_.clear();
+  recent_next_ = 0;
+  if (record_slices) {
+    stats_.slices.resize(parts.size());
+    for (std::size_t i = 0; i < parts.size(); ++i) {
+      stats_.slices[i].index = i;
+      stats_.slices[i].offset = parts[i].offset;
+      stats_.slices[i].length = parts[i].limit;
+    }
+  }
   unserved_since_.reset();
   if (parts.empty()) {
     state_ = JobState::done;
@@ -407,6 +497,7 @@ void Scheduler::finish_job() {
         std::erase_if(w.batches, [&](const auto& entry) { return entry.second.job == job_id_; });
     if (held > 0) outbox_.send(id, wire::Cancel{job_id_});
   }
+  if (state_ != JobState::idle) lifetime_slices_done_ += done_count_;
   state_ = JobState::idle;
   job_ = nullptr;
   pending_.clear();
@@ -489,11 +580,12 @@ std::size_t Scheduler::assign_to(Worker& w, Clock::time_point now, std::size_t m
       s.queued = false;
       if (s.done) continue;
       ++s.copies;
+      if (record_slices_) ++stats_.slices[slice].attempts;
       assign.slices.push_back({slice, s.part.offset, s.part.limit});
       batch.slices.push_back(slice);
     }
     if (batch.slices.empty()) break;
-    outbox_.send_assign(w.id, assign, *job_);
+    count_sent(w, outbox_.send_assign(w.id, assign, *job_));
     w.last_sent = now;
     w.batches.emplace(assign.batch, std::move(batch));
     ++sent;
@@ -541,13 +633,14 @@ bool Scheduler::speculate_to(Worker& w, Clock::time_point now) {
     SliceState& s = slices_[slice];
     if (s.done || s.copies > 1) continue;
     ++s.copies;
+    if (record_slices_) ++stats_.slices[slice].attempts;
     assign.slices.push_back({slice, s.part.offset, s.part.limit});
     copy.slices.push_back(slice);
   }
   if (copy.slices.empty()) return false;
   spdlog::debug("slices {} are late; running a copy on worker {}", fmt::join(copy.slices, ", "),
                 printable(w.id));
-  outbox_.send_assign(w.id, assign, *job_);
+  count_sent(w, outbox_.send_assign(w.id, assign, *job_));
   w.last_sent = now;
   w.batches.emplace(assign.batch, std::move(copy));
   return true;
@@ -576,6 +669,125 @@ std::vector<wire::WorkerStatus> Scheduler::worker_status(Clock::time_point now,
                     });
   out.resize(keep);
   return out;
+}
+
+}  // namespace pymar::detail
+
+namespace pymar::detail {
+
+// --- statistics ----------------------------------------------------------------------------
+
+WorkerStats* Scheduler::job_record(Worker& w) {
+  if (w.stats_job == jobs_started_) {
+    return w.stats_index < stats_.workers.size() ? &stats_.workers[w.stats_index] : nullptr;
+  }
+  w.stats_job = jobs_started_;
+  if (stats_.workers.size() >= JobStats::kMaxWorkers) {
+    ++stats_.workers_left_out;  // counted once: its index stays out of range for this job
+    w.stats_index = SIZE_MAX;
+    return nullptr;
+  }
+  w.stats_index = stats_.workers.size();
+  WorkerStats& record = stats_.workers.emplace_back();
+  record.host = w.info.host;
+  record.pid = w.info.pid;
+  return &record;
+}
+
+void Scheduler::count_sent(Worker& w, std::size_t bytes) {
+  w.totals.bytes_out += bytes;
+  if (WorkerStats* record = job_record(w)) record->bytes_out += bytes;
+}
+
+void Scheduler::count_slice(Worker& w, std::uint32_t slice, const wire::Outcome& outcome,
+                            Clock::time_point sent, Clock::time_point now) {
+  const std::uint64_t length = slices_[slice].part.limit;
+  w.totals.slices += 1;
+  w.totals.elements += length;
+  w.totals.busy_ns += outcome.compute_ns;
+  if (stats_.first_result_ns < 0) stats_.first_result_ns = since_start(now);
+  WorkerStats* record = job_record(w);
+  if (record != nullptr) {
+    record->slices += 1;
+    record->elements += length;
+    record->compute_ns += outcome.compute_ns;
+  }
+  if (!record_slices_) return;
+  SliceStats& s = stats_.slices[slice];
+  s.worker = record != nullptr ? static_cast<std::int64_t>(w.stats_index) : SliceStats::kNone;
+  s.start_ns = since_start(sent);
+  s.end_ns = since_start(now);
+  // The most recently finished slices, for live snapshots: a ring, no allocation once full.
+  if (recent_slices_.size() < Observation::kMaxRecentSlices) {
+    recent_slices_.push_back(slice);
+  } else {
+    recent_slices_[recent_next_] = slice;
+    recent_next_ = (recent_next_ + 1) % recent_slices_.size();
+  }
+}
+
+JobStats Scheduler::take_stats(Clock::time_point now) {
+  stats_.slices_done = done_count_;
+  stats_.reruns = reruns_;
+  stats_.wall_ns = since_start(now);
+  for (std::size_t k = 0; k < kFaultKinds; ++k) {
+    if (job_faults_[k] > 0)
+      stats_.fault_counts[std::string(to_string(FaultKind(k)))] = job_faults_[k];
+  }
+  return std::exchange(stats_, JobStats{});
+}
+
+JobStats Scheduler::snapshot_stats(Clock::time_point now, std::size_t max_slices) const {
+  JobStats copy;
+  // Everything but the slices, which may be many.
+  copy.job = stats_.job;
+  copy.producer = stats_.producer;
+  copy.source = stats_.source;
+  copy.started_unix_ms = stats_.started_unix_ms;
+  copy.elements = stats_.elements;
+  copy.slices_total = stats_.slices_total;
+  copy.slices_done = done_count_;
+  copy.first_result_ns = stats_.first_result_ns;
+  copy.reruns = reruns_;
+  copy.wall_ns = since_start(now);
+  copy.workers = stats_.workers;
+  copy.workers_left_out = stats_.workers_left_out;
+  copy.faults = stats_.faults;
+  copy.faults_left_out = stats_.faults_left_out;
+  for (std::size_t k = 0; k < kFaultKinds; ++k) {
+    if (job_faults_[k] > 0)
+      copy.fault_counts[std::string(to_string(FaultKind(k)))] = job_faults_[k];
+  }
+  if (!stats_.slices.empty()) {
+    const std::size_t n = std::min(max_slices, recent_slices_.size());
+    copy.slices.reserve(n);
+    // Oldest first: the ring's next slot holds the oldest once it is full.
+    const std::size_t first = recent_slices_.size() - n + recent_next_;
+    for (std::size_t i = 0; i < n; ++i) {
+      copy.slices.push_back(stats_.slices[recent_slices_[(first + i) % recent_slices_.size()]]);
+    }
+  }
+  return copy;
+}
+
+void Scheduler::observe_lifetime(Observation& into, std::size_t max_workers) const {
+  into.slices_done = lifetime_slices_done_ + (state_ == JobState::running ? done_count_ : 0);
+  into.reruns = lifetime_reruns_;
+  for (std::size_t k = 0; k < kFaultKinds; ++k) {
+    if (lifetime_faults_[k] > 0)
+      into.faults[std::string(to_string(FaultKind(k)))] = lifetime_faults_[k];
+  }
+  into.workers_connected = workers_.size();
+  into.workers.clear();
+  into.workers.reserve(workers_.size() + departed_.size());
+  for (const auto& [id, w] : workers_) into.workers.push_back(w.totals);
+  into.workers.insert(into.workers.end(), departed_.begin(), departed_.end());
+  const std::size_t keep = std::min(max_workers, into.workers.size());
+  std::partial_sort(into.workers.begin(), into.workers.begin() + static_cast<std::ptrdiff_t>(keep),
+                    into.workers.end(), [](const WorkerTotals& a, const WorkerTotals& b) {
+                      return a.slices > b.slices;
+                    });
+  into.workers.resize(keep);
 }
 
 }  // namespace pymar::detail

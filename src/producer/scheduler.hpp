@@ -3,6 +3,7 @@
 // time), messages out through an Outbox. The dispatcher drives it; tests drive it directly.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -18,8 +19,10 @@
 #include "common/clock.hpp"
 #include "common/log_budget.hpp"
 #include "common/slicing.hpp"
+#include "producer/observation.hpp"
 #include "pymar/detail/job.hpp"
 #include "pymar/error.hpp"
+#include "pymar/stats.hpp"
 #include "wire/protocol.hpp"
 
 namespace pymar::detail {
@@ -43,8 +46,9 @@ class Outbox {
   /// Sends a message without payload frames.
   virtual void send(const std::string& worker, const wire::Message& message) = 0;
   /// Sends an ASSIGN followed by the payload frames of its slices, taken from `job.memory`.
-  virtual void send_assign(const std::string& worker, const wire::Assign& assign,
-                           const JobRequest& job) = 0;
+  /// Returns the bytes handed to the socket (0 when nothing was sent), for the statistics.
+  virtual std::size_t send_assign(const std::string& worker, const wire::Assign& assign,
+                                  const JobRequest& job) = 0;
 };
 
 /// Counters of what was dropped, for logs and tests.
@@ -69,9 +73,11 @@ class Scheduler {
 
   // --- worker events ---------------------------------------------------------------------
   void on_ready(const std::string& worker, const wire::Ready& ready, Clock::time_point now);
+  /// `wire_bytes`: the size of the message's frames, for the statistics.
   void on_result(const std::string& worker, const wire::Result& result,
-                 std::span<const std::string_view> values, Clock::time_point now);
-  void on_heartbeat(const std::string& worker, Clock::time_point now);
+                 std::span<const std::string_view> values, Clock::time_point now,
+                 std::size_t wire_bytes = 0);
+  void on_heartbeat(const std::string& worker, Clock::time_point now, std::size_t wire_bytes = 0);
   void on_bye(const std::string& worker, std::string_view reason, Clock::time_point now);
   /// A message from `worker` that did not decode. From a worker we know, it may have been a
   /// result: its slices go back to the queue and it is asked to register again.
@@ -91,8 +97,10 @@ class Scheduler {
 
   // --- jobs --------------------------------------------------------------------------------
   /// Starts a job; `request` must outlive it. The grace period starts now.
+  /// `record_slices`: keep a SliceStats per slice (for map_with_stats, --stats, observers);
+  /// without it a job's statistics hold only totals, workers and faults.
   void start_job(const JobRequest& request, wire::JobId id, std::chrono::milliseconds grace,
-                 Clock::time_point now);
+                 Clock::time_point now, bool record_slices = false);
   JobState state() const { return state_; }
   /// Ends the job (done, failed or abandoned): workers holding its slices are told to drop them.
   void finish_job();
@@ -102,6 +110,30 @@ class Scheduler {
   std::size_t slices_done() const { return done_count_; }
   std::size_t slices_total() const { return slices_.size(); }
   const std::optional<SliceError::Details>& failure() const { return failure_; }
+
+  // --- statistics --------------------------------------------------------------------------
+  /// Records a fault: counted always (over the producer's life, and in the running job), and
+  /// listed in the running job's record while under JobStats::kMaxFaults. `detail` is called
+  /// only when the event is listed, so a flood costs no formatting.
+  template <class Detail>
+  void record_fault(FaultKind kind, Clock::time_point now, Detail&& detail) {
+    ++lifetime_faults_[static_cast<std::size_t>(kind)];
+    if (state_ != JobState::running) return;
+    ++job_faults_[static_cast<std::size_t>(kind)];
+    if (stats_.faults.size() >= JobStats::kMaxFaults) {
+      ++stats_.faults_left_out;
+      return;
+    }
+    std::string text(detail());
+    if (text.size() > kMaxFaultDetail) text.resize(kMaxFaultDetail);
+    stats_.faults.push_back({since_start(now), kind, std::move(text)});
+  }
+  /// The running (or last) job's statistics so far; slices as recorded. Moves them out.
+  JobStats take_stats(Clock::time_point now);
+  /// A bounded copy of the running job's statistics: its most recently finished slices only.
+  JobStats snapshot_stats(Clock::time_point now, std::size_t max_slices) const;
+  /// Counters over the producer's life, for an Observation (bytes and jobs are the dispatcher's).
+  void observe_lifetime(Observation& into, std::size_t max_workers) const;
 
   // --- introspection -----------------------------------------------------------------------
   const DropCounts& drops() const { return drops_; }
@@ -126,6 +158,9 @@ class Scheduler {
     Clock::time_point last_sent;
     std::unordered_map<std::uint64_t, Batch> batches;  // in flight, by batch id
     std::uint64_t slices_done = 0;                     // partial values that counted
+    WorkerTotals totals;                               // over its life, for observers
+    std::uint64_t stats_job = 0;  // the job whose record stats_index is in (0: none)
+    std::size_t stats_index = 0;  // its record in stats_.workers
   };
 
   struct SliceState {
@@ -156,6 +191,15 @@ class Scheduler {
   void fail(std::uint32_t slice, const std::string& host, std::int64_t pid, std::string type,
             std::string message, unsigned attempts);
   void update_eligibility(Clock::time_point now);
+  /// `w`'s record in the running job's statistics, made when first needed; null past the cap.
+  WorkerStats* job_record(Worker& w);
+  std::int64_t since_start(Clock::time_point now) const {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(now - job_started_).count();
+  }
+  /// The record of one slice and its worker when its partial value counted.
+  void count_slice(Worker& w, std::uint32_t slice, const wire::Outcome& outcome,
+                   Clock::time_point sent, Clock::time_point now);
+  void count_sent(Worker& w, std::size_t bytes);
 
   SchedulerConfig config_;
   Outbox& outbox_;
@@ -182,6 +226,21 @@ class Scheduler {
   std::optional<Clock::time_point> unserved_since_;  // no eligible worker since then
   DropCounts drops_;
   std::size_t reruns_ = 0;
+
+  // Statistics of the current job, and over the producer's life.
+  static constexpr std::size_t kMaxFaultDetail = 400;  // bytes of a fault's text
+  static constexpr std::size_t kFaultKinds = static_cast<std::size_t>(FaultKind::refused_peer) + 1;
+  JobStats stats_;
+  std::uint64_t jobs_started_ = 0;
+  Clock::time_point job_started_;
+  bool record_slices_ = false;
+  std::vector<std::uint32_t> recent_slices_;  // ring of the last finished, for snapshots
+  std::size_t recent_next_ = 0;
+  std::array<std::uint64_t, kFaultKinds> job_faults_{};
+  std::array<std::uint64_t, kFaultKinds> lifetime_faults_{};
+  std::uint64_t lifetime_slices_done_ = 0;  // of finished jobs; the running one's added on read
+  std::uint64_t lifetime_reruns_ = 0;
+  std::deque<WorkerTotals> departed_;  // workers gone, most recent last, bounded
   // Logs of what workers (or strangers) can cause at will.
   LogBudget late_log_;
   LogBudget malformed_log_;

@@ -50,6 +50,8 @@ class LocalCluster {
   LocalCluster(const LocalCluster&) = delete;
   LocalCluster& operator=(const LocalCluster&) = delete;
 
+  detail::Dispatcher& dispatcher() { return *dispatcher_; }
+
  private:
   std::unique_ptr<detail::Dispatcher> dispatcher_;
   detail::WorkerOptions worker_options_;

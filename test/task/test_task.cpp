@@ -259,6 +259,12 @@ int run_job(const pymar::Arguments& arguments) {
       SlowPoints::Params p{env_int("TEST_SLOW_OFFSET", -1), env_int("TEST_SLOW_MS", 0),
                            env_int("TEST_RETRY_MS", 0), env_text("TEST_SLOW_MARKER")};
       fmt::print("Answer: {:.10f}\n", Integral().map(pymar::factory<SlowPoints>(p)));
+    } else if (job == "doubled" && run > 0 && env_int("TEST_WITH_STATS", 0) != 0) {
+      // After a plain map, the same job through map_with_stats: its value, and its record as
+      // JSON on one line, which the test compares with the --stats file.
+      const auto script = pymar::factory<Scripted>(Script::from_env());
+      const auto [value, stats] = DoubleSum<16>().map_with_stats(script);
+      fmt::print("Answer: {}\nStats: {}\n", value, pymar::to_json(stats));
     } else if (job == "doubled") {
       const auto script = pymar::factory<Scripted>(Script::from_env());
       switch (env_int("TEST_PARTS", 4)) {

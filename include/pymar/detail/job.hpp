@@ -14,6 +14,8 @@
 
 namespace pymar {
 
+struct JobStats;
+
 /// What `map` does when its timeout passes before every slice has a partial value.
 enum class OnTimeout {
   fail,             ///< throw pymar::TimeoutError
@@ -74,6 +76,9 @@ struct JobRequest {
   bool speculate = true;  ///< a late slice may run twice (first result wins): no side effects
   std::optional<std::chrono::nanoseconds> timeout;
   OnTimeout on_timeout = OnTimeout::fail;
+  /// When set, run_job fills it with the job's statistics (slices included), also when it
+  /// throws. Must outlive run_job.
+  JobStats* stats = nullptr;
 };
 
 /// The encoded partial values of a finished job, in slice order.
@@ -97,6 +102,12 @@ class Partials {
 /// Runs a job on the workers, or locally when there are none; blocks until every slice has a
 /// partial value. Throws SliceError, TimeoutError, Interrupted or Error.
 Partials run_job(const JobRequest& request);
+
+/// Whether every job's statistics are wanted (the producer runs with `--stats FILE`).
+bool job_stats_wanted() noexcept;
+
+/// A job's statistics, complete (reduce included): written to the `--stats` file, if any.
+void job_stats_done(const JobStats& stats);
 
 }  // namespace detail
 }  // namespace pymar
