@@ -434,9 +434,9 @@ int run_producer(const Settings& s, const std::function<int(const Arguments&)>& 
     std::optional<ObservationEndpoints> watched;  // before the job, stopped before the dispatcher
     if (!s.metrics.empty() || !s.dashboard.empty()) {
       try {
-        watched.emplace(http_flag(s, s.metrics, "--metrics"),
-                        http_flag(s, s.dashboard, "--dashboard"),
-                        [&d = *dispatcher] { return d.observe(); });
+        watched.emplace(
+            http_flag(s, s.metrics, "--metrics"), http_flag(s, s.dashboard, "--dashboard"),
+            [&d = *dispatcher] { return d.observe_fresh(std::chrono::milliseconds(500)); });
       } catch (const Error& e) {
         spdlog::error("{}", e.what());
         return 1;

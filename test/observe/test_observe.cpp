@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <filesystem>
@@ -118,8 +119,10 @@ int connect_loopback(unsigned port) {
 /// A producer whose job waits for `gate` (a file) before it starts, and which stays up after its
 /// jobs until `hold` exists.
 std::unique_ptr<Process> start_producer(unsigned port, std::vector<std::string> flags, Env env) {
-  std::vector<std::string> argv = {
-      binary("test/test_task"), "--produce", "-q", queue(port), "--grace", "60"};
+  std::vector<std::string> argv = {binary("test/test_task"), "--produce", "-q", queue(port)};
+  if (std::find(flags.begin(), flags.end(), "--grace") == flags.end()) {
+    flags.insert(flags.end(), {"--grace", "60"});  // wait for the test's workers
+  }
   argv.insert(argv.end(), flags.begin(), flags.end());
   return std::make_unique<Process>(argv, std::move(env));
 }
