@@ -55,6 +55,9 @@ ObservationEndpoints::ObservationEndpoints(
     const std::optional<HttpAddress>& metrics, const std::optional<HttpAddress>& dashboard,
     std::function<std::shared_ptr<const Observation>()> observe) {
 #ifdef PYMAR_HAVE_HTTP
+  // The producer keeps snapshots only once someone has asked: ask now, so that a job that ends
+  // before the first request is still there for it (as the last job).
+  observe();
   auto metrics_route = [observe] {
     return HttpRoute{"/metrics", "text/plain; version=0.0.4; charset=utf-8",
                      [observe] { return prometheus_text(*observe()); }};
