@@ -47,7 +47,7 @@ class WebDriver:
                 # As root Chromium needs --no-sandbox; the profile is the test's own folder.
                 "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
                          "--disable-dev-shm-usage", "--user-data-dir=" + profile,
-                         "--window-size=1280,960", "--hide-scrollbars"]}}}
+                         "--window-size=1280,720", "--hide-scrollbars"]}}}
         value = self.call("POST", "/session", {"capabilities": capabilities})
         self.session = value["sessionId"]
 
