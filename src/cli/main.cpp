@@ -15,6 +15,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include <fmt/format.h>
@@ -29,6 +30,7 @@
 #include "common/log.hpp"
 #include "common/registry.hpp"
 #include "common/unique_fd.hpp"
+#include "observe/endpoints.hpp"
 #include "pool/supervisor.hpp"
 #include "producer/dispatcher.hpp"
 #include "producer/runtime.hpp"
@@ -71,6 +73,8 @@ struct Settings {
   std::string allow;         // producer: workers' public certificates (file or folder)
   std::string producer_key;  // worker: the producer's certificate
   bool insecure = false;     // no keys on an address other than loopback
+  std::string metrics;       // producer: serve Prometheus metrics on [ADDR:]PORT
+  std::string dashboard;     // producer: serve the dashboard on [ADDR:]PORT
   Arguments job_arguments;   // after --
 };
 
@@ -140,6 +144,37 @@ std::optional<Keys> load_keys(const Settings& s) {
     keys.allowed = read_allowed_keys(s.allow);
   }
   return keys;
+}
+
+/// --metrics or --dashboard's address. HTTP has no keys: beyond loopback only with --insecure.
+/// Throws CLI::ValidationError.
+std::optional<HttpAddress> http_flag(const Settings& s, const std::string& text, const char* flag,
+                                     bool warn = true) {
+  if (text.empty()) return std::nullopt;
+  if (!http_supported()) {
+    throw CLI::ValidationError(flag, "built without HTTP support (meson -Dhttp=enabled)");
+  }
+  HttpAddress address;
+  try {
+    address = parse_http_address(text);
+  } catch (const std::invalid_argument& e) {
+    throw CLI::ValidationError(flag, e.what());
+  }
+  if (!is_loopback(address.host)) {
+    if (!s.insecure) {
+      throw CLI::ValidationError(
+          flag, fmt::format("{} is beyond loopback, and HTTP has no keys: anyone who reaches it "
+                            "reads the job's progress, hosts and pids; add --insecure to serve "
+                            "it there anyway (or reach it through an SSH tunnel)",
+                            text));
+    }
+    if (warn)
+      spdlog::warn(
+          "--insecure: {} on {}:{} without any authentication; anyone who reaches it reads "
+          "the job's progress, worker hosts and pids",
+          flag, address.host, address.port);
+  }
+  return address;
 }
 
 int ask_status(const Settings& s) {
@@ -412,6 +447,17 @@ int run_producer(const Settings& s, const std::function<int(const Arguments&)>& 
       const bool any = address.host == "*" || address.host == "0.0.0.0";
       pool.emplace(s, *s.workers, any ? "127.0.0.1" : address.host, dispatcher->port());
     }
+    std::optional<ObservationEndpoints> watched;  // before the job, stopped before the dispatcher
+    if (!s.metrics.empty() || !s.dashboard.empty()) {
+      try {
+        watched.emplace(
+            http_flag(s, s.metrics, "--metrics"), http_flag(s, s.dashboard, "--dashboard"),
+            [&d = *dispatcher] { return d.observe_fresh(std::chrono::milliseconds(500)); });
+      } catch (const Error& e) {
+        spdlog::error("{}", e.what());
+        return 1;
+      }
+    }
     use_dispatcher(&*dispatcher);
     status = run_job_safely(job, s.job_arguments);
     use_dispatcher(nullptr);
@@ -547,6 +593,17 @@ int run_main(int argc, char** argv, std::function<int(const Arguments&)> job,
       "a terminal; elsewhere a progress log line every 5 s)");
   app.add_flag("--no-progress", s.no_progress, "producer: no progress line or progress logs")
       ->excludes(progress);
+  for (auto [flag, target, what] :
+       {std::tuple{"--metrics", &s.metrics, "Prometheus metrics on http://ADDR:PORT/metrics"},
+        std::tuple{"--dashboard", &s.dashboard, "a live dashboard page on http://ADDR:PORT/"}}) {
+    app.add_option(flag, *target,
+                   fmt::format("producer: serve {} (ADDR: 127.0.0.1, beyond loopback only with "
+                               "--insecure; port 0 picks a free one, logged)",
+                               what))
+        ->type_name("[ADDR:]PORT")
+        ->excludes(worker)
+        ->excludes(status);
+  }
   app.add_flag("-v,--verbose", s.verbose,
                "log every slice, worker and batch (to stderr); -vv: every message too");
   app.add_flag("--quiet", s.quiet, "log only warnings and errors");
@@ -565,6 +622,11 @@ int run_main(int argc, char** argv, std::function<int(const Arguments&)> job,
       throw CLI::ValidationError("-p/-s", "only apply with --worker");
     }
     parse_queue(s.queue, "");
+    if (s.local && !(s.metrics.empty() && s.dashboard.empty())) {
+      throw CLI::ValidationError("--metrics/--dashboard", "watch workers; --local has none");
+    }
+    http_flag(s, s.metrics, "--metrics", false);  // a usage error now; warnings at the start
+    http_flag(s, s.dashboard, "--dashboard", false);
     // The other role's key option is ignored: one shell may export PYMAR_ALLOW and
     // PYMAR_PRODUCER_KEY for both roles.
     const std::string& peers = s.worker || s.status ? s.producer_key : s.allow;

@@ -566,6 +566,19 @@ std::shared_ptr<const Observation> Dispatcher::observe() const {
   return observation_;
 }
 
+std::shared_ptr<const Observation> Dispatcher::observe_fresh(
+    std::chrono::milliseconds timeout) const {
+  std::uint64_t seen = 0;
+  {
+    std::lock_guard lock(observation_mutex_);
+    seen = observation_->sequence;
+  }
+  observe();  // asks the I/O thread for a new one
+  std::unique_lock lock(observation_mutex_);
+  observation_published_.wait_for(lock, timeout, [&] { return observation_->sequence > seen; });
+  return observation_;
+}
+
 void Dispatcher::publish(Clock::time_point now) {
   observing_ = true;
   observation_wanted_.store(false, std::memory_order_relaxed);
@@ -585,8 +598,11 @@ void Dispatcher::publish(Clock::time_point now) {
     o->current->bytes_out = bytes_out_ - job_bytes_out_;
   }
   o->last = last_job_;
-  std::lock_guard lock(observation_mutex_);
-  observation_ = std::move(o);
+  {
+    std::lock_guard lock(observation_mutex_);
+    observation_ = std::move(o);
+  }
+  observation_published_.notify_all();
 }
 
 void Dispatcher::count_refused_peers(Clock::time_point now) {

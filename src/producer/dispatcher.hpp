@@ -83,6 +83,9 @@ class Dispatcher final : private Outbox {
   /// the first is made). Thread-safe and cheap. The first call starts publishing; each call asks
   /// for a fresh snapshot, which the I/O thread makes within Observation::kPublishInterval.
   std::shared_ptr<const Observation> observe() const;
+  /// As observe(), but waits (at most `timeout`) for a snapshot made after this call: what an
+  /// HTTP endpoint serves is then never older than the request that asked for it.
+  std::shared_ptr<const Observation> observe_fresh(std::chrono::milliseconds timeout) const;
 
  private:
   void loop();
@@ -173,6 +176,7 @@ class Dispatcher final : private Outbox {
 
   // Snapshots for other threads (observe()).
   mutable std::mutex observation_mutex_;
+  mutable std::condition_variable observation_published_;
   std::shared_ptr<const Observation> observation_ = std::make_shared<const Observation>();
   mutable std::atomic<bool> observation_wanted_{false};  // observe() called since last publish
 

@@ -59,6 +59,18 @@ void wait_for_gate(const std::string& gate, std::int64_t job) {
   }
 }
 
+// Waits, when the variable `name` names a file, until that file exists (at most 120 s).
+void wait_for_file(const char* name, const char* what) {
+  const std::string path = env_text(name);
+  if (path.empty()) return;
+  fmt::print(stderr, "test_task[{}]: {} waits for {}\n", getpid(), what, path);
+  std::fflush(stderr);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (!std::ifstream(path).good() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));  // polls a file, bounded
+  }
+}
+
 }  // namespace
 
 // --- a source whose elements misbehave on request --------------------------------------------
@@ -240,6 +252,7 @@ int run_job(const pymar::Arguments& arguments) {
   }
   const auto repeat = env_int("TEST_REPEAT", 1);
   const bool timing = env_int("TEST_TIMING", 0) != 0;
+  wait_for_file("TEST_START_GATE", "job 1");  // e.g. until a test's browser shows the page
   for (std::int64_t run = 0; run < repeat; ++run) {
     if (run == 0) wait_for_gate(env_text("TEST_FIRST_GATE"), 1);
     if (run == 1) wait_for_gate(env_text("TEST_GATE"), 2);
@@ -295,6 +308,8 @@ int run_job(const pymar::Arguments& arguments) {
       fmt::print(stderr, "test_task: job {} took {:.0f} us\n", run + 1, took.count());
     }
   }
+  // The producer stays up (its HTTP endpoints too) until the test creates this file.
+  wait_for_file("TEST_HOLD", "the jobs are over");
   return 0;
 }
 

@@ -1,0 +1,43 @@
+// --metrics and --dashboard: the producer's HTTP endpoints, as the command line starts them.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "producer/observation.hpp"
+
+namespace pymar::detail {
+
+/// Whether this build has HTTP support (meson -Dhttp=enabled, cpp-httplib).
+bool http_supported();
+
+struct HttpAddress {
+  std::string host = "127.0.0.1";
+  unsigned port = 0;
+};
+
+/// "[ADDR:]PORT" (loopback when ADDR is missing; port 0 picks a free one). Throws
+/// std::invalid_argument saying what is wrong.
+HttpAddress parse_http_address(const std::string& text);
+
+class HttpServer;
+
+/// The servers of --metrics and --dashboard (one when both name the same address), serving
+/// snapshots from `observe` on threads of their own until destroyed.
+class ObservationEndpoints {
+ public:
+  /// Binds each address and logs its URL. Throws pymar::Error when one cannot be bound.
+  ObservationEndpoints(const std::optional<HttpAddress>& metrics,
+                       const std::optional<HttpAddress>& dashboard,
+                       std::function<std::shared_ptr<const Observation>()> observe);
+  ~ObservationEndpoints();
+  ObservationEndpoints(const ObservationEndpoints&) = delete;
+  ObservationEndpoints& operator=(const ObservationEndpoints&) = delete;
+
+ private:
+  std::vector<std::unique_ptr<HttpServer>> servers_;
+};
+
+}  // namespace pymar::detail
