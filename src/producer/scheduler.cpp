@@ -268,9 +268,11 @@ void Scheduler::on_result(const std::string& id, const wire::Result& result,
         return;
       }
       if (threw_log_.spend()) {
+        // (Texts from workers were made printable on arrival: only cut here.)
         spdlog::warn("slice {} threw {} on worker {}: {} (attempt {} of {}); retrying", slice,
-                     outcome.error_type, printable(id), printable(outcome.error_message, 512),
-                     s.errors, config_.error_retries + 1);
+                     outcome.error_type, printable(id),
+                     std::string_view(outcome.error_message).substr(0, 512), s.errors,
+                     config_.error_retries + 1);
       }
       if (s.copies == 0) requeue(slice);
     }
