@@ -39,8 +39,8 @@ constexpr double kRoundTripNs = 100e3;
 constexpr std::size_t kLoggedSlices = 8;
 
 // Occurrences of an event a peer can cause (a worker lost with slices, a slice that threw or
-// crashed its worker) logged before LogBudget's doubling rule: plenty for a real cluster's
-// troubles, a few dozen lines for a peer that repeats them at will.
+// crashed its worker, the last worker serving a job gone) logged before LogBudget's doubling rule:
+// plenty for a real cluster's troubles, a few dozen lines for a peer that repeats them at will.
 constexpr std::size_t kLoggedEventsFirst = 32;
 
 // "0, 1, 2", or "0, 1, ..., 7 and 992 more (1000 in all)": a bounded line whatever the count.
@@ -68,7 +68,8 @@ Scheduler::Scheduler(SchedulerConfig config, Outbox& outbox)
       outbox_(outbox),
       lost_log_(kLoggedEventsFirst),
       threw_log_(kLoggedEventsFirst),
-      crash_log_(kLoggedEventsFirst) {}
+      crash_log_(kLoggedEventsFirst),
+      unserved_log_(kLoggedEventsFirst) {}
 
 // --- workers -------------------------------------------------------------------------------
 
@@ -311,9 +312,11 @@ void Scheduler::on_result(const std::string& id, const wire::Result& result,
         return;
       }
       if (threw_log_.spend()) {
+        // (Texts from workers were made printable on arrival: only cut here.)
         spdlog::warn("slice {} threw {} on worker {}: {} (attempt {} of {}); retrying", slice,
-                     outcome.error_type, printable(id), printable(outcome.error_message, 512),
-                     s.errors, config_.error_retries + 1);
+                     outcome.error_type, printable(id),
+                     std::string_view(outcome.error_message).substr(0, 512), s.errors,
+                     config_.error_retries + 1);
       }
       if (s.copies == 0) requeue(slice);
     }
@@ -584,7 +587,8 @@ void Scheduler::update_eligibility(Clock::time_point now) {
     unserved_since_.reset();
   } else if (!unserved_since_) {
     unserved_since_ = now;
-    if (!workers_.empty()) {
+    // (A peer serving the job could come and go to repeat it: within a budget.)
+    if (!workers_.empty() && unserved_log_.spend()) {
       spdlog::warn("{} worker(s) connected, but none serves producer '{}' over source '{}'",
                    workers_.size(), job_->producer, job_->source);
     }

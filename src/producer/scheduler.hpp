@@ -267,7 +267,9 @@ class Scheduler {
   LogBudget lost_log_;   // workers lost with slices: a peer can register, take and leave
   LogBudget threw_log_;  // slices whose user code threw, retried
   LogBudget crash_log_;  // slices running when their worker process died
-  LogBudget full_log_;   // READYs refused because the table of workers is full
+  LogBudget full_log_;
+  LogBudget unserved_log_;  // "none serves": each time the last worker serving the job left   //
+                            // READYs refused because the table of workers is full
 };
 
 }  // namespace pymar::detail

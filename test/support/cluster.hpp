@@ -33,12 +33,14 @@ class LocalCluster {
     options.grace = grace;
     options.scheduler.build = detail::build_fingerprint();
     options.scheduler.heartbeat = std::chrono::milliseconds(100);
-    options.scheduler.liveness = std::chrono::milliseconds(2000);
+    // Long: no test here gives a worker up, and a worker thread starved on a busy host (or
+    // under a sanitizer) must not be, or its count of slices in STATUS would go with it.
+    options.scheduler.liveness = std::chrono::milliseconds(10000);
     dispatcher_ = std::make_unique<detail::Dispatcher>(options);
     stop_fd_ = eventfd(0, EFD_CLOEXEC);
     worker_options_.endpoint = dispatcher_->endpoint();
     worker_options_.heartbeat = std::chrono::milliseconds(100);
-    worker_options_.liveness = std::chrono::milliseconds(2000);
+    worker_options_.liveness = std::chrono::milliseconds(10000);
     worker_options_.stop_fd = stop_fd_;
     for (unsigned i = 0; i < workers; ++i) {
       threads_.emplace_back([this] { detail::run_worker(worker_options_); });
