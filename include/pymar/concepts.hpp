@@ -49,8 +49,9 @@ template <class T>
 struct IsTemplateInstance : std::false_type {};
 template <template <class...> class Template, class... Args>
 struct IsTemplateInstance<Template<Args...>> : std::true_type {};
-template <template <class, auto...> class Template, class Arg, auto... Values>
-struct IsTemplateInstance<Template<Arg, Values...>> : std::true_type {};
+// std::array<T, N> and other templates with values among their arguments.
+template <template <class, auto, auto...> class Template, class Arg, auto Value, auto... Values>
+struct IsTemplateInstance<Template<Arg, Value, Values...>> : std::true_type {};
 
 }  // namespace detail
 
