@@ -9,6 +9,7 @@
 
 #include <pymar/pymar.hpp>
 
+#include "common/log.hpp"
 #include "common/registry.hpp"
 #include "support/cluster.hpp"
 
@@ -406,4 +407,18 @@ TEST_CASE("observe: snapshots count jobs, slices and bytes, and hold the last jo
   REQUIRE(after_two->last.has_value());
   CHECK(after_two->last->job == 2);
   CHECK(after_one->last->job == 1);  // a published snapshot never changes
+}
+
+TEST_CASE("-vv message lines: at most 100 a second, the next one says how many were left out") {
+  pymar::detail::LineRate rate;
+  const auto start = std::chrono::steady_clock::time_point() + std::chrono::hours(1);
+  std::size_t dropped = 0;
+  std::size_t written = 0;
+  for (int i = 0; i < 1000; ++i) written += rate.allow(start, dropped) ? 1 : 0;
+  CHECK(written == 100);
+  CHECK(rate.allow(start + std::chrono::milliseconds(999), dropped) == false);
+  REQUIRE(rate.allow(start + std::chrono::seconds(1), dropped));
+  CHECK(dropped == 901);
+  CHECK(rate.allow(start + std::chrono::seconds(1), dropped));
+  CHECK(dropped == 0);
 }

@@ -425,6 +425,8 @@ void Dispatcher::take_commands(Clock::time_point now) {
   ++jobs_started_;
   job_bytes_in_ = bytes_in_;
   job_bytes_out_ = bytes_out_;
+  // Slices are recorded for map_with_stats and --stats, and for anyone observing.
+  if (observation_wanted_.load(std::memory_order_relaxed)) observing_ = true;
   scheduler_.start_job(*job, current_id_, options_.grace, now, job->stats != nullptr || observing_);
   if (observing_) publish(now);
   spdlog::info("job {}: {} over {}, {} elements in {} slices, {} worker(s) connected",
