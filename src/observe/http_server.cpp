@@ -215,8 +215,10 @@ struct HttpServer::Impl {
                                           httplib::Response& response) const {
     response.set_header("Cache-Control", "no-store");
     response.set_header("X-Content-Type-Options", "nosniff");
-    if (loopback_only && !names_loopback(host_of(request.get_header_value("Host")))) {
-      // A page elsewhere that rebinds its own name to 127.0.0.1 must not read us.
+    const std::string host = request.get_header_value("Host");
+    if (loopback_only && !host.empty() && !names_loopback(host_of(host))) {
+      // A page elsewhere that rebinds its own name to 127.0.0.1 must not read us. (Browsers
+      // always send Host; a request without one comes from a tool on this machine.)
       response.status = 403;
       response.set_content("this server answers only requests addressed to loopback\n",
                            "text/plain");

@@ -228,6 +228,11 @@ TEST_SUITE("observe") {
     CHECK(get(dashboard, "/api/state").first == 200);
     CHECK(get(metrics, "/metrics").first == 200);
     CHECK(get(dashboard, "/api/state", {{"Host", "attacker.example:80"}}).first == 403);
+    httplib::Client client("127.0.0.1", static_cast<int>(dashboard));
+    const auto head = client.Head("/api/state");
+    CHECK((head && head->status == 200));
+    const auto post = client.Post("/api/state", "{}", "application/json");  // they only read
+    CHECK((post && post->status == 405));
     CHECK(get(dashboard, "/metrics").first == 404);  // each flag serves its own routes
     CHECK(get(metrics, "/api/state").first == 404);
   }
