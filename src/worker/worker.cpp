@@ -264,10 +264,11 @@ WorkerSessionConfig session_config(const WorkerOptions& options) {
   return config;
 }
 
-/// The I/O thread: the socket to the producer and everything it polls, driving the session.
-class Worker final : private WorkerActions {
+/// The I/O thread: the socket to the producer and everything it polls, driving the session; it
+/// starts the compute thread and stops it.
+class IoThread final : private WorkerActions {
  public:
-  explicit Worker(const WorkerOptions& options)
+  explicit IoThread(const WorkerOptions& options)
       : options_(options), session_(session_config(options), *this) {
     const auto port = endpoint_port(options.endpoint);
     if (options.doorbell && port) {
@@ -367,7 +368,7 @@ class Worker final : private WorkerActions {
   void connect() {
     close_socket();
     socket_ = zmq::socket_t(context_, zmq::socket_type::dealer);
-    // Unique per process, not per Worker: worker threads of one process (tests) must differ.
+    // Unique per process, not per IoThread: worker threads of one process (tests) must differ.
     // The random part keeps it unguessable: the producer lets a reconnecting peer take over its
     // own routing id, so a guessable id would let another peer take over this worker's link.
     static std::atomic<unsigned> generation{0};
@@ -573,7 +574,7 @@ class Worker final : private WorkerActions {
   bool abandoning_ = false;             // leaving a slice nobody needs: end this turn
   WorkerSession session_;
 
-  // Shared with the compute thread.
+  // The compute thread, and what this thread shares with it.
   std::shared_ptr<BetweenThreads> shared_ = std::make_shared<BetweenThreads>();
   std::thread compute_;
 };
@@ -581,7 +582,7 @@ class Worker final : private WorkerActions {
 }  // namespace
 
 int run_worker(const WorkerOptions& options) {
-  Worker worker(options);
+  IoThread worker(options);
   return worker.run();
 }
 
