@@ -36,9 +36,9 @@ if err=$(echo '#include <pymar/pymar.hpp>' |
   g++ -std=c++17 -x c++ -fsyntax-only - $cflags 2>&1); then
   fail "pymar/pymar.hpp compiled as C++17"
 fi
-grep -m1 'error' <<<"$err" | grep -q 'Pymar needs C++20' ||
+grep -m1 ': error: ' <<<"$err" | grep -q 'Pymar needs C++20' ||
   fail "C++17 does not fail first with 'Pymar needs C++20': $err"
-[ "$(grep -c 'error' <<<"$err")" -le 2 ] || fail "C++17 fails with more than the version's error: $err"
+[ "$(grep -c ': error: ' <<<"$err")" -eq 1 ] || fail "C++17 fails with more than the version's error: $err"
 
 # The README's code blocks of "The integration example, walked through", after what they leave
 # out (the includes and the constants a, b, dx of examples/integration.cpp).
