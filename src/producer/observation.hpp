@@ -57,7 +57,8 @@ struct Observation {
 
   /// The running job so far. Its `slices` holds at most kMaxRecentSlices records (the most
   /// recently finished, oldest first); slices_done and slices_total count them all. wall_ns is
-  /// the time so far, reduce_ns is 0.
+  /// the time so far, reduce_ns is 0. Slices are recorded only in jobs that started after the
+  /// first observe() (or that run with map_with_stats or --stats): before, `slices` is empty.
   std::optional<JobStats> current;
   /// The last job that ended, as it ended on the I/O thread (reduce_ns is 0: the reduce runs
   /// after, in the caller of `map`). Its `slices` is bounded as `current`'s is.

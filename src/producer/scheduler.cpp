@@ -301,6 +301,11 @@ void Scheduler::on_garbage(const std::string& id, Clock::time_point now) {
 }
 
 void Scheduler::forget_workers() {
+  for (auto& [id, w] : workers_) {
+    w.totals.connected = false;
+    departed_.push_back(std::move(w.totals));
+    if (departed_.size() > Observation::kMaxWorkers) departed_.pop_front();
+  }
   workers_.clear();
 }
 

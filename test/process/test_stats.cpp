@@ -252,7 +252,10 @@ TEST_SUITE("stats") {
     }
     REQUIRE(killed.has_value());
     CHECK(worker_records[*killed].dropped);
-    CHECK(worker_records[*killed].drop_reason.find("SIGKILL") != std::string::npos);
+    // Its pool reports the SIGKILL when it restarts it; on a starved host the producer may
+    // first give it up for its silence. Either is the drop of the killed process.
+    CHECK(std::regex_search(worker_records[*killed].drop_reason,
+                            std::regex("killed by SIGKILL|silent for")));
     CHECK(record.find("{\"time_ns\":") != std::string::npos);
     CHECK(std::regex_search(record, std::regex("\"kind\":\"worker_dropped\",\"detail\":\"[^\"]*"
                                                "pid " +
