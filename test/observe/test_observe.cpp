@@ -243,7 +243,8 @@ TEST_SUITE("observe") {
     TempDir dir;
     const unsigned port = free_port();
     auto pool = start_pool(port, 2, {{"TEST_ELEMENT_MS", "5"}});
-    auto producer = start_producer(port, {"--metrics", "0"},
+    // No speculative copies: a copy that loses counts as a duplicate_result fault.
+    auto producer = start_producer(port, {"--metrics", "0", "--no-speculation"},
                                    {{"TEST_JOB", "doubled"},
                                     {"TEST_PARTS", "16"},
                                     {"TEST_LENGTH", "64"},
