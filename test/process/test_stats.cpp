@@ -316,8 +316,9 @@ TEST_SUITE("command line") {
     REQUIRE(p.wait() == 0);
     CHECK(p.out() == "Answer: 22023.7365011059\n");
     INFO("stderr:\n" << p.err());
-    // Per-message lines (-vv), per-batch lines (-v) and information, all on stderr.
-    CHECK(p.count_stderr("producer\\[\\d+\\] trace: received READY from") >= 2);
+    // Per-message lines (-vv), per-batch lines (-v) and information, all on stderr. The job may
+    // end before the second worker registers: one READY is certain.
+    CHECK(p.count_stderr("producer\\[\\d+\\] trace: received READY from") >= 1);
     CHECK(p.count_stderr("producer\\[\\d+\\] trace: sent ASSIGN of \\d+ slice\\(s\\) to") >= 1);
     CHECK(p.count_stderr("producer\\[\\d+\\] debug: job 1: worker .* returned batch") >= 1);
     CHECK(p.count_stderr("producer\\[\\d+\\] info: job 1 done") == 1);
