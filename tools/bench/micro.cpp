@@ -116,9 +116,10 @@ BENCHMARK(decode_result)->Name("wire/decode_result")->Arg(1)->Arg(1024);
 class QueueOutbox : public Outbox {
  public:
   void send(const std::string&, const wire::Message&) override { ++other; }
-  void send_assign(const std::string& worker, const wire::Assign& assign,
-                   const JobRequest&) override {
+  std::size_t send_assign(const std::string& worker, const wire::Assign& assign,
+                          const JobRequest&) override {
     assigns.emplace_back(worker, assign);
+    return 0;  // bytes: nothing travels here
   }
   std::deque<std::pair<std::string, wire::Assign>> assigns;
   std::size_t other = 0;
