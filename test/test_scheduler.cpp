@@ -539,12 +539,12 @@ TEST_CASE("a small job of cheap slices is shared at once by the workers with not
   s.on_ready("a", ready(2), t0);
   s.on_ready("b", ready(2), t0);
   const JobRequest request = job(1000, 1000);
-  s.start_job(request, {7, 1}, 1s, t0);  // the first job measures the cost: 50 ns per slice
+  s.start_job(request, {7, 1}, 1s, t0);  // the first job measures the cost: 100 ns per slice
   for (bool sent = true; sent;) {
     sent = false;
     for (const char* w : {"a", "b"}) {
       for (const Assign& x : out.taken<Assign>(w)) {
-        answer(s, w, x, t0, 50);
+        answer(s, w, x, t0, 100);
         sent = true;
       }
     }
@@ -561,6 +561,33 @@ TEST_CASE("a small job of cheap slices is shared at once by the workers with not
   REQUIRE(b.size() == 1);
   CHECK(a[0].slices.size() == 500);
   CHECK(b[0].slices.size() == 500);
+}
+
+TEST_CASE("a tiny job of cheap slices goes to one worker in one round trip") {
+  RecordingOutbox out;
+  Scheduler s(config(), out);
+  s.on_ready("a", ready(2), t0);
+  s.on_ready("b", ready(2), t0);
+  const JobRequest request = job(4, 4);
+  s.start_job(request, {7, 1}, 1s, t0);  // the first job measures the cost: 100 ns per slice
+  for (bool sent = true; sent;) {
+    sent = false;
+    for (const char* w : {"a", "b"}) {
+      for (const Assign& x : out.taken<Assign>(w)) {
+        answer(s, w, x, t0, 100);
+        sent = true;
+      }
+    }
+  }
+  REQUIRE(s.state() == JobState::done);
+  s.finish_job();
+  out.sent.clear();
+  // 0.4 us of work in all: a second worker's round trip would cost far more than it saves.
+  s.start_job(request, {7, 2}, 1s, t0);
+  const auto a = out.taken<Assign>("a");
+  const auto b = out.taken<Assign>("b");
+  REQUIRE(a.size() + b.size() == 1);
+  CHECK((a.empty() ? b : a)[0].slices.size() == 4);
 }
 
 TEST_CASE("a known worker that sends garbage has its slices re-queued and registers again") {

@@ -35,6 +35,14 @@ constexpr double kPrefetchBelowNs = 20e6;
 // About the time a batch spends going to a worker and back, beyond computing.
 constexpr double kRoundTripNs = 100e3;
 
+// The least work worth giving an idle worker of its own at the end of a job, rather than adding
+// it to another worker's batch: below it, the extra round trip costs more than it saves.
+constexpr double kShareWorthNs = 20e3;
+
+// What a slice costs beyond its kernel (the worker's kernel time is all the scheduler measures):
+// encoding and decoding its partial value and the scheduler's own bookkeeping, ~0.3 us here.
+constexpr double kSliceOverheadNs = 300;
+
 // Slice indices shown in one log line at most: a lost worker may have held thousands.
 constexpr std::size_t kLoggedSlices = 8;
 
@@ -613,9 +621,13 @@ std::size_t Scheduler::batch_size() const {
   const double share = std::ceil(all_fits ? pending / workers : pending / (2 * workers));
   // And never less than a round trip's worth, or the last batches go out one after another;
   // but when what is left fits in one batch, workers with nothing to do share it first: a
-  // small job of cheap slices is not all sent to the first worker while the others wait.
+  // small job of cheap slices is not all sent to the first worker while the others wait. Not
+  // when the shares would be tiny: a second round trip in parallel costs more than they save.
   double round_trip = kRoundTripNs / mean;
-  if (all_fits) round_trip = std::min(round_trip, std::ceil(pending / idle_workers()));
+  const double idle_share = std::ceil(pending / idle_workers());
+  if (all_fits && idle_share * (mean + kSliceOverheadNs) >= kShareWorthNs) {
+    round_trip = std::min(round_trip, idle_share);
+  }
   const double size =
       std::min({static_cast<double>(config_.max_batch), by_time, std::max(share, round_trip)});
   return static_cast<std::size_t>(std::max(1.0, size));
