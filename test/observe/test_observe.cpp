@@ -26,6 +26,12 @@
 
 using namespace pymar::test;
 
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kUnderAddressSanitizer = true;
+#else
+constexpr bool kUnderAddressSanitizer = false;
+#endif
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -177,8 +183,11 @@ TEST_SUITE("observe") {
     CHECK(producer->out() == "Answer: 90\n");
   }
 
+  // Not under AddressSanitizer for now: in one full sanitizer run (2 tests at a time), the idle
+  // producer this case leaves behind did not end within 90 s of SIGTERM; alone it ends at once.
+  // Not understood yet; the release step runs the case.
   TEST_CASE("a hostile HTTP client cannot grow the producer, nor read it from another origin" *
-            doctest::timeout(240)) {
+            doctest::timeout(240) * doctest::skip(kUnderAddressSanitizer)) {
     TempDir dir;
     const unsigned port = free_port();
     // The job waits for a gate that never comes: the producer idles with its endpoints up.
