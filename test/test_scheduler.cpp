@@ -533,18 +533,16 @@ TEST_CASE("a repeated job starts with the cost measured in the previous one") {
   CHECK(assigns[0].slices.size() == 4);
 }
 
-TEST_CASE("a small job of cheap slices is shared at once by the workers with nothing to do") {
-  RecordingOutbox out;
-  Scheduler s(config(), out);
-  s.on_ready("a", ready(2), t0);
-  s.on_ready("b", ready(2), t0);
-  const JobRequest request = job(1000, 1000);
-  s.start_job(request, {7, 1}, 1s, t0);  // the first job measures the cost: 100 ns per slice
+// Runs a first job on workers "a" and "b", each slice taking `compute_ns`, so that the next one
+// starts with the cost known; then forgets what was sent.
+static void run_first_job(Scheduler& s, RecordingOutbox& out, const JobRequest& request,
+                          std::uint64_t compute_ns) {
+  s.start_job(request, {7, 1}, 1s, t0);
   for (bool sent = true; sent;) {
     sent = false;
     for (const char* w : {"a", "b"}) {
       for (const Assign& x : out.taken<Assign>(w)) {
-        answer(s, w, x, t0, 100);
+        answer(s, w, x, t0, compute_ns);
         sent = true;
       }
     }
@@ -552,6 +550,15 @@ TEST_CASE("a small job of cheap slices is shared at once by the workers with not
   REQUIRE(s.state() == JobState::done);
   s.finish_job();
   out.sent.clear();
+}
+
+TEST_CASE("a small job of cheap slices is shared at once by the workers with nothing to do") {
+  RecordingOutbox out;
+  Scheduler s(config(), out);
+  s.on_ready("a", ready(2), t0);
+  s.on_ready("b", ready(2), t0);
+  const JobRequest request = job(1000, 1000);
+  run_first_job(s, out, request, 100);  // it measures the cost: 100 ns per slice
   // The whole job is far less work than a round trip: both workers still take half at once,
   // rather than the first taking it all while the other waits.
   s.start_job(request, {7, 2}, 1s, t0);
@@ -569,19 +576,7 @@ TEST_CASE("a tiny job of cheap slices goes to one worker in one round trip") {
   s.on_ready("a", ready(2), t0);
   s.on_ready("b", ready(2), t0);
   const JobRequest request = job(4, 4);
-  s.start_job(request, {7, 1}, 1s, t0);  // the first job measures the cost: 100 ns per slice
-  for (bool sent = true; sent;) {
-    sent = false;
-    for (const char* w : {"a", "b"}) {
-      for (const Assign& x : out.taken<Assign>(w)) {
-        answer(s, w, x, t0, 100);
-        sent = true;
-      }
-    }
-  }
-  REQUIRE(s.state() == JobState::done);
-  s.finish_job();
-  out.sent.clear();
+  run_first_job(s, out, request, 100);  // it measures the cost: 100 ns per slice
   // 0.4 us of work in all: a second worker's round trip would cost far more than it saves.
   s.start_job(request, {7, 2}, 1s, t0);
   const auto a = out.taken<Assign>("a");
