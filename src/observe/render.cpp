@@ -125,8 +125,7 @@ std::string prometheus_text(const Observation& o) {
            "Slices of the running job (else of the last one) whose partial value counted.");
   const JobStats* job = running ? &*o.current : (o.last ? &*o.last : nullptr);
   e.sample("pymar_job_slices_done", "", job ? job->slices_done : 0);
-  e.family("pymar_job_slices", "gauge",
-           "Slices the running job (else the last one) is cut into.");
+  e.family("pymar_job_slices", "gauge", "Slices the running job (else the last one) is cut into.");
   e.sample("pymar_job_slices", "", job ? job->slices_total : 0);
   return e.take();
 }
