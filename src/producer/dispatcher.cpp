@@ -630,6 +630,12 @@ std::size_t Dispatcher::send_assign(const std::string& worker, const wire::Assig
   // Payloads first: one too large for a worker to accept fails the job with a clear error,
   // instead of cutting the worker off again and again.
   payloads_.clear();
+  // The first slice that cannot be sent fails the job (in check_job), saying why.
+  auto cannot_send = [&](const wire::SliceRange& slice, std::string type, std::string message) {
+    if (payload_failure_) return;
+    payload_failure_ = SliceError::Details{slice.index, slice.offset,    slice.limit,        "",
+                                           getpid(),    std::move(type), std::move(message), 0};
+  };
   for (const wire::SliceRange& slice : assign.slices) {
     if (assign.payload == PayloadKind::none) break;
     std::size_t size = 0;
@@ -652,35 +658,20 @@ std::size_t Dispatcher::send_assign(const std::string& worker, const wire::Assig
       try {
         check_decode_cost(*encoded);  // what the worker would refuse to decode
       } catch (const DecodeError& e) {
-        if (!payload_failure_) {
-          payload_failure_ = SliceError::Details{
-              slice.index,
-              slice.offset,
-              slice.limit,
-              "",
-              getpid(),
-              "pymar::DecodeError",
-              fmt::format("the slice's data cannot be sent: {}: raise WORKERS_NUMBER", e.what()),
-              0};
-        }
+        cannot_send(
+            slice, "pymar::DecodeError",
+            fmt::format("the slice's data cannot be sent: {}: raise WORKERS_NUMBER", e.what()));
       }
       payloads_.emplace_back(
           encoded->data(), size, [](void*, void* hint) { delete static_cast<std::string*>(hint); },
           encoded.get());
       (void)encoded.release();  // ZeroMQ deletes it when sent
     }
-    if (size > wire::kMaxPayloadBytes && !payload_failure_) {
-      payload_failure_ = SliceError::Details{
-          slice.index,
-          slice.offset,
-          slice.limit,
-          "",
-          getpid(),
-          "pymar::Error",
-          fmt::format("the slice's data is {} bytes, over the {} GiB a message to a worker may "
-                      "carry: raise WORKERS_NUMBER",
-                      size, wire::kMaxPayloadBytes >> 30),
-          0};
+    if (size > wire::kMaxPayloadBytes) {
+      cannot_send(slice, "pymar::Error",
+                  fmt::format("the slice's data is {} bytes, over the {} GiB a message to a "
+                              "worker may carry: raise WORKERS_NUMBER",
+                              size, wire::kMaxPayloadBytes >> 30));
     }
   }
   if (payload_failure_) {
