@@ -16,8 +16,9 @@ cluster=(slurm-wlm munge systemd)
 # network suite (tools/testnet.sh): iproute2 for namespaces, nftables for loss where the kernel
 # has no netem, tcpdump to show what travels, python3 for tools/net/delay_relay.py;
 # python3-jsonschema checks --stats output against doc/stats.schema.json; the observe suite
-# scrapes --metrics with a real prometheus and drives --dashboard in chromium (chromium-driver)
-test=(clang libclang-rt-14-dev postgresql sqlite3 procps iproute2 nftables tcpdump python3
+# scrapes --metrics with a real prometheus and drives --dashboard in chromium (chromium-driver);
+# ccache, which meson uses when it is there, lets a second run of tools/test.sh skip unchanged files
+test=(ccache clang libclang-rt-14-dev postgresql sqlite3 procps iproute2 nftables tcpdump python3
       prometheus chromium chromium-driver
       python3-jsonschema "${cluster[@]}")
 bench=(hyperfine libbenchmark-dev libomp-dev clang python3 python3-distributed python3-numpy)

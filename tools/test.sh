@@ -11,6 +11,10 @@ cd "$(dirname "$0")/.."
 run_started=$(date +%s)
 tools/setup-debian.sh test
 jobs=$(nproc)
+# meson compiles through ccache (installed above): a later run, even from another clone, reuses
+# what an earlier run compiled. Paths are taken relative to this clone; debug information then
+# names the first clone's folders, which only the sanitizers' stack traces show.
+export CCACHE_BASEDIR=$PWD CCACHE_NOHASHDIR=1
 counts=$(mktemp /tmp/pymar-test-counts.XXXXXX)
 trap 'rm -f "$counts"' EXIT
 
