@@ -120,6 +120,7 @@ TEST_CASE("the small messages round-trip") {
   CHECK(round_trip(Heartbeat{0x1234}).session == 0x1234);
   CHECK(round_trip(Bye{"stopping"}).reason == "stopping");
   CHECK(round_trip(Cancel{{5, 6}}).job == JobId{5, 6});
+  CHECK(round_trip(Cancelled{{7, 8}}).job == JobId{7, 8});
   CHECK(round_trip(Refuse{"other build"}).reason == "other build");
   CHECK_NOTHROW(round_trip(Who{}));
 }

@@ -514,6 +514,14 @@ TEST_CASE("finishing a job tells the workers holding its slices to drop them") {
   auto cancels = out.taken<Cancel>("w1");
   REQUIRE(cancels.size() == 1);
   CHECK(cancels[0].job == JobId{7, 1});
+  // Until the worker says it read that CANCEL, an ending producer has a reason to wait.
+  CHECK(s.cancels_unread() == 1);
+  s.on_cancelled("w1", JobId{7, 0});  // another job's: not this one
+  CHECK(s.cancels_unread() == 1);
+  s.on_cancelled("w2", JobId{7, 1});  // not a worker it knows
+  CHECK(s.cancels_unread() == 1);
+  s.on_cancelled("w1", JobId{7, 1});
+  CHECK(s.cancels_unread() == 0);
 }
 
 TEST_CASE("a repeated job starts with the cost measured in the previous one") {

@@ -231,8 +231,13 @@ TEST_CASE("a cancelled job is dropped and abandoned, that job only") {
   Linked w;
   w.session.on_message(assign(JobId{5, 1}, 0), t0);
   w.actions.abandons.clear();
+  w.actions.sent.clear();
   w.session.on_message(Cancel{JobId{5, 1}}, t0 + 1ms);
   CHECK(w.actions.cancelled == std::vector<JobId>{JobId{5, 1}});
+  // Confirmed at once: an ending producer waits for it before closing the connection.
+  REQUIRE(w.actions.sent.size() == 1);
+  REQUIRE(std::holds_alternative<Cancelled>(w.actions.sent[0]));
+  CHECK(std::get<Cancelled>(w.actions.sent[0]).job == JobId{5, 1});
   REQUIRE(w.actions.abandons.size() == 1);
   CHECK(w.actions.abandons[0].job == std::optional<JobId>(JobId{5, 1}));
 }

@@ -32,6 +32,9 @@ constexpr std::size_t kZeroCopyMinBytes = 16 << 10;
 
 // Messages taken from the socket before timers get a turn.
 constexpr int kReceiveBurst = 512;
+// At most this long (or the liveness limit, if shorter) an ending producer waits for its workers
+// to confirm the CANCEL of its last job.
+constexpr std::chrono::seconds kCancelReadWait(2);
 
 // How far a job got: a plain log line this often, or the live line redrawn at most this often.
 constexpr std::chrono::seconds kProgressInterval{5};
@@ -202,6 +205,30 @@ void Dispatcher::loop() {
     return;
   }
   if (current_ != nullptr) scheduler_.finish_job();  // tell workers to drop what they hold
+  await_cancel_reads();
+}
+
+void Dispatcher::await_cancel_reads() {
+  // A worker's socket drops what it has not read yet when the producer's connection closes: a
+  // CANCEL sent just before the end would be lost, and the worker would compute on for nobody
+  // until its liveness limit. Each worker says when it has read one; wait for that, briefly.
+  const Clock::time_point until =
+      Clock::now() + std::min<Clock::duration>(options_.scheduler.liveness, kCancelReadWait);
+  while (scheduler_.cancels_unread() > 0) {
+    const Clock::time_point now = Clock::now();
+    if (now >= until) {
+      spdlog::debug("{} worker(s) did not confirm a CANCEL before the producer ended",
+                    scheduler_.cancels_unread());
+      return;
+    }
+    zmq::pollitem_t item{router_.handle(), 0, ZMQ_POLLIN, 0};
+    try {
+      zmq::poll(&item, 1, std::chrono::ceil<std::chrono::milliseconds>(until - now));
+    } catch (const zmq::error_t& e) {
+      if (e.num() != EINTR) return;
+    }
+    if (item.revents & ZMQ_POLLIN) receive(Clock::now());
+  }
 }
 
 bool Dispatcher::step() {
@@ -325,6 +352,7 @@ void Dispatcher::handle(zmq::message_t& identity_frame, std::vector<zmq::message
           },
           [&](const wire::Heartbeat&) { scheduler_.on_heartbeat(identity, now, wire_bytes); },
           [&](const wire::Bye& m) { scheduler_.on_bye(identity, m.reason, now); },
+          [&](const wire::Cancelled& m) { scheduler_.on_cancelled(identity, m.job); },
           [&](const wire::StatusQuery&) { answer_status(identity, now); },
           [&](const auto&) {},  // read_inbound drops what workers do not send
       },

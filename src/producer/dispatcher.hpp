@@ -89,7 +89,8 @@ class Dispatcher final : private Outbox {
 
  private:
   void loop();
-  bool step();  // one turn of the loop; false to stop
+  bool step();                // one turn of the loop; false to stop
+  void await_cancel_reads();  // at the end, for workers to read their CANCEL
   void bind_router();
   void receive(Clock::time_point now);
   void handle(zmq::message_t& identity, std::vector<zmq::message_t>& frames, Clock::time_point now);

@@ -44,6 +44,7 @@ bool sent_by_workers(const wire::Message& message) {
          std::holds_alternative<wire::Result>(message) ||
          std::holds_alternative<wire::Heartbeat>(message) ||
          std::holds_alternative<wire::Bye>(message) ||
+         std::holds_alternative<wire::Cancelled>(message) ||
          std::holds_alternative<wire::StatusQuery>(message);
 }
 

@@ -357,6 +357,17 @@ void Scheduler::on_bye(const std::string& id, std::string_view reason, Clock::ti
   drop_worker(id, fmt::format("it is leaving: {}", reason), now);
 }
 
+void Scheduler::on_cancelled(const std::string& id, const wire::JobId& job) {
+  auto it = workers_.find(id);
+  if (it != workers_.end() && it->second.cancel_unread == job) it->second.cancel_unread.reset();
+}
+
+std::size_t Scheduler::cancels_unread() const {
+  return static_cast<std::size_t>(
+      std::count_if(workers_.begin(), workers_.end(),
+                    [](const auto& e) { return e.second.cancel_unread.has_value(); }));
+}
+
 void Scheduler::on_garbage(const std::string& id, Clock::time_point now) {
   if (!workers_.contains(id)) return;
   // What it said is lost; if it was a result, waiting for it would wait forever.
@@ -566,7 +577,10 @@ void Scheduler::finish_job() {
   for (auto& [id, w] : workers_) {
     const auto held =
         std::erase_if(w.batches, [&](const auto& entry) { return entry.second.job == job_id_; });
-    if (held > 0) outbox_.send(id, wire::Cancel{job_id_});
+    if (held > 0) {
+      outbox_.send(id, wire::Cancel{job_id_});
+      w.cancel_unread = job_id_;
+    }
   }
   if (state_ != JobState::idle) lifetime_slices_done_ += done_count_;
   state_ = JobState::idle;

@@ -94,6 +94,11 @@ class Scheduler {
                  std::size_t wire_bytes = 0);
   void on_heartbeat(const std::string& worker, Clock::time_point now, std::size_t wire_bytes = 0);
   void on_bye(const std::string& worker, std::string_view reason, Clock::time_point now);
+  /// `worker` has read the CANCEL of `job`.
+  void on_cancelled(const std::string& worker, const wire::JobId& job);
+  /// Workers that were sent a CANCEL and have not said they read it: a producer about to end
+  /// waits a moment for them (see Dispatcher::loop).
+  std::size_t cancels_unread() const;
   /// A message from `worker` that did not decode. From a worker we know, it may have been a
   /// result: its slices go back to the queue and it is asked to register again.
   void on_garbage(const std::string& worker, Clock::time_point now);
@@ -174,9 +179,10 @@ class Scheduler {
     std::unordered_map<std::uint64_t, Batch> batches;  // in flight, by batch id
     std::uint64_t slices_done = 0;                     // partial values that counted
     WorkerTotals totals;                               // over its life, for observers
-    std::uint64_t stats_job = 0;  // the job whose record stats_index is in (0: none)
-    std::size_t stats_index = 0;  // its record in stats_.workers
-    std::size_t bytes = 0;        // its share of registered_bytes_
+    std::uint64_t stats_job = 0;               // the job whose record stats_index is in (0: none)
+    std::size_t stats_index = 0;               // its record in stats_.workers
+    std::size_t bytes = 0;                     // its share of registered_bytes_
+    std::optional<wire::JobId> cancel_unread;  // the last CANCEL it was sent, until it says so
   };
 
   struct SliceState {

@@ -22,6 +22,7 @@ enum class Type : std::uint8_t {
   who = 8,
   status_query = 9,
   status = 10,
+  cancelled = 11,
 };
 
 // Message layouts, declared once: the encoder writes and the decoder expects exactly these field
@@ -41,6 +42,7 @@ constexpr Layout kRefuse{Type::refuse, "REFUSE", 1};
 constexpr Layout kWho{Type::who, "WHO", 0};
 constexpr Layout kStatusQuery{Type::status_query, "STATUS?", 0};
 constexpr Layout kStatus{Type::status, "STATUS", 8};
+constexpr Layout kCancelled{Type::cancelled, "CANCELLED", 2};
 
 // The arrays nested in messages.
 constexpr std::uint32_t kPredecessorFields = 7;    // READY's predecessor
@@ -150,6 +152,12 @@ struct Encoder {
 
   void operator()(const Cancel& m) {
     header(kCancel);
+    p.pack(m.job.session);
+    p.pack(m.job.seq);
+  }
+
+  void operator()(const Cancelled& m) {
+    header(kCancelled);
     p.pack(m.job.session);
     p.pack(m.job.seq);
   }
@@ -512,6 +520,11 @@ Message decode(std::string_view header, std::size_t payload_frames) {
       Fields f = fields(kCancel);
       return Cancel{job_id(f)};
     }
+    case Type::cancelled: {
+      no_payload(kCancelled);
+      Fields f = fields(kCancelled);
+      return Cancelled{job_id(f)};
+    }
     case Type::refuse: {
       no_payload(kRefuse);
       Fields f = fields(kRefuse);
@@ -555,9 +568,9 @@ const char* ProtocolError::kind_name() const noexcept {
 
 const char* type_name(const Message& message) {
   // In the order of Message's alternatives.
-  static constexpr const Layout* layouts[] = {&kReady,       &kAssign, &kResult, &kHeartbeat,
-                                              &kBye,         &kCancel, &kRefuse, &kWho,
-                                              &kStatusQuery, &kStatus};
+  static constexpr const Layout* layouts[] = {&kReady,       &kAssign, &kResult,   &kHeartbeat,
+                                              &kBye,         &kCancel, &kRefuse,   &kWho,
+                                              &kStatusQuery, &kStatus, &kCancelled};
   static_assert(std::size(layouts) == std::variant_size_v<Message>);
   return layouts[message.index()]->name;
 }

@@ -94,6 +94,12 @@ struct Cancel {
   JobId job;
 };
 
+/// Worker -> producer: I have read your CANCEL. A producer about to end waits a moment for these:
+/// a worker's connection can drop a message it has not yet read when the producer closes it.
+struct Cancelled {
+  JobId job;
+};
+
 /// Producer -> worker: you cannot serve me (another build, another protocol version).
 struct Refuse {
   std::string reason;
@@ -139,8 +145,8 @@ struct Status {
   std::vector<WorkerStatus> workers;  ///< at most kMaxStatusWorkers
 };
 
-using Message =
-    std::variant<Ready, Assign, Result, Heartbeat, Bye, Cancel, Refuse, Who, StatusQuery, Status>;
+using Message = std::variant<Ready, Assign, Result, Heartbeat, Bye, Cancel, Refuse, Who,
+                             StatusQuery, Status, Cancelled>;
 
 /// A message that could not be decoded, and which kind of problem it had (for logs that report
 /// each kind without letting a flood of one kind through).

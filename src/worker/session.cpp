@@ -224,6 +224,7 @@ void WorkerSession::on_message(wire::Message&& message, Clock::time_point now) {
     if (!serve_session(assign->job.session)) return;  // of a producer run already replaced
     actions_.compute(std::move(*assign));
   } else if (auto* cancel = std::get_if<wire::Cancel>(&message)) {
+    send(wire::Cancelled{cancel->job}, now);  // the producer may be waiting for it to end
     actions_.cancel(cancel->job);
     actions_.abandon(cancel->job, std::nullopt, "the job was cancelled");
   } else if (std::holds_alternative<wire::Who>(message)) {

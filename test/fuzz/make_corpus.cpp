@@ -96,6 +96,7 @@ int main(int argc, char** argv) {
   message("heartbeat", wire::Heartbeat{0x1234567890abcdefULL});
   message("bye", wire::Bye{"the worker was asked to stop"});
   message("cancel", wire::Cancel{{0x1234567890abcdefULL, 1}});
+  message("cancelled", wire::Cancelled{{0x1234567890abcdefULL, 1}});
   message("refuse", wire::Refuse{"this worker runs build a of 't', the producer runs build b"});
   message("who", wire::Who{});
 
