@@ -854,6 +854,8 @@ TEST_SUITE("hostile") {
     next.batch = 3;
     (void)producer.compute(next);
     INFO("pool stderr:\n" << pool->err());
+    // The worker logs after it sends: its line may reach us after its result did.
+    CHECK(pool->wait_for_stderr("slice 0 of job 2 finished"));
     CHECK(pool->count_stderr("abandoning") == 0);
     CHECK(pool->count_stderr("slice 0 of job 1 finished") == 1);
     CHECK(pool->count_stderr("slice 0 of job 2 finished") == 1);
