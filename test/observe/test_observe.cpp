@@ -321,8 +321,8 @@ TEST_SUITE("observe") {
     REQUIRE(driver.wait_for_stdout("started successfully", scaled(30s)));
     const char* screenshot = std::getenv("PYMAR_DASHBOARD_SCREENSHOT");
     Process check(
-        {"/usr/bin/python3", std::string(PYMAR_SOURCE_ROOT) + "/test/observe/dashboard_check.py",
-         "--driver", "http://127.0.0.1:" + std::to_string(driver_port), "--page",
+        {"/usr/bin/python3", source_file("test/observe/dashboard_check.py"), "--driver",
+         "http://127.0.0.1:" + std::to_string(driver_port), "--page",
          "http://127.0.0.1:" + std::to_string(dashboard) + "/", "--start", dir / "start",
          "--profile", dir / "chromium", "--screenshot",
          screenshot ? screenshot : dir / "dashboard.png", "--time-scale",

@@ -36,8 +36,8 @@ namespace fs = std::filesystem;
 using Env = std::vector<std::pair<std::string, std::string>>;
 using Clock = std::chrono::steady_clock;
 
-const std::string kTestnet = PYMAR_SOURCE_ROOT "/tools/testnet.sh";
-const std::string kRelay = PYMAR_SOURCE_ROOT "/tools/net/delay_relay.py";
+const std::string kTestnet = source_file("tools/testnet.sh");
+const std::string kRelay = source_file("tools/net/delay_relay.py");
 
 // Short heartbeats, so that a cut link is noticed within a second.
 constexpr auto kHeartbeat = 200ms;

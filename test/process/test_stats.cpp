@@ -63,7 +63,7 @@ std::string read_file(const std::string& path) {
 
 /// Runs tools/check-stats.py on `path`: true when it validates against the schema.
 bool validates(const std::string& path) {
-  Process check({PYMAR_SOURCE_ROOT "/tools/check-stats.py", path});
+  Process check({source_file("tools/check-stats.py"), path});
   const auto status = check.wait(60s);
   INFO("check-stats stdout: " << check.out() << "\nstderr: " << check.err());
   CHECK(status == 0);

@@ -1,4 +1,5 @@
 #include "support/process.hpp"
+#include "support/roots.hpp"
 
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -305,7 +306,11 @@ unsigned free_port() {
 }
 
 std::string binary(const std::string& relative) {
-  return std::string(PYMAR_BUILD_ROOT) + "/" + relative;
+  return std::string(build_root()) + "/" + relative;
+}
+
+std::string source_file(const std::string& relative) {
+  return std::string(source_root()) + "/" + relative;
 }
 
 std::optional<std::string> line_after(const std::string& text, const std::string& prefix) {

@@ -98,6 +98,8 @@ unsigned free_port();
 
 /// Path of a binary of this build, relative to the build root ("examples/integration").
 std::string binary(const std::string& relative);
+/// A file of the source tree, by its path from the project's root.
+std::string source_file(const std::string& relative);
 
 /// The last line of `text` that starts with `prefix`, without the prefix.
 std::optional<std::string> line_after(const std::string& text, const std::string& prefix);
