@@ -17,9 +17,10 @@ cluster=(slurm-wlm munge systemd)
 # has no netem, tcpdump to show what travels, python3 for tools/net/delay_relay.py;
 # python3-jsonschema checks --stats output against doc/stats.schema.json; the observe suite
 # scrapes --metrics with a real prometheus and drives --dashboard in chromium (chromium-driver);
-# ccache, which meson uses when it is there, lets a second run of tools/test.sh skip unchanged files
-test=(ccache clang libclang-rt-14-dev postgresql sqlite3 procps iproute2 nftables tcpdump python3
-      prometheus chromium chromium-driver
+# ccache, which meson uses when it is there, lets a later run of tools/test.sh skip unchanged
+# files; stress loads every core for tools/stress-tests.sh
+test=(ccache stress clang libclang-rt-14-dev postgresql sqlite3 procps iproute2 nftables tcpdump
+      python3 prometheus chromium chromium-driver
       python3-jsonschema "${cluster[@]}")
 bench=(hyperfine libbenchmark-dev libomp-dev clang python3 python3-distributed python3-numpy)
 
