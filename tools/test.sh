@@ -88,12 +88,15 @@ sanitizers() {
   # timeouts (--timeout-multiplier), the tests' upper bounds on waits and doctest's per-test
   # timeouts (PYMAR_TEST_TIME_SCALE; see doc/testing.md). The cluster and network suites run
   # the same code as the process suites, under Slurm and over test hosts: the release step runs
-  # them, and here they would only lengthen the run.
+  # them, and here they would only lengthen the run. What compiles and what does not is the
+  # same with sanitizers: the contract suite and the public headers' check are the release
+  # step's too.
   local scale=3
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
     UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
     PYMAR_TEST_TIME_SCALE=$scale \
-    meson_tests build-sanitize --timeout-multiplier "$scale" --no-suite cluster --no-suite network
+    meson_tests build-sanitize --timeout-multiplier "$scale" --no-suite cluster --no-suite network \
+    --no-suite contract
 }
 
 installed() {
