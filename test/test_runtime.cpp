@@ -14,6 +14,7 @@
 #include <optional>
 #include <ranges>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <pymar/pymar.hpp>
@@ -133,4 +134,26 @@ TEST_CASE("runtimes destroyed out of order leave the one made last in use" * doc
   first.reset();
   CHECK(listen_once(first_port).has_value());
   CHECK(where_computed() == "local mode");
+}
+
+TEST_CASE("a runtime ends only after the map calls running on it have returned" *
+          doctest::timeout(60)) {
+  pymar::detail::DispatcherOptions options = loopback_options();
+  options.grace = std::chrono::milliseconds(300);  // the job waits this long for a worker
+  auto runtime = std::make_unique<pymar::detail::Runtime>(options);
+  pymar::detail::Dispatcher& dispatcher = *runtime->dispatcher();
+  (void)dispatcher.observe();  // snapshots from now on, the job's start among them
+  long value = 0;
+  std::string where;
+  std::thread caller([&] {
+    auto [v, stats] = Tripler().map_with_stats(pymar::factory<Count>({10}));
+    value = v;
+    where = stats.local_reason;
+  });
+  while (dispatcher.observe_fresh(std::chrono::milliseconds(500))->jobs_started == 0) {
+  }
+  runtime.reset();  // while the job waits for a worker on the other thread
+  caller.join();
+  CHECK(value == 135);
+  CHECK(where == "no workers");
 }

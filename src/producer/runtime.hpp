@@ -2,6 +2,7 @@
 // computation with --local), or, in a program that never calls pymar::main, this machine's cores.
 #pragma once
 
+#include <cstddef>
 #include <optional>
 #include <string>
 
@@ -35,7 +36,6 @@ class Runtime {
  private:
   friend Partials run_job(const JobRequest& request);
   void enter();  // makes this runtime the one in use
-  Partials run(const JobRequest& request);
 
   std::optional<Dispatcher> dispatcher_;
   bool warn_ = true;
