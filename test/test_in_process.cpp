@@ -101,7 +101,7 @@ REGISTER_PRODUCER(Lengths);
 REGISTER_PRODUCER(Thrower);
 
 TEST_CASE("local mode doubles and sums 10 elements to 90") {
-  pymar::detail::use_dispatcher(nullptr, false);
+  const pymar::detail::Runtime local(false);  // this machine's cores, without a warning
   CHECK(Doubler().map(pymar::factory<Range>({10})) == 90);
   std::vector<int> ten(10);
   std::iota(ten.begin(), ten.end(), 0);
@@ -280,7 +280,7 @@ TEST_CASE("an exception in map_fn reaches map as a SliceError naming the slice" 
 }
 
 TEST_CASE("an exception in local mode is a SliceError too") {
-  pymar::detail::use_dispatcher(nullptr, false);
+  const pymar::detail::Runtime local(false);  // this machine's cores, without a warning
   CHECK_THROWS_AS((void)Thrower().map(pymar::factory<Range>({10})), pymar::SliceError);
 }
 
@@ -365,7 +365,7 @@ TEST_CASE("a source may pull its elements one at a time through a PullRange") {
   static_assert(std::ranges::input_range<Countdown>);
   Countdown empty;
   CHECK(empty.begin() == empty.end());
-  pymar::detail::use_dispatcher(nullptr, false);
+  const pymar::detail::Runtime local(false);  // this machine's cores, without a warning
   CHECK(Doubler().map(pymar::factory<Pulled>()) == 9900);
   pymar::test::LocalCluster cluster(2);
   CHECK(Doubler().map(pymar::factory<Pulled>()) == 9900);
@@ -483,7 +483,7 @@ TEST_CASE("map_with_stats gives map's value and a record of every slice and work
 }
 
 TEST_CASE("map_with_stats in local mode records every slice as local") {
-  pymar::detail::use_dispatcher(nullptr, false);
+  const pymar::detail::Runtime local(false);  // this machine's cores, without a warning
   const auto [value, stats] = Doubler().map_with_stats(pymar::factory<Range>({10}));
   CHECK(value == 90);
   CHECK(stats.local_reason == "local mode");

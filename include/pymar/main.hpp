@@ -30,6 +30,11 @@ int exit_status_of(Result&& result) {
 ///  - `task --worker -q HOST[:PORT] -w N` serves as a pool of N worker processes.
 /// Returns the process exit status: 0 on success, 1 when the job failed, 2 on a command-line
 /// error, 130 when interrupted.
+///
+/// The producer's socket and I/O thread belong to this call: `map` inside `job` uses them, and
+/// they are gone (thread joined, port closed) when it returns, once every `map` call started in
+/// `job` has returned. `map` in a program that never calls `main` (a test, a library) computes
+/// on this machine's cores, with a warning.
 template <class Job>
 int main(int argc, char** argv, Job&& job) {
   constexpr bool takes_arguments = std::invocable<Job&, const Arguments&>;

@@ -32,7 +32,6 @@
 #include "common/unique_fd.hpp"
 #include "observe/endpoints.hpp"
 #include "pool/supervisor.hpp"
-#include "producer/dispatcher.hpp"
 #include "producer/runtime.hpp"
 #include "pymar/error.hpp"
 #include "pymar/main.hpp"
@@ -378,7 +377,7 @@ int run_producer(const Settings& s, const std::function<int(const Arguments&)>& 
   init_logging("producer", log_verbosity(s));
   write_stats_to(s.stats.empty() ? std::nullopt : std::optional<std::string>(s.stats));
   if (s.local) {
-    use_dispatcher(nullptr, false);
+    const Runtime local(false);  // says so once here, not for every job
     spdlog::info("--local: computing on this machine's {} cores",
                  std::thread::hardware_concurrency());
     return run_job_safely(job, s.job_arguments);
@@ -430,13 +429,15 @@ int run_producer(const Settings& s, const std::function<int(const Arguments&)>& 
 
   int status = 0;
   {
-    std::optional<Dispatcher> dispatcher;
+    // `map` in the job runs on this runtime until it ends with this scope, its port closed.
+    std::optional<Runtime> runtime;
     try {
-      dispatcher.emplace(options);
+      runtime.emplace(options);
     } catch (const Error& e) {
       spdlog::error("{}", e.what());
       return 1;
     }
+    Dispatcher* dispatcher = runtime->dispatcher();
     spdlog::info("listening on {} (build {}){}", dispatcher->endpoint(), build_fingerprint(),
                  options.keys
                      ? fmt::format(", with key {} and {} allowed worker key(s)",
@@ -458,9 +459,7 @@ int run_producer(const Settings& s, const std::function<int(const Arguments&)>& 
         return 1;
       }
     }
-    use_dispatcher(&*dispatcher);
     status = run_job_safely(job, s.job_arguments);
-    use_dispatcher(nullptr);
   }
   return status;
 }

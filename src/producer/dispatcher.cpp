@@ -18,7 +18,6 @@
 #include "common/log.hpp"
 #include "common/printable.hpp"
 #include "producer/inbound.hpp"
-#include "producer/runtime.hpp"
 #include "pymar/codec.hpp"
 #include "pymar/error.hpp"
 #include "pymar/version.hpp"
@@ -478,7 +477,6 @@ void Dispatcher::on_interrupt(Clock::time_point now) {
     if (options_.on_second_interrupt) options_.on_second_interrupt();
     return;
   }
-  producer_interrupted() = true;
   spdlog::warn("interrupted (signal {}): stopping", info.ssi_signo);
   if (current_ == nullptr) {
     if (options_.on_idle_interrupt) options_.on_idle_interrupt();

@@ -77,6 +77,7 @@ class Dispatcher final : private Outbox {
   /// period, or the producer is interrupted. `request` must stay valid until it returns.
   JobOutcome run(const JobRequest& request);
 
+  /// Set by the first interrupt, for good: whoever computes slices beside the dispatcher stops.
   bool interrupted() const { return interrupted_.load(); }
 
   /// The latest snapshot the I/O thread published (never null; an empty one, sequence 0, until

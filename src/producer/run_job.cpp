@@ -1,10 +1,13 @@
-// run_job: where `map` enters the library. Runs the job on the workers through the dispatcher,
-// and on this machine's cores when there are none, when asked to, or when a timeout says so.
+// run_job: where `map` enters the library. Runs the job on the runtime in use: on the workers
+// through its dispatcher, and on this machine's cores when there are none, when asked to, or when
+// a timeout says so.
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <exception>
+#include <functional>
 #include <mutex>
 #include <thread>
 
@@ -22,28 +25,32 @@
 namespace pymar::detail {
 namespace {
 
-std::atomic<Dispatcher*> g_dispatcher{nullptr};
-std::atomic<bool> g_warn_when_local{true};
 std::atomic<std::uint64_t> g_local_jobs{0};  // numbers jobs computed without a dispatcher
 
 std::int64_t nanoseconds_between(Clock::time_point from, Clock::time_point to) {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(to - from).count();
 }
 
-}  // namespace
+// The runtimes alive, the one in use on top: each holds the one in use before it. Made once and
+// never destroyed, so that a `map` called during static destruction still finds it (empty).
+struct RuntimeChain {
+  std::mutex mutex;
+  std::condition_variable calls_ended;
+  Runtime* top = nullptr;
+};
 
-void use_dispatcher(Dispatcher* dispatcher, bool warn_when_local) {
-  g_dispatcher = dispatcher;
-  g_warn_when_local = warn_when_local;
+RuntimeChain& runtime_chain() {
+  static auto* chain = new RuntimeChain;
+  return *chain;
 }
 
-std::atomic<bool>& producer_interrupted() {
-  static std::atomic<bool> flag{false};
-  return flag;
-}
-
+/// Computes `slices` of `request` on this machine's cores, storing their partials. Stops between
+/// slices once `interrupted` says so. Throws SliceError for the first slice whose user code
+/// throws, Interrupted when interrupted. With `stats`, records each slice as computed locally,
+/// its times since `job_started`.
 void compute_locally(const JobRequest& request, const std::vector<std::size_t>& slices,
-                     Partials& partials, JobStats* stats, Clock::time_point job_started) {
+                     Partials& partials, JobStats* stats, Clock::time_point job_started,
+                     const std::function<bool()>& interrupted) {
   if (slices.empty()) return;
   // Start and end of each slice, kept only for the statistics.
   std::vector<std::pair<Clock::time_point, Clock::time_point>> times(stats ? slices.size() : 0);
@@ -61,7 +68,7 @@ void compute_locally(const JobRequest& request, const std::vector<std::size_t>& 
     while (!stop.load(std::memory_order_relaxed)) {
       const std::size_t i = next.fetch_add(1);
       if (i >= slices.size()) return;
-      if (producer_interrupted().load()) {
+      if (interrupted()) {
         stop = true;
         return;
       }
@@ -106,7 +113,7 @@ void compute_locally(const JobRequest& request, const std::vector<std::size_t>& 
   work();
   pool.clear();  // joins
   if (failure) throw SliceError(*failure);
-  if (producer_interrupted().load()) throw Interrupted();
+  if (interrupted()) throw Interrupted();
   for (std::size_t i = 0; i < slices.size(); ++i) partials.set(slices[i], results[i]);
   if (stats == nullptr) return;
   stats->local_slices += slices.size();
@@ -122,8 +129,6 @@ void compute_locally(const JobRequest& request, const std::vector<std::size_t>& 
     s.end_ns = end;
   }
 }
-
-namespace {
 
 /// The statistics of a job computed here from its start: every slice, none on a worker.
 void start_local_stats(const JobRequest& request, std::size_t slice_count, JobStats& stats) {
@@ -145,18 +150,66 @@ void start_local_stats(const JobRequest& request, std::size_t slice_count, JobSt
   }
 }
 
-Partials run_job_recorded(const JobRequest& request);
+Partials run_job_recorded(const JobRequest& request, Dispatcher* dispatcher, bool warn_when_local);
 
 }  // namespace
 
+Runtime::Runtime(bool warn) : warn_(warn) {
+  enter();
+}
+
+Runtime::Runtime(DispatcherOptions options) {
+  dispatcher_.emplace(std::move(options));
+  enter();
+}
+
+void Runtime::enter() {
+  RuntimeChain& chain = runtime_chain();
+  std::lock_guard lock(chain.mutex);
+  previous_ = std::exchange(chain.top, this);
+}
+
+Runtime::~Runtime() {
+  RuntimeChain& chain = runtime_chain();
+  std::unique_lock lock(chain.mutex);
+  // Leave the chain wherever this runtime sits in it: `map` calls from now on use the one before.
+  for (Runtime** link = &chain.top; *link != nullptr; link = &(*link)->previous_) {
+    if (*link == this) {
+      *link = previous_;
+      break;
+    }
+  }
+  // A map call still running here (another thread's) needs the dispatcher until it returns.
+  chain.calls_ended.wait(lock, [this] { return calls_ == 0; });
+  // Then the dispatcher, destroyed with this runtime, joins its thread and closes its socket.
+}
+
 Partials run_job(const JobRequest& request) {
+  RuntimeChain& chain = runtime_chain();
+  Runtime* runtime = nullptr;
+  {
+    std::lock_guard lock(chain.mutex);
+    runtime = chain.top;
+    if (runtime != nullptr) ++runtime->calls_;
+  }
+  struct CallEnd {
+    RuntimeChain& chain;
+    Runtime* runtime;
+    ~CallEnd() {
+      if (runtime == nullptr) return;
+      std::lock_guard lock(chain.mutex);
+      if (--runtime->calls_ == 0) chain.calls_ended.notify_all();
+    }
+  } call_end{chain, runtime};
   JobStats* stats = request.stats;
   // The ending when the job throws, unless the dispatcher said otherwise (broken).
   auto ended = [&](JobEnding ending) {
     if (stats != nullptr && stats->ending == JobEnding::done) stats->ending = ending;
   };
   try {
-    return run_job_recorded(request);
+    // No runtime in use (no pymar::main): this machine's cores, with a warning.
+    return runtime == nullptr ? run_job_recorded(request, nullptr, true)
+                              : run_job_recorded(request, runtime->dispatcher(), runtime->warn_);
   } catch (const SliceError&) {
     ended(JobEnding::failed);
     throw;
@@ -174,8 +227,11 @@ Partials run_job(const JobRequest& request) {
 
 namespace {
 
-Partials run_job_recorded(const JobRequest& request) {
+Partials run_job_recorded(const JobRequest& request, Dispatcher* dispatcher, bool warn_when_local) {
   const Clock::time_point entered = Clock::now();
+  const auto interrupted = [dispatcher] {
+    return dispatcher != nullptr && dispatcher->interrupted();
+  };
   JobStats* stats = request.stats;
   const std::size_t slice_count = std::min(request.parts, request.length);
   if (request.params.size() > wire::kMaxParamsBytes) {
@@ -189,14 +245,13 @@ Partials run_job_recorded(const JobRequest& request) {
     std::vector<std::size_t> all(slice_count);
     for (std::size_t i = 0; i < slice_count; ++i) all[i] = i;
     if (stats != nullptr) start_local_stats(request, slice_count, *stats);
-    compute_locally(request, all, partials, stats, entered);
+    compute_locally(request, all, partials, stats, entered, interrupted);
     if (stats != nullptr) stats->wall_ns = nanoseconds_between(entered, Clock::now());
     return partials;
   };
 
-  Dispatcher* dispatcher = g_dispatcher.load();
   if (dispatcher == nullptr) {
-    if (g_warn_when_local) {
+    if (warn_when_local) {
       spdlog::warn("no worker queue in use: computing {} over {} locally on {} cores",
                    request.producer, request.source, std::thread::hardware_concurrency());
     }
@@ -226,7 +281,8 @@ Partials run_job_recorded(const JobRequest& request) {
                    request.producer, request.source, dispatcher->endpoint(), outcome.missing.size(),
                    std::thread::hardware_concurrency());
       if (stats != nullptr) stats->local_reason = "no workers";
-      compute_locally(request, outcome.missing, outcome.partials, stats, outcome.started);
+      compute_locally(request, outcome.missing, outcome.partials, stats, outcome.started,
+                      interrupted);
       finish_stats();
       return std::move(outcome.partials);
     case JobEnd::timed_out:
@@ -239,7 +295,8 @@ Partials run_job_recorded(const JobRequest& request) {
         stats->local_reason = "timeout";
         stats->ending = JobEnding::done;  // the timeout is handled: the job gives its value
       }
-      compute_locally(request, outcome.missing, outcome.partials, stats, outcome.started);
+      compute_locally(request, outcome.missing, outcome.partials, stats, outcome.started,
+                      interrupted);
       finish_stats();
       return std::move(outcome.partials);
   }

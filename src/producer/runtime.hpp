@@ -1,7 +1,8 @@
-// What `map` runs on: the dispatcher set up by pymar::main, or nothing (local computation).
+// What `map` runs on: the runtime pymar::main makes for the producer role (a dispatcher, or local
+// computation with --local), or, in a program that never calls pymar::main, this machine's cores.
 #pragma once
 
-#include <atomic>
+#include <cstddef>
 #include <optional>
 #include <string>
 
@@ -9,20 +10,40 @@
 
 namespace pymar::detail {
 
-/// Makes `map` use `dispatcher` (nullptr: compute locally). pymar::main and tests set it.
-void use_dispatcher(Dispatcher* dispatcher, bool warn_when_local = true);
+/// The producer's side of a run: `map` (run_job) goes through the runtime in use, which sends the
+/// job to its dispatcher's workers or computes it on this machine's cores. pymar::main owns one
+/// for the producer role, for as long as the job runs; tests own their own.
+///
+/// A runtime is in use from its construction to its destruction: when several are alive, the one
+/// made last is (they nest, as scopes do; one destroyed out of order simply leaves the chain).
+/// With none alive (a program that never calls pymar::main), `map` computes locally with a
+/// warning. The destructor waits for the `map` calls running on it to return, then stops the
+/// dispatcher: its thread is joined and its port closed before the destructor returns.
+class Runtime {
+ public:
+  /// Computes every job on this machine's cores: `--local`, or a test. `warn` logs a warning
+  /// for each job, as when no runtime is in use.
+  explicit Runtime(bool warn = true);
+  /// Binds and starts a dispatcher (see Dispatcher). Throws pymar::Error when it cannot bind.
+  explicit Runtime(DispatcherOptions options);
+  ~Runtime();
+  Runtime(const Runtime&) = delete;
+  Runtime& operator=(const Runtime&) = delete;
+
+  /// The dispatcher, or nullptr when this runtime computes locally.
+  Dispatcher* dispatcher() { return dispatcher_ ? &*dispatcher_ : nullptr; }
+
+ private:
+  friend Partials run_job(const JobRequest& request);
+  void enter();  // makes this runtime the one in use
+
+  std::optional<Dispatcher> dispatcher_;
+  bool warn_ = true;
+  Runtime* previous_ = nullptr;  // in use before this one; guarded by the chain's mutex
+  std::size_t calls_ = 0;        // map calls running on this runtime; guarded likewise
+};
 
 /// Writes every job's statistics to `path` as JSON (`--stats FILE`), or stops (nullopt).
 void write_stats_to(std::optional<std::string> path);
-
-/// Set when the producer is interrupted, so that local computation stops between slices.
-std::atomic<bool>& producer_interrupted();
-
-/// Computes `slices` of `request` on this machine's cores, storing their partials.
-/// Throws SliceError for the first slice whose user code throws, Interrupted when interrupted.
-/// With `stats`, records each slice as computed locally, its times since `job_started`.
-void compute_locally(const JobRequest& request, const std::vector<std::size_t>& slices,
-                     Partials& partials, JobStats* stats = nullptr,
-                     Clock::time_point job_started = {});
 
 }  // namespace pymar::detail

@@ -263,16 +263,14 @@ class Cluster {
     options.grace = std::chrono::seconds(30);
     options.scheduler.build = build_fingerprint();
     options.scheduler.max_batch = max_batch;
-    dispatcher_ = std::make_unique<Dispatcher>(options);
-    use_dispatcher(dispatcher_.get());
+    runtime_ = std::make_unique<Runtime>(options);  // map runs on it while it lives
   }
 
   ~Cluster() {
-    use_dispatcher(nullptr);
     const std::uint64_t stop = 1;
     [[maybe_unused]] ssize_t n = ::write(stop_fd_, &stop, sizeof stop);  // stays readable
     for (pid_t pid : children_) waitpid(pid, nullptr, 0);
-    dispatcher_.reset();
+    runtime_.reset();
     ::close(stop_fd_);
   }
 
@@ -292,7 +290,7 @@ class Cluster {
     return ntohs(address.sin_port);
   }
 
-  std::unique_ptr<Dispatcher> dispatcher_;
+  std::unique_ptr<Runtime> runtime_;
   int stop_fd_ = -1;
   std::vector<pid_t> children_;
 };
