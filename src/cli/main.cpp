@@ -386,6 +386,10 @@ int run_job_safely(const std::function<int(const Arguments&)>& job, const Argume
 int run_producer(const Settings& s, const std::function<int(const Arguments&)>& job) {
   init_logging("producer", log_verbosity(s));
   write_stats_to(s.stats.empty() ? std::nullopt : std::optional<std::string>(s.stats));
+  // Every job's statistics are in the file before the producer exits, however it ends.
+  struct StatsWritten {
+    ~StatsWritten() { write_stats_to(std::nullopt); }
+  } stats_written;
   if (s.local) {
     use_dispatcher(nullptr, false);
     spdlog::info("--local: computing on this machine's {} cores",

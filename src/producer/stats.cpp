@@ -5,11 +5,14 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <condition_variable>
 #include <cstdio>
 #include <cstring>
+#include <deque>
 #include <iterator>
 #include <mutex>
 #include <optional>
+#include <thread>
 
 #include <fmt/format.h>
 
@@ -185,11 +188,21 @@ namespace {
 // ("\n]}\n"). A job after the first is written over the trailer, with a new trailer after it, so
 // each job costs what its own JSON costs, whatever the number of jobs before it; nothing of the
 // earlier jobs is kept in memory.
+//
+// A thread of its own makes the JSON and writes it, so that `map` returns its value without
+// waiting for either: a job of many slices makes megabytes of JSON. At most kMaxPending jobs
+// wait for it (then `map` waits), and write_stats_to waits until every job is written.
+constexpr std::size_t kMaxPending = 2;
 constexpr std::string_view kHeader = "{\"format\":\"pymar-stats\",\"version\":1,\"jobs\":[\n";
 constexpr std::string_view kTrailer = "\n]}\n";
 
 struct StatsFile {
   std::mutex mutex;
+  std::condition_variable changed;
+  std::deque<JobStats> pending;  // handed over, not yet written
+  bool writing = false;          // the writer holds a job
+  bool stop = false;
+  std::thread writer;
   std::optional<std::string> path;
   int fd = -1;           // the file as written so far, open while the process writes it
   off_t trailer_at = 0;  // where kTrailer begins
@@ -197,9 +210,32 @@ struct StatsFile {
   StatsFileCost cost;
 };
 
+StatsFile& stats_file();
+void write_pending(StatsFile& file);
+
+/// Waits until every job handed over is written, and ends the writer thread.
+void finish_writing(StatsFile& file, std::unique_lock<std::mutex>& lock) {
+  if (!file.writer.joinable()) return;
+  file.stop = true;
+  file.changed.notify_all();
+  lock.unlock();
+  file.writer.join();
+  lock.lock();
+  file.writer = std::thread();
+  file.stop = false;
+}
+
+struct StatsFileOwner {
+  StatsFile file;
+  ~StatsFileOwner() {
+    std::unique_lock lock(file.mutex);
+    finish_writing(file, lock);
+  }
+};
+
 StatsFile& stats_file() {
-  static StatsFile file;
-  return file;
+  static StatsFileOwner owner;
+  return owner.file;
 }
 
 void close_file(StatsFile& file) {
@@ -270,7 +306,8 @@ bool append_job(StatsFile& file, std::string_view job) {
 
 void write_stats_to(std::optional<std::string> path) {
   StatsFile& file = stats_file();
-  std::lock_guard lock(file.mutex);
+  std::unique_lock lock(file.mutex);
+  finish_writing(file, lock);
   close_file(file);
   file.path = std::move(path);
   file.cost = {};
@@ -284,24 +321,50 @@ bool job_stats_wanted() noexcept {
 
 void job_stats_done(const JobStats& stats) {
   StatsFile& file = stats_file();
-  std::lock_guard lock(file.mutex);
+  std::unique_lock lock(file.mutex);
   if (!file.path) return;
-  const std::string job = to_json(stats);
-  file.cost.bytes_written = 0;
-  const bool written = file.fd < 0 ? start_file(file, job) : append_job(file, job);
-  if (!written) {
-    // The earlier jobs stay; the next job is written where this one should have been.
-    spdlog::warn("cannot write the statistics of job {} to {}: {}", stats.job, *file.path,
-                 std::strerror(errno));
-  }
-  ++file.cost.jobs;
+  file.changed.wait(lock, [&] { return file.pending.size() < kMaxPending; });
+  file.pending.push_back(stats);
+  if (!file.writer.joinable()) file.writer = std::thread([&file] { write_pending(file); });
+  file.changed.notify_all();
 }
 
 StatsFileCost stats_file_cost() {
   StatsFile& file = stats_file();
-  std::lock_guard lock(file.mutex);
+  std::unique_lock lock(file.mutex);
+  file.changed.wait(lock, [&] { return file.pending.empty() && !file.writing; });
   return file.cost;
 }
+
+namespace {
+
+/// The writer thread: each job handed over, in order, until told to stop with none left.
+void write_pending(StatsFile& file) {
+  std::unique_lock lock(file.mutex);
+  while (true) {
+    file.changed.wait(lock, [&] { return file.stop || !file.pending.empty(); });
+    if (file.pending.empty()) return;
+    const JobStats stats = std::move(file.pending.front());
+    file.pending.pop_front();
+    file.writing = true;
+    file.changed.notify_all();  // room for the next job
+    lock.unlock();
+    const std::string job = to_json(stats);
+    lock.lock();
+    file.cost.bytes_written = 0;
+    const bool written = file.fd < 0 ? start_file(file, job) : append_job(file, job);
+    if (!written) {
+      // The earlier jobs stay; the next job is written where this one should have been.
+      spdlog::warn("cannot write the statistics of job {} to {}: {}", stats.job, *file.path,
+                   std::strerror(errno));
+    }
+    ++file.cost.jobs;
+    file.writing = false;
+    file.changed.notify_all();
+  }
+}
+
+}  // namespace
 
 }  // namespace detail
 

@@ -11,6 +11,7 @@ struct StatsFileCost {
   std::size_t bytes_written = 0;  ///< by the last job's write (0 if it failed)
 };
 
+/// Waits until every job handed to the file is written, then says what the last write cost.
 StatsFileCost stats_file_cost();
 
 }  // namespace pymar::detail
