@@ -157,6 +157,51 @@ TEST_CASE("STATUS carries the producer, its job and its workers, with the list c
   CHECK(encode(s).size() < kMaxHeaderBytes / 4);
 }
 
+TEST_CASE("POOL STATUS carries the pool and each worker process, with the list capped") {
+  PoolStatus s;
+  s.task = "integration";
+  s.build = "abc/0.1.0";
+  s.host = "node1";
+  s.pid = 42;
+  s.uptime_ms = 1234;
+  s.producer = "tcp://10.0.0.1:7627";
+  s.workers_total = 2;
+  PoolWorkerStatus busy;
+  busy.slot = 0;
+  busy.pid = 43;
+  busy.state = PoolWorkerStatus::State::computing;
+  busy.connected = true;
+  busy.job = 3;
+  busy.slice = 7;
+  PoolWorkerStatus waiting;
+  waiting.slot = 1;
+  waiting.state = PoolWorkerStatus::State::restarting;
+  waiting.restarts = 2;
+  waiting.crashes = 1;
+  waiting.last_end = std::string(1000, 'k');
+  s.workers = {busy, waiting};
+  PoolStatus back = round_trip(s);
+  CHECK(back.producer == "tcp://10.0.0.1:7627");
+  REQUIRE(back.workers.size() == 2);
+  CHECK(back.workers[0].state == PoolWorkerStatus::State::computing);
+  CHECK(back.workers[0].connected);
+  CHECK(back.workers[0].job == 3);
+  CHECK(back.workers[0].slice == 7);
+  CHECK(back.workers[1].pid == 0);
+  CHECK_FALSE(back.workers[1].job);
+  CHECK(back.workers[1].restarts == 2);
+  CHECK(back.workers[1].crashes == 1);
+  CHECK(back.workers[1].last_end.size() == kMaxPoolEndBytes);  // cut by the sender
+
+  s.workers.assign(kMaxStatusWorkers + 10, waiting);
+  s.workers_total = s.workers.size();
+  back = round_trip(s);
+  CHECK(back.workers.size() == kMaxStatusWorkers);
+  CHECK(back.workers_total == kMaxStatusWorkers + 10);
+  // One datagram on the pool's local socket, well under its default buffer.
+  CHECK(encode(s).size() < 200 * 1024);
+}
+
 TEST_CASE("another protocol version is recognised as such") {
   const std::string future = header(pymar::protocol_version() + 1, 4, 0);
   try {

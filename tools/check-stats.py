@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Checks a `--stats FILE` document against doc/stats.schema.json.
+"""Checks a `--stats FILE` document against doc/stats.schema.json (or any JSON document
+against the schema given, e.g. `--status --pool --json` against doc/pool-status.schema.json).
 
     tools/check-stats.py STATS.json [SCHEMA.json]
 
@@ -38,7 +39,9 @@ def main() -> int:
     if errors:
         print(f"check-stats: {len(errors)} error(s) against {schema_path}", file=sys.stderr)
         return 1
-    print(f"check-stats: {sys.argv[1]} is valid ({len(document['jobs'])} job(s))")
+    jobs = document.get("jobs") if isinstance(document, dict) else None
+    counted = f" ({len(jobs)} job(s))" if isinstance(jobs, list) else ""
+    print(f"check-stats: {sys.argv[1]} is valid{counted}")
     return 0
 
 

@@ -47,8 +47,10 @@ struct Settings {
   bool produce = false;
   bool worker = false;
   bool list = false;
-  bool status = false;  // ask a running producer what it does
-  bool json = false;    // ... and print the answer as JSON
+  bool status = false;       // ask a running producer what it does
+  bool json = false;         // ... and print the answer as JSON
+  bool pool_status = false;  // ... of this user's worker pools on this machine (--pool)
+  std::vector<long> pool;    // ... of the one whose supervisor has this pid
   bool local = false;
   std::string queue;
   std::optional<unsigned> workers;
@@ -177,6 +179,12 @@ std::optional<HttpAddress> http_flag(const Settings& s, const std::string& text,
 }
 
 int ask_status(const Settings& s) {
+  if (s.pool_status) {
+    std::optional<pid_t> pid;
+    // A bare --pool reads as 0 (CLI11 fills in the default): every pool.
+    if (!s.pool.empty() && s.pool.front() > 0) pid = static_cast<pid_t>(s.pool.front());
+    return query_pools(pid, s.json);
+  }
   StatusRequest request;
   const Address address = parse_queue(s.queue, "127.0.0.1");
   request.endpoint = fmt::format("tcp://{}:{}", address.host, address.port);
@@ -291,6 +299,7 @@ int run_worker_pool(const Settings& s) {
                worker.keys ? fmt::format(" with key {}", worker.keys->own.public_key) : "");
   PoolOptions pool;
   pool.processes = processes;
+  pool.producer = worker.endpoint;
   pool.run_worker = [&](const WorkerSlot& slot) {
     // Return freed slices to the system at once: glibc would otherwise keep the largest one
     // around (its mmap threshold grows with each large free), doubling a worker's footprint.
@@ -376,6 +385,10 @@ int run_job_safely(const std::function<int(const Arguments&)>& job, const Argume
 int run_producer(const Settings& s, const std::function<int(const Arguments&)>& job) {
   init_logging("producer", log_verbosity(s));
   write_stats_to(s.stats.empty() ? std::nullopt : std::optional<std::string>(s.stats));
+  // Every job's statistics are in the file before the producer exits, however it ends.
+  struct StatsWritten {
+    ~StatsWritten() { write_stats_to(std::nullopt); }
+  } stats_written;
   if (s.local) {
     const Runtime local(false);  // says so once here, not for every job
     spdlog::info("--local: computing on this machine's {} cores",
@@ -509,6 +522,12 @@ int run_main(int argc, char** argv, std::function<int(const Arguments&)> job,
                               "is (with keys: --secret-key and --producer-key, as a worker)");
   status->excludes(produce)->excludes(worker)->excludes(list);
   app.add_flag("--json", s.json, "with --status: print the answer as JSON")->needs(status);
+  auto* pool_status =
+      app.add_option("--pool", s.pool,
+                     "with --status: ask this user's worker pool whose supervisor is PID on this "
+                     "machine (without PID: every pool of this user here) what its workers do")
+          ->expected(0, 1)
+          ->needs(status);
   app.add_option("-q,--queue", s.queue,
                  fmt::format("producer address HOST[:PORT]; the producer listens on it (default "
                              "127.0.0.1:{0}, * for every interface, port 0 picks a free one), "
@@ -614,6 +633,7 @@ int run_main(int argc, char** argv, std::function<int(const Arguments&)> job,
 
   try {
     app.parse(argc, argv);
+    s.pool_status = pool_status->count() > 0;
     if (s.liveness < 2 * s.heartbeat) {
       throw CLI::ValidationError("--liveness", "must be at least twice --heartbeat");
     }

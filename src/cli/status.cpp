@@ -2,8 +2,10 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <random>
 #include <vector>
 
@@ -14,6 +16,8 @@
 #include "common/build_id.hpp"
 #include "common/crash_record.hpp"
 #include "common/printable.hpp"
+#include "pool/status_socket.hpp"
+#include "pymar/error.hpp"
 
 namespace pymar::detail {
 namespace {
@@ -219,6 +223,132 @@ int query_status(const StatusRequest& request) {
           ? ": is one running there (a producer listens only while it runs its job)?"
           : fmt::format(": the peer there is not the producer this key expects ({})", refusal));
   return 1;
+}
+
+std::string pool_status_text(const wire::PoolStatus& s) {
+  std::string out = fmt::format(
+      "pool {} of {} (build {}) on {}, up {}: {} worker process(es) serving the "
+      "producer at {}\n",
+      s.pid, s.task, s.build, s.host, seconds(s.uptime_ms), s.workers_total, s.producer);
+  if (!s.workers.empty()) {
+    out +=
+        fmt::format("  {:>4} {:>8} {:<10} {:<9} {:>8} {:>7} {:>6} {:>6}  {}\n", "slot", "pid",
+                    "state", "producer", "restarts", "crashes", "job", "slice", "previous process");
+  }
+  for (const wire::PoolWorkerStatus& w : s.workers) {
+    auto optional = [](const std::optional<std::uint64_t>& v) {
+      return v ? fmt::format("{}", *v) : std::string("-");
+    };
+    out += fmt::format("  {:>4} {:>8} {:<10} {:<9} {:>8} {:>7} {:>6} {:>6}  {}\n", w.slot,
+                       w.pid == 0 ? std::string("-") : fmt::format("{}", w.pid),
+                       wire::to_string(w.state), w.connected ? "connected" : "waiting", w.restarts,
+                       w.crashes, optional(w.job), optional(w.slice),
+                       w.last_end.empty() ? "-" : w.last_end);
+  }
+  if (s.workers.size() < s.workers_total) {
+    out += fmt::format("  ... and {} more\n", s.workers_total - s.workers.size());
+  }
+  return out;
+}
+
+std::string pool_status_json(const wire::PoolStatus& s) {
+  std::string out = fmt::format(
+      "{{\"pid\": {}, \"task\": {}, \"build\": {}, \"host\": {}, \"uptime_ms\": {}, "
+      "\"producer\": {}, \"workers_total\": {}, \"workers\": [",
+      s.pid, json_string(s.task), json_string(s.build), json_string(s.host), s.uptime_ms,
+      json_string(s.producer), s.workers_total);
+  auto optional = [](const std::optional<std::uint64_t>& v) {
+    return v ? fmt::format("{}", *v) : std::string("null");
+  };
+  for (std::size_t i = 0; i < s.workers.size(); ++i) {
+    const wire::PoolWorkerStatus& w = s.workers[i];
+    out += fmt::format(
+        "{}{{\"slot\": {}, \"pid\": {}, \"state\": \"{}\", \"connected\": {}, "
+        "\"restarts\": {}, \"crashes\": {}, \"job\": {}, \"slice\": {}, \"previous_end\": {}}}",
+        i == 0 ? "" : ", ", w.slot, w.pid == 0 ? std::string("null") : fmt::format("{}", w.pid),
+        wire::to_string(w.state), w.connected, w.restarts, w.crashes, optional(w.job),
+        optional(w.slice), w.last_end.empty() ? std::string("null") : json_string(w.last_end));
+  }
+  return out + "]}";
+}
+
+int query_pools(std::optional<pid_t> pid, bool json) {
+  namespace fs = std::filesystem;
+  constexpr std::chrono::milliseconds kTimeout{5000};
+  fs::path dir;
+  try {
+    dir = pool_socket_dir(false);
+  } catch (const Error& e) {
+    if (!pid) {
+      // No folder: no pool of this user ever ran here.
+      std::error_code missing;
+      if (!fs::exists(pool_socket_dir_path(), missing)) {
+        fmt::print("{}", json ? "{\"pools\": []}\n" : "no worker pool of this user runs here\n");
+        return 0;
+      }
+    }
+    fmt::print(stderr, "{}: error: {}\n", task_name(), e.what());
+    return 1;
+  }
+  auto shown = [&](wire::PoolStatus status) {
+    status.task = printable(status.task);
+    status.build = printable(status.build);
+    status.host = printable(status.host);
+    status.producer = printable(status.producer);
+    for (auto& w : status.workers) w.last_end = printable(w.last_end);
+    return status;
+  };
+  if (pid) {
+    std::string why;
+    const fs::path socket = pool_socket_path(dir, *pid);
+    const auto status = ask_pool(socket, kTimeout, why);
+    if (!status) {
+      fmt::print(stderr, "{}: error: no answer from a pool {} at {}: {}\n", task_name(), *pid,
+                 socket.string(),
+                 fs::exists(socket) ? why : "no such socket (is it a pool of this user?)");
+      return 1;
+    }
+    const std::string text =
+        json ? pool_status_json(shown(*status)) + "\n" : pool_status_text(shown(*status));
+    std::fwrite(text.data(), 1, text.size(), stdout);
+    return 0;
+  }
+  std::vector<std::pair<long, fs::path>> sockets;
+  std::error_code error;
+  for (const auto& entry : fs::directory_iterator(dir, error)) {
+    const std::string name = entry.path().filename().string();
+    if (!name.starts_with("pool-") || !name.ends_with(".sock")) continue;
+    const std::string digits = name.substr(5, name.size() - 10);
+    if (digits.empty() ||
+        !std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; }))
+      continue;
+    sockets.emplace_back(std::stol(digits), entry.path());
+  }
+  std::sort(sockets.begin(), sockets.end());
+  std::string out = json ? "{\"pools\": [" : "";
+  std::size_t answered = 0;
+  for (const auto& [number, socket] : sockets) {
+    std::string why;
+    const auto status = ask_pool(socket, kTimeout, why);
+    if (!status) {
+      fmt::print(stderr, "{}: pool {} does not answer at {}: {}\n", task_name(), number,
+                 socket.string(), why);
+      continue;
+    }
+    if (json) {
+      out += (answered == 0 ? "" : ", ") + pool_status_json(shown(*status));
+    } else {
+      out += (answered == 0 ? "" : "\n") + pool_status_text(shown(*status));
+    }
+    ++answered;
+  }
+  if (json) {
+    out += "]}\n";
+  } else if (answered == 0) {
+    out = "no worker pool of this user runs here\n";
+  }
+  std::fwrite(out.data(), 1, out.size(), stdout);
+  return 0;
 }
 
 }  // namespace pymar::detail

@@ -18,6 +18,8 @@ struct CrashRecord {
   /// Set just before the worker exits with kExitAbandoned, so that user code calling exit(75)
   /// still reads as the crash it is.
   std::atomic<std::uint32_t> abandoned{0};
+  /// A producer answered the worker on its current link (for the pool's status).
+  std::atomic<std::uint32_t> connected{0};
 };
 
 /// How a worker process ended, as its pool saw it: the status `waitpid` gave and what the process

@@ -1,5 +1,6 @@
 #include "pool/supervisor.hpp"
 
+#include <poll.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -18,9 +19,11 @@
 
 #include <fmt/format.h>
 
+#include "common/build_id.hpp"
 #include "common/clock.hpp"
 #include "common/exit_at_once.hpp"
 #include "common/log.hpp"
+#include "pool/status_socket.hpp"
 #include "pymar/error.hpp"
 
 namespace pymar::detail {
@@ -36,6 +39,10 @@ struct Slot {
   std::chrono::milliseconds backoff{0};
   std::optional<Clock::time_point> restart_at;
   std::optional<ProcessEnd> predecessor;
+  bool ever_started = false;
+  std::uint64_t restarts = 0;  // processes started after the first
+  std::uint64_t crashes = 0;   // processes that were killed or failed
+  std::string last_end;        // how the last one ended, for the status
 };
 
 std::string signal_name(int signal) {
@@ -54,7 +61,10 @@ class Pool {
     records_bytes_ = bytes;
   }
 
-  ~Pool() { munmap(records_, records_bytes_); }
+  ~Pool() {
+    munmap(records_, records_bytes_);
+    if (signal_fd_ >= 0) close(signal_fd_);
+  }
 
   int run() {
     sigset_t signals;
@@ -62,6 +72,10 @@ class Pool {
     for (int s : {SIGCHLD, SIGINT, SIGTERM, SIGHUP}) sigaddset(&signals, s);
     sigprocmask(SIG_BLOCK, &signals, nullptr);
 
+    // The signals arrive on a descriptor, so that one poll waits for them and for askers.
+    signal_fd_ = signalfd(-1, &signals, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (signal_fd_ < 0) throw Error(fmt::format("signalfd: {}", std::strerror(errno)));
+    started_ = Clock::now();
     for (unsigned i = 0; i < slots_.size(); ++i) spawn(i);
     bool stopping = false;
     Clock::time_point stop_deadline{};
@@ -72,16 +86,19 @@ class Pool {
           wake_at = std::min(wake_at.value_or(*slot.restart_at), *slot.restart_at);
       }
       if (stopping) wake_at = stop_deadline;
-      siginfo_t info;
-      int signal;
+      timespec timeout{};
       if (wake_at) {
         const auto wait = std::max(Clock::duration::zero(), *wake_at - Clock::now());
         const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(wait).count();
-        const timespec timeout{static_cast<time_t>(ns / 1000000000),
-                               static_cast<long>(ns % 1000000000)};
-        signal = sigtimedwait(&signals, &info, &timeout);
-      } else {
-        signal = sigwaitinfo(&signals, &info);
+        timeout = {static_cast<time_t>(ns / 1000000000), static_cast<long>(ns % 1000000000)};
+      }
+      pollfd waiting[] = {{signal_fd_, POLLIN, 0}, {status_.fd(), POLLIN, 0}};
+      (void)ppoll(waiting, 2, wake_at ? &timeout : nullptr, nullptr);
+      if (waiting[1].revents & POLLIN) status_.answer([&] { return status(); });
+      signalfd_siginfo info{};
+      int signal = 0;
+      if (read(signal_fd_, &info, sizeof info) == static_cast<ssize_t>(sizeof info)) {
+        signal = static_cast<int>(info.ssi_signo);
       }
       if (signal == SIGINT || signal == SIGTERM || signal == SIGHUP) {
         if (stopping) {
@@ -127,6 +144,7 @@ class Pool {
     slot.restart_at.reset();
     records_[index].in_slice.store(0);
     records_[index].abandoned.store(0);
+    records_[index].connected.store(0);
     std::fflush(nullptr);  // nothing buffered is written twice
     const pid_t parent = getpid();
     const pid_t pid = fork();
@@ -138,6 +156,8 @@ class Pool {
     if (pid == 0) {
       // Die with the pool, whichever way it goes.
       prctl(PR_SET_PDEATHSIG, SIGTERM);
+      status_.close_in_child();
+      close(signal_fd_);
       if (getppid() != parent) exit_at_once(0);
       sigset_t stop;
       sigemptyset(&stop);
@@ -154,6 +174,8 @@ class Pool {
       std::fflush(nullptr);
       exit_at_once(status);
     }
+    if (slot.ever_started) ++slot.restarts;
+    slot.ever_started = true;
     slot.pid = pid;
     slot.started = Clock::now();
     spdlog::debug("started worker process {} in slot {}", pid, index);
@@ -180,6 +202,7 @@ class Pool {
       p.slice = record.slice.load();
       const std::string how = p.signal != 0 ? "killed by " + signal_name(p.signal)
                                             : fmt::format("exited with status {}", p.exit_code);
+      slot->last_end = how;
       if (p.signal == 0 && p.exit_code == kExitRefused) {
         refused_ = true;  // the worker said why; no restart
         continue;
@@ -187,6 +210,7 @@ class Pool {
       // Only the worker itself abandons: user code that exits with the same status crashed.
       const bool abandoned = p.signal == 0 && p.exit_code == kExitAbandoned &&
                              record.abandoned.load(std::memory_order_acquire) != 0;
+      if (!abandoned && (p.signal != 0 || p.exit_code != 0)) ++slot->crashes;
       if (abandoned) {
         spdlog::info("worker process {} left a slice nobody needs; restarting it", pid);
         p.in_slice = false;  // not a crash: nothing to count against the slice
@@ -226,8 +250,47 @@ class Pool {
         std::count_if(slots_.begin(), slots_.end(), [](const Slot& s) { return s.pid > 0; }));
   }
 
+  /// What `task --status --pool` shows: every slot, as the pool sees it now.
+  wire::PoolStatus status() const {
+    wire::PoolStatus out;
+    out.task = task_name();
+    out.build = build_fingerprint();
+    out.host = host_name();
+    out.pid = getpid();
+    out.uptime_ms = static_cast<std::uint64_t>(
+        std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started_).count());
+    out.producer = options_.producer;
+    out.workers_total = slots_.size();
+    const std::size_t listed = std::min(slots_.size(), wire::kMaxStatusWorkers);
+    for (std::size_t i = 0; i < listed; ++i) {
+      const Slot& slot = slots_[i];
+      const CrashRecord& record = records_[i];
+      wire::PoolWorkerStatus w;
+      w.slot = static_cast<std::uint32_t>(i);
+      w.pid = slot.pid;
+      w.restarts = slot.restarts;
+      w.crashes = slot.crashes;
+      w.last_end = slot.last_end;
+      if (slot.pid == 0) {
+        w.state = wire::PoolWorkerStatus::State::restarting;
+      } else {
+        w.connected = record.connected.load(std::memory_order_relaxed) != 0;
+        if (record.in_slice.load(std::memory_order_acquire) != 0) {
+          w.state = wire::PoolWorkerStatus::State::computing;
+          w.job = record.seq.load();
+          w.slice = record.slice.load();
+        }
+      }
+      out.workers.push_back(std::move(w));
+    }
+    return out;
+  }
+
   const PoolOptions& options_;
   std::vector<Slot> slots_;
+  PoolStatusSocket status_;
+  int signal_fd_ = -1;
+  Clock::time_point started_;
   CrashRecord* records_ = nullptr;
   bool refused_ = false;  // a worker was refused by the producer at the handshake
   std::size_t records_bytes_ = 0;

@@ -4,6 +4,7 @@
 
 #include <functional>
 #include <optional>
+#include <string>
 
 #include "common/crash_record.hpp"
 
@@ -19,12 +20,15 @@ struct WorkerSlot {
 
 struct PoolOptions {
   unsigned processes = 1;
+  /// What its workers serve (the producer's endpoint), for the pool's status.
+  std::string producer;
   /// Runs in each forked child; returns its exit status.
   std::function<int(const WorkerSlot&)> run_worker;
 };
 
 /// Forks the workers and supervises them until SIGINT or SIGTERM, which it passes on; a second
-/// signal kills them at once. Returns the pool's exit status.
+/// signal kills them at once. Meanwhile it answers `task --status --pool` on its status socket
+/// (pool/status_socket.hpp). Returns the pool's exit status.
 int run_pool(const PoolOptions& options);
 
 }  // namespace pymar::detail

@@ -1,20 +1,24 @@
 // JobStats as JSON, written by hand (a few escapes, no library needed), and the `--stats` file.
 #include "pymar/stats.hpp"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <condition_variable>
 #include <cstdio>
 #include <cstring>
+#include <deque>
 #include <iterator>
 #include <mutex>
 #include <optional>
-#include <vector>
+#include <thread>
 
 #include <fmt/format.h>
 
 #include "common/log.hpp"
 #include "producer/runtime.hpp"
+#include "producer/stats_file.hpp"
 #include "pymar/detail/job.hpp"
 
 namespace pymar {
@@ -180,26 +184,133 @@ std::string to_json(const JobStats& stats) {
 namespace detail {
 namespace {
 
-// The --stats file: its path, and the JSON of every job written so far (the file is rewritten
-// whole after each job, so that it is always one complete document).
+// The --stats file is one JSON document, always: a header, one job per line, and a trailer
+// ("\n]}\n"). A job after the first is written over the trailer, with a new trailer after it, so
+// each job costs what its own JSON costs, whatever the number of jobs before it; nothing of the
+// earlier jobs is kept in memory.
+//
+// A thread of its own makes the JSON and writes it, so that `map` returns its value without
+// waiting for either: a job of many slices makes megabytes of JSON. At most kMaxPending jobs
+// wait for it (then `map` waits), and write_stats_to waits until every job is written.
+constexpr std::size_t kMaxPending = 2;
+constexpr std::string_view kHeader = "{\"format\":\"pymar-stats\",\"version\":1,\"jobs\":[\n";
+constexpr std::string_view kTrailer = "\n]}\n";
+
 struct StatsFile {
   std::mutex mutex;
+  std::condition_variable changed;
+  std::deque<JobStats> pending;  // handed over, not yet written
+  bool writing = false;          // the writer holds a job
+  bool stop = false;
+  std::thread writer;
   std::optional<std::string> path;
-  std::vector<std::string> jobs;
+  int fd = -1;           // the file as written so far, open while the process writes it
+  off_t trailer_at = 0;  // where kTrailer begins
+  bool torn = false;     // a write failed: bytes past the trailer may be left over
+  StatsFileCost cost;
+};
+
+StatsFile& stats_file();
+void write_pending(StatsFile& file);
+
+/// Waits until every job handed over is written, and ends the writer thread.
+void finish_writing(StatsFile& file, std::unique_lock<std::mutex>& lock) {
+  if (!file.writer.joinable()) return;
+  file.stop = true;
+  file.changed.notify_all();
+  lock.unlock();
+  file.writer.join();
+  lock.lock();
+  file.writer = std::thread();
+  file.stop = false;
+}
+
+struct StatsFileOwner {
+  StatsFile file;
+  ~StatsFileOwner() {
+    std::unique_lock lock(file.mutex);
+    finish_writing(file, lock);
+  }
 };
 
 StatsFile& stats_file() {
-  static StatsFile file;
-  return file;
+  static StatsFileOwner owner;
+  return owner.file;
+}
+
+void close_file(StatsFile& file) {
+  if (file.fd >= 0) ::close(file.fd);
+  file.fd = -1;
+  file.trailer_at = 0;
+  file.torn = false;
+}
+
+bool write_at(int fd, std::string_view bytes, off_t at) {
+  while (!bytes.empty()) {
+    const ssize_t n = ::pwrite(fd, bytes.data(), bytes.size(), at);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    bytes.remove_prefix(static_cast<std::size_t>(n));
+    at += n;
+  }
+  return true;
+}
+
+/// The first job: a whole document, written beside the file and renamed over it, so that a
+/// reader never sees half of it and an earlier run's file stays whole until then.
+bool start_file(StatsFile& file, std::string_view job) {
+  const std::string temporary = fmt::format("{}.tmp{}", *file.path, getpid());
+  const int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return false;
+  std::string document;
+  document.reserve(kHeader.size() + job.size() + kTrailer.size());
+  document.append(kHeader).append(job).append(kTrailer);
+  if (!write_at(fd, document, 0) || std::rename(temporary.c_str(), file.path->c_str()) != 0) {
+    const int error = errno;
+    ::close(fd);
+    std::remove(temporary.c_str());
+    errno = error;
+    return false;
+  }
+  file.fd = fd;
+  file.trailer_at = static_cast<off_t>(kHeader.size() + job.size());
+  file.cost.bytes_written = document.size();
+  return true;
+}
+
+/// A later job, over the trailer. The bytes past the old trailer go first and the four that
+/// replace it last, in one small write: until then the file still begins with the previous
+/// document, whole, and a crash between the two writes loses only this job.
+bool append_job(StatsFile& file, std::string_view job) {
+  std::string bytes;
+  bytes.reserve(2 + job.size() + kTrailer.size());
+  bytes.append(",\n").append(job).append(kTrailer);
+  const std::size_t head = kTrailer.size();  // the bytes that land on the old trailer
+  if (!write_at(file.fd, std::string_view(bytes).substr(head),
+                file.trailer_at + static_cast<off_t>(head)) ||
+      !write_at(file.fd, std::string_view(bytes).substr(0, head), file.trailer_at)) {
+    file.torn = true;
+    return false;
+  }
+  file.trailer_at += static_cast<off_t>(2 + job.size());
+  // After a failed write (a full disk), what it left past the new end goes.
+  if (file.torn &&
+      ::ftruncate(file.fd, file.trailer_at + static_cast<off_t>(kTrailer.size())) == 0) {
+    file.torn = false;
+  }
+  file.cost.bytes_written = bytes.size();
+  return true;
 }
 
 }  // namespace
 
 void write_stats_to(std::optional<std::string> path) {
   StatsFile& file = stats_file();
-  std::lock_guard lock(file.mutex);
+  std::unique_lock lock(file.mutex);
+  finish_writing(file, lock);
+  close_file(file);
   file.path = std::move(path);
-  file.jobs.clear();
+  file.cost = {};
 }
 
 bool job_stats_wanted() noexcept {
@@ -210,27 +321,50 @@ bool job_stats_wanted() noexcept {
 
 void job_stats_done(const JobStats& stats) {
   StatsFile& file = stats_file();
-  std::lock_guard lock(file.mutex);
+  std::unique_lock lock(file.mutex);
   if (!file.path) return;
-  file.jobs.push_back(to_json(stats));
-  // Written beside the file and renamed over it: a reader never sees half a document.
-  const std::string temporary = fmt::format("{}.tmp{}", *file.path, getpid());
-  std::FILE* out = std::fopen(temporary.c_str(), "w");
-  bool written = out != nullptr;
-  if (out != nullptr) {
-    written = std::fputs("{\"format\":\"pymar-stats\",\"version\":1,\"jobs\":[\n", out) >= 0;
-    for (std::size_t i = 0; written && i < file.jobs.size(); ++i) {
-      written = std::fputs(file.jobs[i].c_str(), out) >= 0 &&
-                std::fputs(i + 1 < file.jobs.size() ? ",\n" : "\n", out) >= 0;
+  file.changed.wait(lock, [&] { return file.pending.size() < kMaxPending; });
+  file.pending.push_back(stats);
+  if (!file.writer.joinable()) file.writer = std::thread([&file] { write_pending(file); });
+  file.changed.notify_all();
+}
+
+StatsFileCost stats_file_cost() {
+  StatsFile& file = stats_file();
+  std::unique_lock lock(file.mutex);
+  file.changed.wait(lock, [&] { return file.pending.empty() && !file.writing; });
+  return file.cost;
+}
+
+namespace {
+
+/// The writer thread: each job handed over, in order, until told to stop with none left.
+void write_pending(StatsFile& file) {
+  std::unique_lock lock(file.mutex);
+  while (true) {
+    file.changed.wait(lock, [&] { return file.stop || !file.pending.empty(); });
+    if (file.pending.empty()) return;
+    const JobStats stats = std::move(file.pending.front());
+    file.pending.pop_front();
+    file.writing = true;
+    file.changed.notify_all();  // room for the next job
+    lock.unlock();
+    const std::string job = to_json(stats);
+    lock.lock();
+    file.cost.bytes_written = 0;
+    const bool written = file.fd < 0 ? start_file(file, job) : append_job(file, job);
+    if (!written) {
+      // The earlier jobs stay; the next job is written where this one should have been.
+      spdlog::warn("cannot write the statistics of job {} to {}: {}", stats.job, *file.path,
+                   std::strerror(errno));
     }
-    written = written && std::fputs("]}\n", out) >= 0;
-    written = std::fclose(out) == 0 && written;
-  }
-  if (!written || std::rename(temporary.c_str(), file.path->c_str()) != 0) {
-    spdlog::warn("cannot write the statistics to {}: {}", *file.path, std::strerror(errno));
-    std::remove(temporary.c_str());
+    ++file.cost.jobs;
+    file.writing = false;
+    file.changed.notify_all();
   }
 }
+
+}  // namespace
 
 }  // namespace detail
 

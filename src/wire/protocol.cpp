@@ -23,6 +23,7 @@ enum class Type : std::uint8_t {
   status_query = 9,
   status = 10,
   cancelled = 11,
+  pool_status = 12,
 };
 
 // Message layouts, declared once: the encoder writes and the decoder expects exactly these field
@@ -43,6 +44,7 @@ constexpr Layout kWho{Type::who, "WHO", 0};
 constexpr Layout kStatusQuery{Type::status_query, "STATUS?", 0};
 constexpr Layout kStatus{Type::status, "STATUS", 8};
 constexpr Layout kCancelled{Type::cancelled, "CANCELLED", 2};
+constexpr Layout kPoolStatus{Type::pool_status, "POOL STATUS", 8};
 
 // The arrays nested in messages.
 constexpr std::uint32_t kPredecessorFields = 7;    // READY's predecessor
@@ -51,6 +53,7 @@ constexpr std::uint32_t kOutcomeOkFields = 3;      // one of RESULT's outcomes, 
 constexpr std::uint32_t kOutcomeFailedFields = 5;  // ... or failed, with its error
 constexpr std::uint32_t kJobStatusFields = 7;      // STATUS's job
 constexpr std::uint32_t kWorkerStatusFields = 6;   // one of STATUS's workers
+constexpr std::uint32_t kPoolWorkerFields = 9;     // one of POOL STATUS's workers
 
 using Packer = msgpack::packer<detail::StringSink>;
 
@@ -203,6 +206,40 @@ struct Encoder {
       p.pack(w.batches_in_flight);
       p.pack(w.slices_done);
       p.pack(w.silent_ms);
+    }
+  }
+
+  void operator()(const PoolStatus& m) {
+    header(kPoolStatus);
+    pack_text(p, m.task);
+    pack_text(p, m.build);
+    pack_text(p, m.host);
+    p.pack(m.pid);
+    p.pack(m.uptime_ms);
+    pack_text(p, m.producer);
+    p.pack(m.workers_total);
+    const std::size_t count = std::min(m.workers.size(), kMaxStatusWorkers);
+    p.pack_array(static_cast<std::uint32_t>(count));
+    for (std::size_t i = 0; i < count; ++i) {
+      const PoolWorkerStatus& w = m.workers[i];
+      p.pack_array(kPoolWorkerFields);
+      p.pack(w.slot);
+      p.pack(w.pid);
+      p.pack(static_cast<std::uint32_t>(w.state));
+      p.pack(w.connected);
+      p.pack(w.restarts);
+      p.pack(w.crashes);
+      if (w.job) {
+        p.pack(*w.job);
+      } else {
+        p.pack_nil();
+      }
+      if (w.slice) {
+        p.pack(*w.slice);
+      } else {
+        p.pack_nil();
+      }
+      pack_text(p, w.last_end, kMaxPoolEndBytes);
     }
   }
 };
@@ -425,6 +462,46 @@ Status decode_status(Fields& f) {
   return m;
 }
 
+std::optional<std::uint64_t> optional_u64(Fields& f) {
+  const msgpack::object& o = f.next();
+  if (o.type == msgpack::type::NIL) return std::nullopt;
+  if (o.type != msgpack::type::POSITIVE_INTEGER) f.fail("expected an unsigned integer or nil");
+  return o.via.u64;
+}
+
+PoolStatus decode_pool_status(Fields& f) {
+  PoolStatus m;
+  m.task = f.text();
+  m.build = f.text();
+  m.host = f.text();
+  m.pid = f.i64();
+  m.uptime_ms = f.u64();
+  m.producer = f.text();
+  m.workers_total = f.u64();
+  Fields workers(f.next(), "POOL STATUS workers", 0, kMaxStatusWorkers);
+  m.workers.reserve(workers.size());
+  while (!workers.done()) {
+    Fields w(workers.next(), "POOL STATUS worker", kPoolWorkerFields, kPoolWorkerFields);
+    PoolWorkerStatus s;
+    s.slot = w.u32();
+    s.pid = w.i64();
+    const std::uint32_t state = w.u32();
+    if (state > static_cast<std::uint32_t>(PoolWorkerStatus::State::restarting)) {
+      w.fail("unknown worker state");
+    }
+    s.state = static_cast<PoolWorkerStatus::State>(state);
+    s.connected = w.boolean();
+    s.restarts = w.u64();
+    s.crashes = w.u64();
+    s.job = optional_u64(w);
+    s.slice = optional_u64(w);
+    s.last_end = w.text();
+    m.workers.push_back(std::move(s));
+  }
+  if (m.workers_total < m.workers.size()) f.fail("fewer workers in all than listed");
+  return m;
+}
+
 }  // namespace
 
 void encode(const Message& message, std::string& out) {
@@ -545,9 +622,26 @@ Message decode(std::string_view header, std::size_t payload_frames) {
       Fields f = fields(kStatus);
       return decode_status(f);
     }
+    case Type::pool_status: {
+      no_payload(kPoolStatus);
+      Fields f = fields(kPoolStatus);
+      return decode_pool_status(f);
+    }
   }
   throw ProtocolError(fmt::format("header: unknown message type {}", type.via.u64),
                       ProtocolError::Kind::wrong_shape);
+}
+
+const char* to_string(PoolWorkerStatus::State state) {
+  switch (state) {
+    case PoolWorkerStatus::State::idle:
+      return "idle";
+    case PoolWorkerStatus::State::computing:
+      return "computing";
+    case PoolWorkerStatus::State::restarting:
+      return "restarting";
+  }
+  return "unknown";
 }
 
 const char* ProtocolError::kind_name() const noexcept {
@@ -568,9 +662,9 @@ const char* ProtocolError::kind_name() const noexcept {
 
 const char* type_name(const Message& message) {
   // In the order of Message's alternatives.
-  static constexpr const Layout* layouts[] = {&kReady,       &kAssign, &kResult,   &kHeartbeat,
-                                              &kBye,         &kCancel, &kRefuse,   &kWho,
-                                              &kStatusQuery, &kStatus, &kCancelled};
+  static constexpr const Layout* layouts[] = {&kReady,       &kAssign, &kResult,    &kHeartbeat,
+                                              &kBye,         &kCancel, &kRefuse,    &kWho,
+                                              &kStatusQuery, &kStatus, &kCancelled, &kPoolStatus};
   static_assert(std::size(layouts) == std::variant_size_v<Message>);
   return layouts[message.index()]->name;
 }

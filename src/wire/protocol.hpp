@@ -145,8 +145,37 @@ struct Status {
   std::vector<WorkerStatus> workers;  ///< at most kMaxStatusWorkers
 };
 
+/// One worker process of a pool, as its supervisor sees it, in a POOL STATUS.
+struct PoolWorkerStatus {
+  enum class State : std::uint8_t { idle = 0, computing = 1, restarting = 2 };
+  std::uint32_t slot = 0;
+  std::int64_t pid = 0;  ///< 0 while the slot waits to restart
+  State state = State::idle;
+  bool connected = false;      ///< a producer answered it on its current link
+  std::uint64_t restarts = 0;  ///< processes started in this slot after the first
+  std::uint64_t crashes = 0;   ///< of the processes that ended, those killed or failing
+  /// While computing: the job (its number in the producer's run) and the slice.
+  std::optional<std::uint64_t> job;
+  std::optional<std::uint64_t> slice;
+  std::string last_end;  ///< how the previous process in the slot ended ("" for none)
+};
+
+/// Pool supervisor -> asker on the pool's local socket: its worker processes.
+struct PoolStatus {
+  std::string task;
+  std::string build;
+  std::string host;
+  std::int64_t pid = 0;
+  std::uint64_t uptime_ms = 0;
+  std::string producer;                   ///< the endpoint its workers serve
+  std::uint64_t workers_total = 0;        ///< may exceed workers.size(): the list is capped
+  std::vector<PoolWorkerStatus> workers;  ///< at most kMaxStatusWorkers
+};
+
+const char* to_string(PoolWorkerStatus::State state);
+
 using Message = std::variant<Ready, Assign, Result, Heartbeat, Bye, Cancel, Refuse, Who,
-                             StatusQuery, Status, Cancelled>;
+                             StatusQuery, Status, Cancelled, PoolStatus>;
 
 /// A message that could not be decoded, and which kind of problem it had (for logs that report
 /// each kind without letting a flood of one kind through).
@@ -187,6 +216,9 @@ inline constexpr std::size_t kMaxPayloadBytes = std::size_t{1} << 32;
 /// a STATUS stays well under kMaxHeaderBytes.
 inline constexpr std::size_t kMaxStatusWorkers = 1024;
 inline constexpr std::size_t kMaxStatusHostBytes = 255;
+/// The longest "how the previous process ended" in a POOL STATUS: a POOL STATUS of
+/// kMaxStatusWorkers fits one datagram of the pool's local socket.
+inline constexpr std::size_t kMaxPoolEndBytes = 64;
 /// Encoded source parameters larger than this do not fit a header.
 inline constexpr std::size_t kMaxParamsBytes = kMaxHeaderBytes / 2;
 

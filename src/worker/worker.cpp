@@ -531,6 +531,9 @@ class IoThread final : private WorkerActions {
         return end->status;
       }
       session_.on_time(after);
+      if (CrashRecord* r = options_.crash_record) {
+        r->connected.store(session_.talking() ? 1 : 0, std::memory_order_relaxed);
+      }
       if (abandoning_) return kExitAbandoned;
       // The last moment this turn acted on: a stop anywhere after it shows as a gap next turn.
       awake = after;

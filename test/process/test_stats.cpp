@@ -296,6 +296,22 @@ TEST_SUITE("stats") {
     }
   }
 
+  TEST_CASE("--stats: two hundred jobs in one run make one valid file with every job") {
+    const std::string stats = temporary("pymar-stats-many-" + std::to_string(free_port()));
+    Process p({binary("test/test_task"), "--local", "--stats", stats},
+              {{"TEST_JOB", "doubled"}, {"TEST_LENGTH", "100"}, {"TEST_REPEAT", "200"}});
+    REQUIRE(p.wait() == 0);
+    REQUIRE(validates(stats));
+    const std::vector<std::string> jobs = jobs_of(read_file(stats));
+    REQUIRE(jobs.size() == 200);
+    for (std::size_t i = 0; i < jobs.size(); ++i) {
+      INFO("record " << i << ": " << jobs[i]);
+      CHECK(number(jobs[i], "job") == static_cast<long>(i + 1));
+      CHECK(text(jobs[i], "ending") == "done");
+      CHECK(number(jobs[i], "slices_done") == 4);
+    }
+  }
+
   TEST_CASE("--stats: a failed job is written too, ending failed") {
     const std::string stats = temporary("pymar-stats-failed-" + std::to_string(free_port()));
     Process p({binary("test/test_task"), "--local", "--stats", stats},

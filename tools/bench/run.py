@@ -23,9 +23,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import observation
+
 ROOT = Path(__file__).resolve().parents[2]
 SECTIONS = ["baselines", "integration", "process", "latency", "throughput", "memory", "balance",
-            "scale", "micro", "dask"]
+            "scale", "micro", "dask", "observation"]
 
 
 def median(values):
@@ -607,6 +609,9 @@ class Suite:
             self.raw["micro_kernel"] = (pymar_k, loop_k)
         self.details.append(("In-process pieces (Google Benchmark, bench_micro)", lines))
         self.raw["micro"] = data["benchmarks"]
+
+    def section_observation(self):
+        observation.section(self, Pool, free_port, log)
 
     def section_dask(self):
         """Dask runs the same jobs when Debian's python3-distributed is installed (the `bench`
