@@ -441,13 +441,13 @@ TEST_SUITE("command line") {
     REQUIRE(std::regex_search(*started, m, std::regex("started worker process ([0-9]+)")));
     REQUIRE(pool->wait_for_stderr("worker\\[" + m[1].str() + "\\] .*waiting for a producer",
                                   scaled(30s)));
-    for (const std::string pid : {std::to_string(pool->pid()), m[1].str()}) {
+    for (const std::string& pid : {std::to_string(pool->pid()), m[1].str()}) {
       std::ifstream maps("/proc/" + pid + "/maps");
       const std::string mapped{std::istreambuf_iterator<char>(maps), {}};
       CAPTURE(pid);
       REQUIRE(mapped.find("libpymar.so") != std::string::npos);
-      for (const char* library :
-           {"libpymar-http", "libcpp-httplib", "libssl", "libcrypto", "libbrotli", "libz.so"}) {
+      for (const std::string& library : std::vector<std::string>{
+               "libpymar-http", "libcpp-httplib", "libssl", "libcrypto", "libbrotli", "libz.so"}) {
         CAPTURE(library);
         CHECK(mapped.find(library) == std::string::npos);
       }
