@@ -51,7 +51,6 @@ std::vector<std::string> module_folders() {
 LoadedModule load_module() {
 #ifdef PYMAR_HTTP_MODULE
   const std::vector<std::string> folders = module_folders();
-  std::string first_error;
   for (const std::string& folder : folders) {
     const std::string path = (std::filesystem::path(folder) / kHttpModuleFile).string();
     std::error_code ignored;
