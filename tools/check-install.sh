@@ -90,3 +90,24 @@ slices=$(grep -E 'producer\[[0-9]+\] debug: job 1: worker .* returned batch [0-9
 [ "$slices" -eq 4 ] || fail "the producer counts $slices of the 4 slices returned by workers"
 echo "check-install: a task from the README, built with its g++ line, answered '$answer'" \
   "from 4 slices computed by worker processes" >&2
+
+# The HTTP module of --metrics and --dashboard is installed in LIBDIR/pymar and found from the
+# installed libpymar; the task itself links no HTTP, TLS or compression library.
+libpymar=$(find "$root" -name 'libpymar.so' | head -n1)
+if ldd "$prefix/task" | grep -E 'libcpp-httplib|libssl|libcrypto|libbrotli' >&2; then
+  fail "the task links HTTP, TLS or compression libraries: they belong to the HTTP module"
+fi
+if [ -e "$build/src/libpymar-http.so" ]; then
+  [ -e "$(dirname "$libpymar")/pymar/libpymar-http.so" ] ||
+    fail "libpymar-http.so is built but not installed in $(dirname "$libpymar")/pymar"
+  status=0
+  env -u PYMAR_HTTP_MODULE_DIR LD_LIBRARY_PATH="$(dirname "$libpymar")" \
+    "$prefix/task" --produce -q 127.0.0.1:0 -w 2 --grace 60 --metrics 0 \
+    >"$prefix/out" 2>"$prefix/err" || status=$?
+  if [ "$status" -ne 0 ] || [ "$(cat "$prefix/out")" != "$expected" ] ||
+    ! grep -qE 'metrics on http://127\.0\.0\.1:[0-9]+/metrics' "$prefix/err"; then
+    tail -n 30 "$prefix/err" >&2
+    fail "with --metrics, the installed task did not serve metrics (status $status)"
+  fi
+  echo "check-install: --metrics loaded the installed HTTP module" >&2
+fi

@@ -152,8 +152,8 @@ std::optional<Keys> load_keys(const Settings& s) {
 std::optional<HttpAddress> http_flag(const Settings& s, const std::string& text, const char* flag,
                                      bool warn = true) {
   if (text.empty()) return std::nullopt;
-  if (!http_supported()) {
-    throw CLI::ValidationError(flag, "built without HTTP support (meson -Dhttp=enabled)");
+  if (const std::string unavailable = http_unavailable(); !unavailable.empty()) {
+    throw CLI::ValidationError(flag, unavailable);
   }
   HttpAddress address;
   try {

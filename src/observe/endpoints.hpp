@@ -5,13 +5,15 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "producer/observation.hpp"
 
 namespace pymar::detail {
 
-/// Whether this build has HTTP support (meson -Dhttp=enabled, cpp-httplib).
-bool http_supported();
+/// Empty when --metrics and --dashboard can be served; otherwise why not (built without HTTP, or
+/// its module missing or broken). The first call loads the HTTP module (observe/http_module.hpp).
+std::string http_unavailable();
 
 struct HttpAddress {
   std::string host = "127.0.0.1";
@@ -23,6 +25,12 @@ struct HttpAddress {
 HttpAddress parse_http_address(const std::string& text);
 
 class HttpServer;
+
+/// Stops a server the HTTP module started (its destructor lives in the module).
+struct StopServer {
+  void (*stop)(HttpServer*);
+  void operator()(HttpServer* server) const { stop(server); }
+};
 
 /// The servers of --metrics and --dashboard (one when both name the same address), serving
 /// snapshots from `observe` on threads of their own until destroyed.
@@ -37,7 +45,7 @@ class ObservationEndpoints {
   ObservationEndpoints& operator=(const ObservationEndpoints&) = delete;
 
  private:
-  std::vector<std::unique_ptr<HttpServer>> servers_;
+  std::vector<std::unique_ptr<HttpServer, StopServer>> servers_;
 };
 
 }  // namespace pymar::detail

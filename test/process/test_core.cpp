@@ -2,7 +2,12 @@
 // producer and workers are started, pools serve run after run, and the command line is clear.
 #include <doctest/doctest.h>
 
+#include <stdlib.h>
+#include <unistd.h>
+
 #include <cmath>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <regex>
 #include <set>
@@ -387,6 +392,66 @@ TEST_SUITE("command line") {
     Process version({binary("examples/integration"), "--version"});
     CHECK(version.wait() == 0);
     CHECK(version.out().find("pymar 0.1.0") != std::string::npos);
+  }
+
+  TEST_CASE("--metrics and --dashboard without the HTTP module: one line naming it, exit 2") {
+    std::string empty = (std::filesystem::temp_directory_path() / "pymar-no-http-XXXXXX").string();
+    REQUIRE(mkdtemp(empty.data()) != nullptr);
+    std::string broken =
+        (std::filesystem::temp_directory_path() / "pymar-bad-http-XXXXXX").string();
+    REQUIRE(mkdtemp(broken.data()) != nullptr);
+    std::ofstream(std::filesystem::path(broken) / "libpymar-http.so") << "not a library\n";
+    for (const char* flag : {"--metrics", "--dashboard"}) {
+      for (const std::string& folder : {empty, broken}) {
+        CAPTURE(flag);
+        CAPTURE(folder);
+        Process p({binary("test/test_task"), "--produce", flag, "0"},
+                  {{"TEST_JOB", "doubled"}, {"PYMAR_HTTP_MODULE_DIR", folder}});
+        CHECK(p.wait(scaled(30s)) == 2);
+        const std::string err = p.err();
+        INFO(err);
+        CHECK(std::count(err.begin(), err.end(), '\n') == 1);
+        CHECK(err.starts_with(std::string("test_task: error: ") + flag + ": "));
+#ifdef PYMAR_TEST_HTTP_MODULE
+        if (folder == empty) {
+          CHECK(err.find("the HTTP module libpymar-http.so is missing (looked in " + empty + ")") !=
+                std::string::npos);
+        } else {
+          CHECK(err.find("cannot load the HTTP module " + broken + "/libpymar-http.so: ") !=
+                std::string::npos);
+        }
+#else
+        CHECK(err.find("built without HTTP support") != std::string::npos);
+#endif
+        CHECK(p.out().empty());
+      }
+    }
+    std::filesystem::remove_all(empty);
+    std::filesystem::remove_all(broken);
+  }
+
+  TEST_CASE("a pool and its workers load no HTTP, TLS or compression library") {
+    // Only --metrics and --dashboard load the HTTP module (and with it cpp-httplib, OpenSSL,
+    // zlib and Brotli): everything else starts without them.
+    const unsigned port = free_port();
+    auto pool = start_pool("test/test_task", port, 1, {"-v"});
+    const auto started = pool->wait_for_stderr("started worker process [0-9]+", scaled(30s));
+    REQUIRE_MESSAGE(started, pool->err());
+    std::smatch m;
+    REQUIRE(std::regex_search(*started, m, std::regex("started worker process ([0-9]+)")));
+    REQUIRE(pool->wait_for_stderr("worker\\[" + m[1].str() + "\\] .*waiting for a producer",
+                                  scaled(30s)));
+    for (const std::string& pid : {std::to_string(pool->pid()), m[1].str()}) {
+      std::ifstream maps("/proc/" + pid + "/maps");
+      const std::string mapped{std::istreambuf_iterator<char>(maps), {}};
+      CAPTURE(pid);
+      REQUIRE(mapped.find("libpymar.so") != std::string::npos);
+      for (const std::string& library : std::vector<std::string>{
+               "libpymar-http", "libcpp-httplib", "libssl", "libcrypto", "libbrotli", "libz.so"}) {
+        CAPTURE(library);
+        CHECK(mapped.find(library) == std::string::npos);
+      }
+    }
   }
 
   TEST_CASE("--list shows what the binary registered") {

@@ -99,8 +99,8 @@ std::vector<WorkerRecord> workers_of(const std::string& json) {
 bool validates(const std::string& json, const std::string& name) {
   const fs::path path = fs::temp_directory_path() / name;
   std::ofstream(path) << json;
-  Process check({PYMAR_SOURCE_ROOT "/tools/check-stats.py", path.string(),
-                 PYMAR_SOURCE_ROOT "/doc/pool-status.schema.json"});
+  Process check({source_file("tools/check-stats.py"), path.string(),
+                 source_file("doc/pool-status.schema.json")});
   const auto status = check.wait(60s);
   INFO("check-stats stdout: " << check.out() << "\nstderr: " << check.err());
   CHECK(status == 0);
