@@ -183,9 +183,11 @@ TEST_SUITE("observe") {
     CHECK(producer->out() == "Answer: 90\n");
   }
 
-  // Not under AddressSanitizer for now: in one full sanitizer run (2 tests at a time), the idle
-  // producer this case leaves behind did not end within 90 s of SIGTERM; alone it ends at once.
-  // Not understood yet; the release step runs the case.
+  // Not under AddressSanitizer for now. SIGTERM ends this idle producer through exit_at_once,
+  // whose leak check stops every thread first (LeakSanitizer's StopTheWorld). About one run in
+  // five beside another suite and a busy loop per core, its tracer waits for ever for one of the
+  // HTTP server's pool threads (asleep on a futex) to stop, and the producer never ends. The way
+  // out is to stop the HTTP servers before that leak check; the release step runs the case.
   TEST_CASE("a hostile HTTP client cannot grow the producer, nor read it from another origin" *
             doctest::timeout(240) * doctest::skip(kUnderAddressSanitizer)) {
     TempDir dir;
