@@ -26,12 +26,6 @@
 
 using namespace pymar::test;
 
-#if defined(__SANITIZE_ADDRESS__)
-constexpr bool kUnderAddressSanitizer = true;
-#else
-constexpr bool kUnderAddressSanitizer = false;
-#endif
-
 namespace {
 
 namespace fs = std::filesystem;
@@ -124,13 +118,14 @@ int connect_loopback(unsigned port) {
 
 /// A producer whose job waits for `gate` (a file) before it starts, and which stays up after its
 /// jobs until `hold` exists.
-std::unique_ptr<Process> start_producer(unsigned port, std::vector<std::string> flags, Env env) {
+std::unique_ptr<Process> start_producer(unsigned port, std::vector<std::string> flags, Env env,
+                                        Start start = Start::kChecked) {
   std::vector<std::string> argv = {binary("test/test_task"), "--produce", "-q", queue(port)};
   if (std::find(flags.begin(), flags.end(), "--grace") == flags.end()) {
     flags.insert(flags.end(), {"--grace", "60"});  // wait for the test's workers
   }
   argv.insert(argv.end(), flags.begin(), flags.end());
-  return std::make_unique<Process>(argv, std::move(env));
+  return std::make_unique<Process>(argv, std::move(env), start);
 }
 
 /// The value of the single series a Prometheus instant query returns, or "" (none yet).
@@ -183,18 +178,20 @@ TEST_SUITE("observe") {
     CHECK(producer->out() == "Answer: 90\n");
   }
 
-  // Not under AddressSanitizer for now. SIGTERM ends this idle producer through exit_at_once,
-  // whose leak check stops every thread first (LeakSanitizer's StopTheWorld). About one run in
-  // five beside another suite and a busy loop per core, its tracer waits for ever for one of the
-  // HTTP server's pool threads (asleep on a futex) to stop, and the producer never ends. The way
-  // out is to stop the HTTP servers before that leak check; the release step runs the case.
   TEST_CASE("a hostile HTTP client cannot grow the producer, nor read it from another origin" *
-            doctest::timeout(240) * doctest::skip(kUnderAddressSanitizer)) {
+            doctest::timeout(240)) {
     TempDir dir;
     const unsigned port = free_port();
     // The job waits for a gate that never comes: the producer idles with its endpoints up.
+    // No leak check for it: the harness ends it with SIGTERM, which an idle producer answers
+    // with exit_at_once, whose leak check stops every thread first (LeakSanitizer's
+    // StopTheWorld). About one run in five, beside another suite and a busy loop per core, its
+    // tracer waited for ever on a sleeping thread (an HTTP server's, and with those stopped
+    // first, libzmq's), and the producer never ended. What this case checks, memory growth under
+    // hostile clients, it measures itself; AddressSanitizer and UBSan still watch every access.
     auto producer = start_producer(port, {"--dashboard", "0", "--metrics", "0"},
-                                   {{"TEST_JOB", "doubled"}, {"TEST_START_GATE", dir / "never"}});
+                                   {{"TEST_JOB", "doubled"}, {"TEST_START_GATE", dir / "never"}},
+                                   Start::kNoLeakCheck);
     const unsigned dashboard = logged_port(*producer, "dashboard");
     const unsigned metrics = logged_port(*producer, "metrics");
     REQUIRE(get(dashboard, "/api/state").first == 200);
