@@ -259,6 +259,8 @@ TEST_SUITE("observe") {
                                     {"TEST_HOLD", dir / "hold"}});
     const unsigned metrics = logged_port(*producer, "metrics");
     REQUIRE(producer->wait_for_stderr("the jobs are over waits", scaled(120s)));
+    // stdout comes through a pipe of its own: its line may be read after the stderr one.
+    CHECK(producer->wait_for_stdout("Answer: ", scaled(30s)));
     CHECK(producer->out() == "Answer: 4032\n");
 
     const unsigned prometheus_port = free_port();
@@ -336,6 +338,7 @@ TEST_SUITE("observe") {
     CHECK(line_after(check.out(), "killed worker pid "));
     CHECK(producer->wait_for_stderr("the jobs are over waits", scaled(60s)));
     CHECK(producer->count_stderr("job 1 done after .*: 64 of 64 slices, [1-9][0-9]* re-run") == 1);
+    CHECK(producer->wait_for_stdout("Answer: ", scaled(30s)));  // a pipe of its own
     CHECK(producer->out() == "Answer: 16256\n");
     std::ofstream(dir / "hold") << "done";
     CHECK(producer->wait(scaled(30s)) == 0);
