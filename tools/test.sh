@@ -16,7 +16,10 @@ jobs=$(nproc)
 # names the first clone's folders, which only the sanitizers' stack traces show.
 export CCACHE_BASEDIR=$PWD CCACHE_NOHASHDIR=1
 counts=$(mktemp /tmp/pymar-test-counts.XXXXXX)
-trap 'rm -f "$counts"' EXIT
+# What the failed tests reported, printed again just before the summary: a log this long is
+# often read (or kept, by CI) only from its end.
+failures=$(mktemp /tmp/pymar-test-failures.XXXXXX)
+trap 'rm -f "$counts" "$failures"' EXIT
 
 total_passed=0 total_failed=0 total_skipped=0
 summary=()
@@ -61,6 +64,7 @@ meson_tests() {
   meson test -C "$build" --print-errorlogs --num-processes "$jobs" "$@" || true
   tools/test-counts.py --plain "$build" >"$counts"
   tools/test-counts.py "$build" >&2
+  tools/test-counts.py --failures "$build" | sed "s|^-- |-- $build: |" >>"$failures"
 }
 
 # A build folder made by tools/quickstart.sh has the tests turned off: turn them on.
@@ -118,6 +122,10 @@ step "AddressSanitizer and UndefinedBehaviorSanitizer build and tests" sanitizer
 step "a user's task built against the installed library with pkg-config" installed
 step "fuzzing the wire decoder (30 s)" fuzz
 
+if [ -s "$failures" ]; then
+  printf '\n== what the failed tests reported\n'
+  cat "$failures"
+fi
 printf '\n== summary (%d s in all)\n' $(($(date +%s) - run_started))
 printf '%s\n' "${summary[@]}"
 if [ ${#failed_steps[@]} -ne 0 ]; then

@@ -118,9 +118,19 @@ std::string answer_of(Process& producer) {
   return *answer;
 }
 
-/// Slices of job 1 that the pool's workers say they computed (they log each one with -v).
+/// A worker of the pool logs each slice of job 1 it computed (with -v).
+const std::string kSliceFinished = "worker\\[[0-9]+\\] debug: slice [0-9]+ of job 1 finished";
+
+/// Slices of job 1 that the pool's workers said they computed, so far.
 std::size_t slices_computed_by(Process& pool) {
-  return pool.count_stderr("worker\\[[0-9]+\\] debug: slice [0-9]+ of job 1 finished");
+  return pool.count_stderr(kSliceFinished);
+}
+
+/// Whether the pool's workers say they computed at least `slices` slices of job 1. Waits for
+/// the lines: a worker logs a slice before sending it, but the harness reads the pool's stderr
+/// on a thread of its own, which may still be behind when the producer has its answer.
+bool pool_computed_at_least(Process& pool, std::size_t slices) {
+  return pool.wait_for_stderr(kSliceFinished, 60s, slices - 1).has_value();
 }
 
 long resident_kib(pid_t pid) {
@@ -210,7 +220,7 @@ TEST_SUITE("keys") {
     REQUIRE(joined);
     CHECK(joined->find("worker " + worker_key + "/") != std::string::npos);
     CHECK(producer->count_stderr("refused a peer") == 0);
-    CHECK(slices_computed_by(*pool) >= 16);
+    CHECK(pool_computed_at_least(*pool, 16));
     pool->signal(SIGTERM);
     CHECK(pool->wait(60s) == 0);
   }
@@ -330,7 +340,7 @@ TEST_SUITE("keys") {
       REQUIRE(producer->wait_for_stderr("routing id names another peer's key"));
     }
     CHECK(answer_of(*producer) == kAnswer);  // the forged failure changed nothing
-    CHECK(slices_computed_by(*pool) >= 16);
+    CHECK(pool_computed_at_least(*pool, 16));
     CHECK(producer->count_stderr("routing id names another peer's key") <= 10);
   }
 
@@ -367,7 +377,7 @@ TEST_SUITE("keys") {
           wire::type_name(wire::decode(frames[0].to_string_view(), frames.size() - 1)));
     }
     CHECK(answer_of(*producer) == kAnswer);
-    CHECK(slices_computed_by(*pool) >= 16);
+    CHECK(pool_computed_at_least(*pool, 16));
     for (const std::string& type : received) CHECK(type == "WHO");
   }
 
@@ -391,7 +401,7 @@ TEST_SUITE("keys") {
 
     auto pool = start_pool(port, 2, keys.worker_flags());
     CHECK(answer_of(*producer) == kAnswer);
-    CHECK(slices_computed_by(*pool) >= 16);
+    CHECK(pool_computed_at_least(*pool, 16));
   }
 
   TEST_CASE("a forging peer gets no slice from a producer with keys, with no key or a stranger's" *
@@ -410,7 +420,7 @@ TEST_SUITE("keys") {
     REQUIRE(producer->wait_for_stderr("refused a peer at .* whose public key .* is not allowed"));
     auto pool = start_pool(port, 2, keys.worker_flags());
     CHECK(answer_of(*producer) == kAnswer);
-    CHECK(slices_computed_by(*pool) >= 16);
+    CHECK(pool_computed_at_least(*pool, 16));
     for (Process* peer : {&keyless, &stranger_peer}) {
       peer->signal(SIGTERM);
       CHECK(peer->wait(60s) == 0);
