@@ -1,6 +1,7 @@
 // pymar::main: the command line on top, wiring the roles together. A task binary runs as the
 // producer (the default) or as a worker pool; nothing here knows about slices.
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <malloc.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -317,46 +318,53 @@ int run_worker_pool(const Settings& s) {
 // --- producer --------------------------------------------------------------------------------
 
 /// A worker pool started for one producer run (`--produce -w N`), stopped when it ends.
+/// The worker pool of `--produce -w N`. It is forked at the producer's start, while the process
+/// still has one thread, and runs the same code as `task --worker` from there: no exec, so no
+/// second start-up of the task (loading its libraries again took longer than a small job's
+/// compute). It waits for the address the producer binds, then starts its workers.
 class EmbeddedPool {
  public:
-  EmbeddedPool(const Settings& s, unsigned processes, const std::string& host, std::uint16_t port) {
-    std::vector<std::string> args = {task_name(),   "--worker",
-                                     "-q",          fmt::format("{}:{}", host, port),
-                                     "-w",          std::to_string(processes),
-                                     "--heartbeat", fmt::format("{}", s.heartbeat),
-                                     "--liveness",  fmt::format("{}", s.liveness),
-                                     "--credit",    std::to_string(s.credit)};
-    args.push_back(s.verbose >= 2 ? "-vv" : s.verbose == 1 ? "-v" : "--quiet");
-    if (!s.secret_key.empty()) {
-      // The producer lets its own key in: its embedded pool needs no key of its own.
-      for (const char* flag : {"--secret-key", "--producer-key"}) {
-        args.push_back(flag);
-        args.push_back(s.secret_key);
-      }
-    }
-    if (s.insecure) args.push_back("--insecure");
-    std::vector<char*> argv;
-    for (std::string& arg : args) argv.push_back(arg.data());
-    argv.push_back(nullptr);
-    std::fflush(nullptr);
+  EmbeddedPool(const Settings& s, unsigned processes) {
+    int ends[2];
+    if (pipe2(ends, O_CLOEXEC) != 0)
+      throw Error(fmt::format("cannot start the worker pool: {}", std::strerror(errno)));
+    UniqueFd read_end(ends[0]);
+    address_fd_.reset(ends[1]);
+    std::fflush(nullptr);  // nothing buffered is written twice
     const pid_t parent = getpid();
     pid_ = fork();
     if (pid_ < 0)
       throw Error(fmt::format("cannot start the worker pool: {}", std::strerror(errno)));
     if (pid_ == 0) {
-      // Only async-signal-safe calls until exec: this process has threads.
-      prctl(PR_SET_PDEATHSIG, SIGTERM);
-      if (getppid() != parent) _exit(0);
-      sigset_t none;
-      sigemptyset(&none);
-      sigprocmask(SIG_SETMASK, &none, nullptr);
-      execv("/proc/self/exe", argv.data());
-      _exit(127);
+      address_fd_.reset();
+      prctl(PR_SET_PDEATHSIG, SIGTERM);  // and its workers die with it
+      if (getppid() != parent) exit_at_once(0);
+      const int status = serve(s, processes, read_end.get());
+      std::fflush(nullptr);
+      // Not back through the caller's main: it already runs in the producer.
+      exit_at_once(status);
     }
   }
 
+  /// Tells the pool where the producer listens; it starts its workers at once.
+  void start(const std::string& host, std::uint16_t port) {
+    const std::string address = fmt::format("{}:{}\n", host, port);
+    if (write(address_fd_.get(), address.data(), address.size()) !=
+        static_cast<ssize_t>(address.size())) {
+      spdlog::warn("could not tell the worker pool the producer's port: {}", std::strerror(errno));
+    }
+    address_fd_.reset();
+  }
+
+  /// Asks the pool to stop, without waiting: the producer closes its own side meanwhile.
+  void stop() {
+    address_fd_.reset();  // a pool still waiting for an address ends
+    if (!stopped_) kill(pid_, SIGTERM);
+    stopped_ = true;
+  }
+
   ~EmbeddedPool() {
-    kill(pid_, SIGTERM);
+    stop();
     int status = 0;
     waitpid(pid_, &status, 0);
   }
@@ -365,7 +373,35 @@ class EmbeddedPool {
   EmbeddedPool& operator=(const EmbeddedPool&) = delete;
 
  private:
+  /// In the forked process: reads HOST:PORT (or end of file: the producer did not start), then
+  /// serves it as `task --worker -q HOST:PORT -w N` would, with the producer's options.
+  static int serve(const Settings& s, unsigned processes, int address_fd) {
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
+    std::string address;
+    char c = 0;
+    while (address.size() < 512 && read(address_fd, &c, 1) == 1 && c != '\n') address += c;
+    if (c != '\n') return 0;
+    Settings pool;
+    pool.worker = true;
+    pool.queue = address;
+    pool.workers = processes;
+    pool.heartbeat = s.heartbeat;
+    pool.liveness = s.liveness;
+    pool.credit = s.credit;
+    pool.verbose = s.verbose;
+    pool.quiet = s.verbose == 0;
+    pool.insecure = s.insecure;
+    // The producer lets its own key in: its embedded pool needs no key of its own.
+    pool.secret_key = s.secret_key;
+    if (!s.secret_key.empty()) pool.producer_key = s.secret_key;
+    return run_worker_pool(pool);
+  }
+
   pid_t pid_ = -1;
+  UniqueFd address_fd_;  // write end of the pipe the pool reads the producer's address from
+  bool stopped_ = false;
 };
 
 int run_job_safely(const std::function<int(const Arguments&)>& job, const Arguments& arguments) {
@@ -384,6 +420,16 @@ int run_job_safely(const std::function<int(const Arguments&)>& job, const Argume
 
 int run_producer(const Settings& s, const std::function<int(const Arguments&)>& job) {
   init_logging("producer", log_verbosity(s));
+  // Forked before this process starts any thread (the statistics writer, the dispatcher's).
+  std::optional<EmbeddedPool> pool;
+  if (!s.local && s.workers.value_or(0) > 0) {
+    try {
+      pool.emplace(s, *s.workers);
+    } catch (const Error& e) {
+      spdlog::error("{}", e.what());
+      return 1;
+    }
+  }
   write_stats_to(s.stats.empty() ? std::nullopt : std::optional<std::string>(s.stats));
   // Every job's statistics are in the file before the producer exits, however it ends.
   struct StatsWritten {
@@ -456,10 +502,9 @@ int run_producer(const Settings& s, const std::function<int(const Arguments&)>& 
                      ? fmt::format(", with key {} and {} allowed worker key(s)",
                                    options.keys->own.public_key, options.keys->allowed.size())
                      : "");
-    std::optional<EmbeddedPool> pool;
-    if (s.workers.value_or(0) > 0) {
+    if (pool) {
       const bool any = address.host == "*" || address.host == "0.0.0.0";
-      pool.emplace(s, *s.workers, any ? "127.0.0.1" : address.host, dispatcher->port());
+      pool->start(any ? "127.0.0.1" : address.host, dispatcher->port());
     }
     std::optional<ObservationEndpoints> watched;  // before the job, stopped before the dispatcher
     if (!s.metrics.empty() || !s.dashboard.empty()) {
@@ -473,6 +518,8 @@ int run_producer(const Settings& s, const std::function<int(const Arguments&)>& 
       }
     }
     status = run_job_safely(job, s.job_arguments);
+    // The pool stops while the runtime closes; the pool's destructor waits for it.
+    if (pool) pool->stop();
   }
   return status;
 }

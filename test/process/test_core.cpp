@@ -178,6 +178,26 @@ TEST_SUITE("examples") {
         {binary("examples/integration"), "--produce", "-q", queue(port), "-w", "2", "-v"});
     check_integration(answer_of(producer));
     check_computed_by_workers(producer);
+    // Its pool (forked from the producer, logging to the same stderr) stopped before it ended.
+    CHECK(producer.count_stderr("pool\\[[0-9]+\\] info: worker pool stopped") == 1);
+  }
+
+  TEST_CASE("--produce -w N that cannot listen ends at once and starts no worker process") {
+    // The pool is forked before the producer binds and waits for its address: when there is
+    // none, it ends without starting anything.
+    const unsigned port = free_port();
+    zmq::context_t context;
+    zmq::socket_t squatter(context, zmq::socket_type::router);
+    squatter.set(zmq::sockopt::linger, 0);
+    squatter.bind("tcp://" + queue(port));
+    Process producer(
+        {binary("examples/integration"), "--produce", "-q", queue(port), "-w", "2", "-v"});
+    const auto status = producer.wait();
+    INFO("producer stderr:\n" << producer.err());
+    CHECK(status == 1);
+    CHECK(producer.count_stderr("cannot listen on") == 1);
+    CHECK(producer.count_stderr("started worker process") == 0);
+    CHECK(producer.count_stderr("pool\\[") == 0);
   }
 }
 
