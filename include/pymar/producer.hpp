@@ -9,6 +9,7 @@
 #include <optional>
 #include <string_view>
 #include <typeinfo>
+#include <utility>
 #include <vector>
 
 #include "pymar/codec.hpp"
@@ -127,12 +128,12 @@ struct Producer {
                                std::chrono::steady_clock::now() - reduce_started)
                                .count();
         stats->wall_ns += stats->reduce_ns;
-        detail::job_stats_done(*stats);
+        detail::job_stats_done(own_stats ? std::move(*own_stats) : *stats);
         return value;
       } catch (...) {
         // run_job said how the job ended; a reduce_fn that threw ends it as failed.
         if (stats->ending == JobEnding::done) stats->ending = JobEnding::failed;
-        detail::job_stats_done(*stats);
+        detail::job_stats_done(own_stats ? std::move(*own_stats) : *stats);
         throw;
       }
     }

@@ -94,8 +94,9 @@ Partials run_job(const JobRequest& request);
 /// Whether every job's statistics are wanted (the producer runs with `--stats FILE`).
 bool job_stats_wanted() noexcept;
 
-/// A job's statistics, complete (reduce included): written to the `--stats` file, if any.
-void job_stats_done(const JobStats& stats);
+/// A job's statistics, complete (reduce included): written to the `--stats` file, if any. Taken
+/// by value: a producer's own record (no caller asked for it) is moved in, not copied.
+void job_stats_done(JobStats stats);
 
 }  // namespace detail
 }  // namespace pymar
