@@ -2,7 +2,6 @@
 #include "pymar/stats.hpp"
 
 #include <fcntl.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -110,9 +109,11 @@ std::string_view to_string(FaultKind kind) {
   return "unknown";
 }
 
-std::string to_json(const JobStats& stats) {
-  std::string out;
-  out.reserve(1024 + stats.slices.size() * 120 + stats.faults.size() * 120);
+namespace {
+
+/// Appends `stats` as JSON to `out`.
+void append_json(std::string& out, const JobStats& stats) {
+  out.reserve(out.size() + 1024 + stats.slices.size() * 120 + stats.faults.size() * 120);
   auto put = std::back_inserter(out);
   fmt::format_to(put, "{{\"job\":{},\"producer\":", stats.job);
   append_string(out, stats.producer);
@@ -196,6 +197,13 @@ std::string to_json(const JobStats& stats) {
     fmt::format_to(put, ":{}", count);
   }
   out += "}}";
+}
+
+}  // namespace
+
+std::string to_json(const JobStats& stats) {
+  std::string out;
+  append_json(out, stats);
   return out;
 }
 
@@ -211,8 +219,8 @@ namespace {
 // waiting for either: a job of many slices makes megabytes of JSON. At most kMaxPending jobs
 // wait for it (then `map` waits), and write_stats_to waits until every job is written.
 constexpr std::size_t kMaxPending = 2;
-// The writer thread's nice value (0 is the default, 19 the lowest priority).
-constexpr int kWriterNice = 19;
+// The writer thread keeps its buffer between jobs up to this size.
+constexpr std::size_t kKeptBuffer = 16 << 20;
 constexpr std::string_view kHeader = "{\"format\":\"pymar-stats\",\"version\":1,\"jobs\":[\n";
 constexpr std::string_view kTrailer = "\n]}\n";
 
@@ -276,15 +284,13 @@ bool write_at(int fd, std::string_view bytes, off_t at) {
   return true;
 }
 
-/// The first job: a whole document, written beside the file and renamed over it, so that a
-/// reader never sees half of it and an earlier run's file stays whole until then.
-bool start_file(StatsFile& file, std::string_view job) {
+/// The first job: a whole document (header, job, trailer), written beside the file and renamed
+/// over it, so that a reader never sees half of it and an earlier run's file stays whole until
+/// then.
+bool start_file(StatsFile& file, std::string_view document) {
   const std::string temporary = fmt::format("{}.tmp{}", *file.path, getpid());
   const int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return false;
-  std::string document;
-  document.reserve(kHeader.size() + job.size() + kTrailer.size());
-  document.append(kHeader).append(job).append(kTrailer);
   if (!write_at(fd, document, 0) || std::rename(temporary.c_str(), file.path->c_str()) != 0) {
     const int error = errno;
     ::close(fd);
@@ -293,26 +299,22 @@ bool start_file(StatsFile& file, std::string_view job) {
     return false;
   }
   file.fd = fd;
-  file.trailer_at = static_cast<off_t>(kHeader.size() + job.size());
+  file.trailer_at = static_cast<off_t>(document.size() - kTrailer.size());
   file.cost.bytes_written = document.size();
   return true;
 }
 
-/// A later job, over the trailer. The bytes past the old trailer go first and the four that
-/// replace it last, in one small write: until then the file still begins with the previous
-/// document, whole, and a crash between the two writes loses only this job.
-bool append_job(StatsFile& file, std::string_view job) {
-  std::string bytes;
-  bytes.reserve(2 + job.size() + kTrailer.size());
-  bytes.append(",\n").append(job).append(kTrailer);
+/// A later job (",\n", job, trailer), over the trailer. The bytes past the old trailer go first
+/// and the four that replace it last, in one small write: until then the file still begins
+/// with the previous document, whole, and a crash between the two writes loses only this job.
+bool append_job(StatsFile& file, std::string_view bytes) {
   const std::size_t head = kTrailer.size();  // the bytes that land on the old trailer
-  if (!write_at(file.fd, std::string_view(bytes).substr(head),
-                file.trailer_at + static_cast<off_t>(head)) ||
-      !write_at(file.fd, std::string_view(bytes).substr(0, head), file.trailer_at)) {
+  if (!write_at(file.fd, bytes.substr(head), file.trailer_at + static_cast<off_t>(head)) ||
+      !write_at(file.fd, bytes.substr(0, head), file.trailer_at)) {
     file.torn = true;
     return false;
   }
-  file.trailer_at += static_cast<off_t>(2 + job.size());
+  file.trailer_at += static_cast<off_t>(bytes.size() - kTrailer.size());
   // After a failed write (a full disk), what it left past the new end goes.
   if (file.torn &&
       ::ftruncate(file.fd, file.trailer_at + static_cast<off_t>(kTrailer.size())) == 0) {
@@ -360,9 +362,7 @@ namespace {
 
 /// The writer thread: each job handed over, in order, until told to stop with none left.
 void write_pending(StatsFile& file) {
-  // Writing statistics yields to computing: on a host whose cores the workers fill, this thread
-  // runs in the gaps rather than taking a share of a core from them. (Linux: per thread.)
-  setpriority(PRIO_PROCESS, static_cast<id_t>(gettid()), kWriterNice);
+  std::string bytes;
   std::unique_lock lock(file.mutex);
   while (true) {
     file.changed.wait(lock, [&] { return file.stop || !file.pending.empty(); });
@@ -374,10 +374,17 @@ void write_pending(StatsFile& file) {
     // The file's state is this thread's while it runs (write_stats_to joins it before touching
     // it): `map` waits for the lock only to hand over a job, never for the disk.
     lock.unlock();
-    const std::string job = to_json(stats);
+    // One buffer for every job, framed as it goes to the file: no megabytes allocated, copied
+    // and unmapped per job (an unmap interrupts every core this process's threads run on).
+    const bool first = file.fd < 0;
+    bytes.clear();
+    bytes.append(first ? kHeader : std::string_view(",\n"));
+    append_json(bytes, stats);
+    bytes.append(kTrailer);
     file.cost.bytes_written = 0;  // read only once `writing` is false again, under the lock
-    const bool written = file.fd < 0 ? start_file(file, job) : append_job(file, job);
+    const bool written = first ? start_file(file, bytes) : append_job(file, bytes);
     const int error = errno;
+    if (bytes.capacity() > kKeptBuffer) std::string().swap(bytes);  // a rare huge job's, not kept
     lock.lock();
     if (!written) {
       // The earlier jobs stay; the next job is written where this one should have been.
