@@ -26,6 +26,7 @@
 #include "cli/status.hpp"
 #include "common/build_id.hpp"
 #include "common/crash_record.hpp"
+#include "common/endpoint_record.hpp"
 #include "common/exit_at_once.hpp"
 #include "common/keys.hpp"
 #include "common/log.hpp"
@@ -270,7 +271,10 @@ wire::Predecessor predecessor_of(const ProcessEnd& end) {
   return p;
 }
 
-int run_worker_pool(const Settings& s) {
+/// `task --worker`; or, with `endpoint_fd`, the pool of `--produce -w N`, forked before its
+/// producer binds: it starts its workers at once, and they and it read the producer's endpoint
+/// from that pipe (common/endpoint_record.hpp) when it comes.
+int run_worker_pool(const Settings& s, int endpoint_fd = -1) {
   init_logging("pool", log_verbosity(s));
   if (int status = check_names(s.producers, producer_names(), "producer")) return status;
   if (int status = check_names(s.sources, source_names(), "data source")) return status;
@@ -286,7 +290,10 @@ int run_worker_pool(const Settings& s) {
     return status;
   WorkerOptions worker;
   worker.keys = std::move(keys);
-  worker.endpoint = fmt::format("tcp://{}:{}", address.host, address.port);
+  // Without an endpoint yet (the pool of --produce -w N), the workers read it when it comes.
+  worker.endpoint =
+      endpoint_fd < 0 ? fmt::format("tcp://{}:{}", address.host, address.port) : std::string();
+  worker.endpoint_fd = endpoint_fd;
   worker.heartbeat = to_ms(s.heartbeat);
   worker.liveness = to_ms(s.liveness);
   worker.credit = s.credit;
@@ -295,12 +302,28 @@ int run_worker_pool(const Settings& s) {
   worker.supervised = true;
   worker.doorbell = doorbells_enabled();
   const unsigned processes = s.workers.value_or(std::max(1u, std::thread::hardware_concurrency()));
-  spdlog::info("{} worker process(es) of {} (build {}) serving the producer at {}{}", processes,
-               task_name(), build_fingerprint(), worker.endpoint,
-               worker.keys ? fmt::format(" with key {}", worker.keys->own.public_key) : "");
+  auto announce = [&] {
+    spdlog::info("{} worker process(es) of {} (build {}) serving the producer at {}{}", processes,
+                 task_name(), build_fingerprint(), worker.endpoint,
+                 worker.keys ? fmt::format(" with key {}", worker.keys->own.public_key) : "");
+  };
   PoolOptions pool;
   pool.processes = processes;
   pool.producer = worker.endpoint;
+  if (endpoint_fd < 0) {
+    announce();
+  } else {
+    pool.await_producer = [&]() -> std::optional<std::string> {
+      std::optional<std::string> endpoint = read_endpoint_record(endpoint_fd);
+      ::close(endpoint_fd);
+      if (!endpoint) return std::nullopt;
+      // Workers started from now on (restarts) are given it.
+      worker.endpoint = *endpoint;
+      worker.endpoint_fd = -1;
+      announce();
+      return endpoint;
+    };
+  }
   pool.run_worker = [&](const WorkerSlot& slot) {
     // Return freed slices to the system at once: glibc would otherwise keep the largest one
     // around (its mmap threshold grows with each large free), doubling a worker's footprint.
@@ -321,44 +344,45 @@ int run_worker_pool(const Settings& s) {
 /// The worker pool of `--produce -w N`. It is forked at the producer's start, while the process
 /// still has one thread, and runs the same code as `task --worker` from there: no exec, so no
 /// second start-up of the task (loading its libraries again took longer than a small job's
-/// compute). It waits for the address the producer binds, then starts its workers.
+/// compute). Its workers start at once too, while the producer starts, and wait for the
+/// endpoint the producer binds.
 class EmbeddedPool {
  public:
-  EmbeddedPool(const Settings& s, unsigned processes) {
+  EmbeddedPool(const Settings& s, unsigned processes) : readers_(processes + 1) {
     int ends[2];
     if (pipe2(ends, O_CLOEXEC) != 0)
       throw Error(fmt::format("cannot start the worker pool: {}", std::strerror(errno)));
     UniqueFd read_end(ends[0]);
-    address_fd_.reset(ends[1]);
+    endpoint_fd_.reset(ends[1]);
     std::fflush(nullptr);  // nothing buffered is written twice
     const pid_t parent = getpid();
     pid_ = fork();
     if (pid_ < 0)
       throw Error(fmt::format("cannot start the worker pool: {}", std::strerror(errno)));
     if (pid_ == 0) {
-      address_fd_.reset();
+      endpoint_fd_.reset();
       prctl(PR_SET_PDEATHSIG, SIGTERM);  // and its workers die with it
       if (getppid() != parent) exit_at_once(0);
-      const int status = serve(s, processes, read_end.get());
+      const int status = serve(s, processes, read_end.release());
       std::fflush(nullptr);
       // Not back through the caller's main: it already runs in the producer.
       exit_at_once(status);
     }
   }
 
-  /// Tells the pool where the producer listens; it starts its workers at once.
+  /// Tells the pool and its workers where the producer listens.
   void start(const std::string& host, std::uint16_t port) {
-    const std::string address = fmt::format("{}:{}\n", host, port);
-    if (write(address_fd_.get(), address.data(), address.size()) !=
-        static_cast<ssize_t>(address.size())) {
-      spdlog::warn("could not tell the worker pool the producer's port: {}", std::strerror(errno));
+    if (!write_endpoint_records(endpoint_fd_.get(), fmt::format("tcp://{}:{}", host, port),
+                                readers_)) {
+      spdlog::warn("could not tell the worker pool the producer's endpoint: {}",
+                   std::strerror(errno));
     }
-    address_fd_.reset();
+    endpoint_fd_.reset();
   }
 
   /// Asks the pool to stop, without waiting: the producer closes its own side meanwhile.
   void stop() {
-    address_fd_.reset();  // a pool still waiting for an address ends
+    endpoint_fd_.reset();  // a pool still waiting for an endpoint ends, and its workers
     if (!stopped_) kill(pid_, SIGTERM);
     stopped_ = true;
   }
@@ -373,19 +397,18 @@ class EmbeddedPool {
   EmbeddedPool& operator=(const EmbeddedPool&) = delete;
 
  private:
-  /// In the forked process: reads HOST:PORT (or end of file: the producer did not start), then
-  /// serves it as `task --worker -q HOST:PORT -w N` would, with the producer's options.
-  static int serve(const Settings& s, unsigned processes, int address_fd) {
+  /// In the forked process: serves as `task --worker -q HOST -w N` would, with the producer's
+  /// options, the endpoint read from `endpoint_fd`.
+  static int serve(const Settings& s, unsigned processes, int endpoint_fd) {
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, nullptr);
-    std::string address;
-    char c = 0;
-    while (address.size() < 512 && read(address_fd, &c, 1) == 1 && c != '\n') address += c;
-    if (c != '\n') return 0;
+    const Address address = parse_queue(s.queue, "127.0.0.1");
+    const bool any = address.host == "*" || address.host == "0.0.0.0";
     Settings pool;
     pool.worker = true;
-    pool.queue = address;
+    // The host, for the exposure check: the endpoint itself comes through the pipe.
+    pool.queue = any ? "127.0.0.1" : address.host;
     pool.workers = processes;
     pool.heartbeat = s.heartbeat;
     pool.liveness = s.liveness;
@@ -396,11 +419,12 @@ class EmbeddedPool {
     // The producer lets its own key in: its embedded pool needs no key of its own.
     pool.secret_key = s.secret_key;
     if (!s.secret_key.empty()) pool.producer_key = s.secret_key;
-    return run_worker_pool(pool);
+    return run_worker_pool(pool, endpoint_fd);
   }
 
   pid_t pid_ = -1;
-  UniqueFd address_fd_;  // write end of the pipe the pool reads the producer's address from
+  std::size_t readers_;   // the pool and each of its workers read one endpoint record
+  UniqueFd endpoint_fd_;  // write end of the pipe they read it from
   bool stopped_ = false;
 };
 

@@ -52,7 +52,8 @@ std::string signal_name(int signal) {
 
 class Pool {
  public:
-  explicit Pool(const PoolOptions& options) : options_(options), slots_(options.processes) {
+  explicit Pool(const PoolOptions& options)
+      : options_(options), slots_(options.processes), producer_(options.producer) {
     const std::size_t bytes = sizeof(CrashRecord) * std::max(1u, options.processes);
     void* shared = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (shared == MAP_FAILED) throw Error(fmt::format("mmap: {}", std::strerror(errno)));
@@ -79,6 +80,19 @@ class Pool {
     for (unsigned i = 0; i < slots_.size(); ++i) spawn(i);
     bool stopping = false;
     Clock::time_point stop_deadline{};
+    if (options_.await_producer) {
+      // The workers start while the producer binds; they wait for its endpoint too.
+      if (auto producer = options_.await_producer()) {
+        producer_ = std::move(*producer);
+      } else {
+        // No producer will come: the workers read the same end of file and return; none has
+        // computed anything.
+        kill_all(SIGTERM);
+        while (waitpid(-1, nullptr, 0) > 0) {
+        }
+        return 0;
+      }
+    }
     while (true) {
       std::optional<Clock::time_point> wake_at;
       for (const Slot& slot : slots_) {
@@ -259,7 +273,7 @@ class Pool {
     out.pid = getpid();
     out.uptime_ms = static_cast<std::uint64_t>(
         std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started_).count());
-    out.producer = options_.producer;
+    out.producer = producer_;
     out.workers_total = slots_.size();
     const std::size_t listed = std::min(slots_.size(), wire::kMaxStatusWorkers);
     for (std::size_t i = 0; i < listed; ++i) {
@@ -293,6 +307,7 @@ class Pool {
   Clock::time_point started_;
   CrashRecord* records_ = nullptr;
   bool refused_ = false;  // a worker was refused by the producer at the handshake
+  std::string producer_;  // what the workers serve (options_.producer, or awaited)
   std::size_t records_bytes_ = 0;
 };
 

@@ -22,6 +22,10 @@ struct PoolOptions {
   unsigned processes = 1;
   /// What its workers serve (the producer's endpoint), for the pool's status.
   std::string producer;
+  /// When set, the producer's endpoint is not known at the start (the pool of `--produce -w N`,
+  /// started before its producer binds): called once the workers are started, it returns the
+  /// endpoint, or nullopt when no producer will come (the pool then stops).
+  std::function<std::optional<std::string>()> await_producer;
   /// Runs in each forked child; returns its exit status.
   std::function<int(const WorkerSlot&)> run_worker;
 };

@@ -81,6 +81,9 @@ class WorkerSession {
  public:
   WorkerSession(WorkerSessionConfig config, WorkerActions& actions);
 
+  /// The producer's endpoint, known only now (a worker started before its producer bound).
+  void set_endpoint(std::string endpoint) { config_.endpoint = std::move(endpoint); }
+
   // --- inputs ----------------------------------------------------------------------------
   /// A new socket was connected (at start, or after reconnect(true)): nothing heard yet.
   void on_new_socket(Clock::time_point now);
@@ -119,7 +122,7 @@ class WorkerSession {
   void reconnect_now();
   bool serve_session(std::uint64_t session);
 
-  const WorkerSessionConfig config_;
+  WorkerSessionConfig config_;  // constant but for the endpoint, which may come later
   WorkerActions& actions_;
   std::optional<wire::Predecessor> predecessor_;
 

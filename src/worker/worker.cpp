@@ -26,6 +26,7 @@
 #include "common/build_id.hpp"
 #include "common/clock.hpp"
 #include "common/doorbell.hpp"
+#include "common/endpoint_record.hpp"
 #include "common/log.hpp"
 #include "common/log_budget.hpp"
 #include "common/printable.hpp"
@@ -269,15 +270,8 @@ WorkerSessionConfig session_config(const WorkerOptions& options) {
 class IoThread final : private WorkerActions {
  public:
   explicit IoThread(const WorkerOptions& options)
-      : options_(options), session_(session_config(options), *this) {
-    const auto port = endpoint_port(options.endpoint);
-    if (options.doorbell && port) {
-      try {
-        doorbell_.emplace(*port);
-      } catch (const Error& e) {
-        spdlog::warn("{}; reconnecting on libzmq's timer alone", e.what());
-      }
-    }
+      : options_(options), endpoint_(options.endpoint), session_(session_config(options), *this) {
+    if (!endpoint_.empty()) open_doorbell();
   }
 
   int run() {
@@ -287,9 +281,21 @@ class IoThread final : private WorkerActions {
                                  options_.crash_record)]() mutable { compute.run(); });
     int status = 1;
     try {
+      if (endpoint_.empty()) {
+        // Started before the producer bound its port: everything but the connection is ready.
+        std::optional<std::string> endpoint = read_endpoint_record(options_.endpoint_fd);
+        ::close(options_.endpoint_fd);
+        if (!endpoint) {
+          leave(0);
+          return 0;
+        }
+        endpoint_ = std::move(*endpoint);
+        session_.set_endpoint(endpoint_);
+        open_doorbell();
+      }
       connect();
       session_.on_new_socket(Clock::now());
-      spdlog::info("waiting for a producer at {}", options_.endpoint);
+      spdlog::info("waiting for a producer at {}", endpoint_);
       status = serve();
     } catch (const std::exception& e) {
       spdlog::error("worker stopped: {}", e.what());
@@ -299,6 +305,18 @@ class IoThread final : private WorkerActions {
   }
 
  private:
+  /// Binds the doorbell a producer on this machine rings when it binds our producer's port.
+  void open_doorbell() {
+    const auto port = endpoint_port(endpoint_);
+    if (options_.doorbell && port) {
+      try {
+        doorbell_.emplace(*port);
+      } catch (const Error& e) {
+        spdlog::warn("{}; reconnecting on libzmq's timer alone", e.what());
+      }
+    }
+  }
+
   // --- WorkerActions ---------------------------------------------------------------------
 
   bool send(const wire::Message& message) override {
@@ -311,8 +329,8 @@ class IoThread final : private WorkerActions {
     if (fresh) return connect();
     // Retries the connection at once, rather than when libzmq's timer says.
     try {
-      socket_.disconnect(options_.endpoint);
-      socket_.connect(options_.endpoint);
+      socket_.disconnect(endpoint_);
+      socket_.connect(endpoint_);
     } catch (const zmq::error_t&) {
       connect();  // a fresh socket does the same
       session_.on_new_socket(Clock::now());
@@ -389,7 +407,7 @@ class IoThread final : private WorkerActions {
     // producer is away would reach the next one as a burst of stale messages. The worker greets
     // each new connection with READY instead.
     socket_.set(zmq::sockopt::immediate, 1);
-    if (doorbell_ && on_loopback(options_.endpoint)) {
+    if (doorbell_ && on_loopback(endpoint_)) {
       // A producer on this machine rings when it binds: the timer is a fallback.
       socket_.set(zmq::sockopt::reconnect_ivl, kDoorbellRetryMs);
       socket_.set(zmq::sockopt::reconnect_ivl_max, 0);
@@ -412,7 +430,7 @@ class IoThread final : private WorkerActions {
     monitor_ = zmq::socket_t(context_, zmq::socket_type::pair);
     monitor_.set(zmq::sockopt::linger, 0);
     monitor_.connect(monitor_endpoint);
-    socket_.connect(options_.endpoint);
+    socket_.connect(endpoint_);
   }
 
   void close_socket() {
@@ -567,6 +585,7 @@ class IoThread final : private WorkerActions {
 
   // The I/O thread's own state.
   const WorkerOptions& options_;
+  std::string endpoint_;  // the producer's (options_.endpoint, or read from endpoint_fd)
   zmq::context_t context_{1};
   zmq::socket_t socket_;              // to the producer; a fresh one after a silent producer
   zmq::socket_t monitor_;             // connection events of socket_

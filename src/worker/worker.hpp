@@ -16,6 +16,9 @@ namespace pymar::detail {
 
 struct WorkerOptions {
   std::string endpoint = "tcp://127.0.0.1:7627";  ///< the producer's address
+  /// When `endpoint` is empty: a pipe to read it from (common/endpoint_record.hpp) once the
+  /// worker is ready to connect. End of file there means no producer will come: return 0.
+  int endpoint_fd = -1;
   std::chrono::milliseconds heartbeat{1000};
   std::chrono::milliseconds liveness{5000};  ///< producer silent this long: reconnect
   std::uint32_t credit = 2;                  ///< batches accepted in flight
