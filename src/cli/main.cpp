@@ -340,7 +340,6 @@ int run_worker_pool(const Settings& s, int endpoint_fd = -1) {
 
 // --- producer --------------------------------------------------------------------------------
 
-/// A worker pool started for one producer run (`--produce -w N`), stopped when it ends.
 /// The worker pool of `--produce -w N`. It is forked at the producer's start, while the process
 /// still has one thread, and runs the same code as `task --worker` from there: no exec, so no
 /// second start-up of the task (loading its libraries again took longer than a small job's
@@ -348,7 +347,9 @@ int run_worker_pool(const Settings& s, int endpoint_fd = -1) {
 /// endpoint the producer binds.
 class EmbeddedPool {
  public:
-  EmbeddedPool(const Settings& s, unsigned processes) : readers_(processes + 1) {
+  /// `host`: where its workers find the producer (loopback when it listens on every interface).
+  EmbeddedPool(const Settings& s, unsigned processes, std::string host)
+      : host_(std::move(host)), readers_(processes + 1) {
     int ends[2];
     if (pipe2(ends, O_CLOEXEC) != 0)
       throw Error(fmt::format("cannot start the worker pool: {}", std::strerror(errno)));
@@ -363,16 +364,16 @@ class EmbeddedPool {
       endpoint_fd_.reset();
       prctl(PR_SET_PDEATHSIG, SIGTERM);  // and its workers die with it
       if (getppid() != parent) exit_at_once(0);
-      const int status = serve(s, processes, read_end.release());
+      const int status = serve(s, processes, host_, read_end.release());
       std::fflush(nullptr);
       // Not back through the caller's main: it already runs in the producer.
       exit_at_once(status);
     }
   }
 
-  /// Tells the pool and its workers where the producer listens.
-  void start(const std::string& host, std::uint16_t port) {
-    if (!write_endpoint_records(endpoint_fd_.get(), fmt::format("tcp://{}:{}", host, port),
+  /// Tells the pool and its workers the port the producer listens on.
+  void start(std::uint16_t port) {
+    if (!write_endpoint_records(endpoint_fd_.get(), fmt::format("tcp://{}:{}", host_, port),
                                 readers_)) {
       spdlog::warn("could not tell the worker pool the producer's endpoint: {}",
                    std::strerror(errno));
@@ -399,16 +400,14 @@ class EmbeddedPool {
  private:
   /// In the forked process: serves as `task --worker -q HOST -w N` would, with the producer's
   /// options, the endpoint read from `endpoint_fd`.
-  static int serve(const Settings& s, unsigned processes, int endpoint_fd) {
+  static int serve(const Settings& s, unsigned processes, const std::string& host,
+                   int endpoint_fd) {
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, nullptr);
-    const Address address = parse_queue(s.queue, "127.0.0.1");
-    const bool any = address.host == "*" || address.host == "0.0.0.0";
     Settings pool;
     pool.worker = true;
-    // The host, for the exposure check: the endpoint itself comes through the pipe.
-    pool.queue = any ? "127.0.0.1" : address.host;
+    pool.queue = host;  // for the exposure check: the endpoint itself comes through the pipe
     pool.workers = processes;
     pool.heartbeat = s.heartbeat;
     pool.liveness = s.liveness;
@@ -423,6 +422,7 @@ class EmbeddedPool {
   }
 
   pid_t pid_ = -1;
+  std::string host_;
   std::size_t readers_;   // the pool and each of its workers read one endpoint record
   UniqueFd endpoint_fd_;  // write end of the pipe they read it from
   bool stopped_ = false;
@@ -447,8 +447,10 @@ int run_producer(const Settings& s, const std::function<int(const Arguments&)>& 
   // Forked before this process starts any thread (the statistics writer, the dispatcher's).
   std::optional<EmbeddedPool> pool;
   if (!s.local && s.workers.value_or(0) > 0) {
+    const Address address = parse_queue(s.queue, "127.0.0.1");
+    const bool any = address.host == "*" || address.host == "0.0.0.0";
     try {
-      pool.emplace(s, *s.workers);
+      pool.emplace(s, *s.workers, any ? "127.0.0.1" : address.host);
     } catch (const Error& e) {
       spdlog::error("{}", e.what());
       return 1;
@@ -526,10 +528,7 @@ int run_producer(const Settings& s, const std::function<int(const Arguments&)>& 
                      ? fmt::format(", with key {} and {} allowed worker key(s)",
                                    options.keys->own.public_key, options.keys->allowed.size())
                      : "");
-    if (pool) {
-      const bool any = address.host == "*" || address.host == "0.0.0.0";
-      pool->start(any ? "127.0.0.1" : address.host, dispatcher->port());
-    }
+    if (pool) pool->start(dispatcher->port());
     std::optional<ObservationEndpoints> watched;  // before the job, stopped before the dispatcher
     if (!s.metrics.empty() || !s.dashboard.empty()) {
       try {
