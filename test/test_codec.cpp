@@ -37,10 +37,18 @@ struct Celsius {
   bool operator==(const Celsius&) const = default;
 };
 
+// Travels as a msgpack binary holding its own encoding: its adaptor decodes inside a decode.
+struct Envelope {
+  std::vector<std::int64_t> inside;
+  bool operator==(const Envelope&) const = default;
+};
+
 }  // namespace
 
 template <>
 struct pymar::has_msgpack_adaptor<Celsius> : std::true_type {};
+template <>
+struct pymar::has_msgpack_adaptor<Envelope> : std::true_type {};
 
 namespace msgpack {
 MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS) {
@@ -56,6 +64,23 @@ MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS) {
   struct convert<Celsius> {
     const msgpack::object& operator()(const msgpack::object& in, Celsius& value) const {
       value.degrees = in.as<double>();
+      return in;
+    }
+  };
+  template <>
+  struct pack<Envelope> {
+    template <class Stream>
+    packer<Stream>& operator()(packer<Stream>& out, const Envelope& value) const {
+      const std::string bytes = pymar::encode(value.inside);
+      out.pack_bin(static_cast<std::uint32_t>(bytes.size()));
+      return out.pack_bin_body(bytes.data(), static_cast<std::uint32_t>(bytes.size()));
+    }
+  };
+  template <>
+  struct convert<Envelope> {
+    const msgpack::object& operator()(const msgpack::object& in, Envelope& value) const {
+      if (in.type != msgpack::type::BIN) throw msgpack::type_error();
+      value.inside = pymar::decode<std::vector<std::int64_t>>({in.via.bin.ptr, in.via.bin.size});
       return in;
     }
   };
@@ -82,6 +107,109 @@ TEST_CASE("values of many kinds survive encoding") {
   CHECK(round_trip(counts) == counts);
   const Measurement m{"temperature", {1.5, -2.25}, 2};
   CHECK(round_trip(m) == m);
+}
+
+// What msgpack's own conversion makes of `bytes` as a T, or nullopt where it refuses them.
+template <class T>
+std::optional<T> msgpack_reference(const std::string& bytes) {
+  try {
+    std::size_t offset = 0;
+    const msgpack::object_handle handle = msgpack::unpack(bytes.data(), bytes.size(), offset);
+    if (offset != bytes.size()) return std::nullopt;  // trailing bytes
+    return handle.get().as<T>();
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+}
+
+template <class T>
+std::optional<T> pymar_decode(const std::string& bytes) {
+  try {
+    return pymar::decode<T>(bytes);
+  } catch (const pymar::DecodeError&) {
+    return std::nullopt;
+  }
+}
+
+template <class T>
+void check_numbers_as(const std::vector<std::string>& encodings) {
+  for (const std::string& bytes : encodings) {
+    CAPTURE(bytes.size());
+    CAPTURE(static_cast<int>(static_cast<unsigned char>(bytes[0])));
+    CHECK(pymar_decode<T>(bytes) == msgpack_reference<T>(bytes));
+  }
+}
+
+TEST_CASE("a number decodes exactly as msgpack's own conversion gives it, or is refused alike") {
+  // Every integer form at and around each type's limits, in the smallest encoding and in the
+  // wider forms another encoder may choose, and floats of both widths.
+  std::vector<std::string> encodings;
+  const std::vector<std::int64_t> signed_values = {0,
+                                                   1,
+                                                   5,
+                                                   127,
+                                                   128,
+                                                   255,
+                                                   256,
+                                                   32767,
+                                                   32768,
+                                                   65535,
+                                                   65536,
+                                                   2147483647,
+                                                   2147483648LL,
+                                                   4294967295LL,
+                                                   4294967296LL,
+                                                   INT64_MAX,
+                                                   -1,
+                                                   -5,
+                                                   -32,
+                                                   -33,
+                                                   -128,
+                                                   -129,
+                                                   -32768,
+                                                   -32769,
+                                                   -2147483648LL,
+                                                   -2147483649LL,
+                                                   INT64_MIN};
+  for (const std::int64_t v : signed_values) encodings.push_back(pymar::encode(v));
+  encodings.push_back(pymar::encode(UINT64_MAX));
+  encodings.push_back(pymar::encode(std::uint64_t{1} << 63));
+  encodings.push_back(std::string("\xd0\x05", 2));                              // int8 holding 5
+  encodings.push_back(std::string("\xd3\x00\x00\x00\x00\x00\x00\x00\x07", 9));  // int64: 7
+  encodings.push_back(std::string("\xcf\x00\x00\x00\x00\x00\x00\x00\x09", 9));  // uint64: 9
+  encodings.push_back(std::string("\xd1\xff\xfe", 3));                          // int16 holding -2
+  for (const double v : {0.0, -1.5, 22023.7365011063, 1e300, -3.4e38}) {
+    encodings.push_back(pymar::encode(v));
+  }
+  encodings.push_back(pymar::encode(2.5f));
+  encodings.push_back(pymar::encode(true));
+  encodings.push_back(pymar::encode(std::string("7")));
+  encodings.push_back(std::string("\xcd\x01", 2));  // truncated uint16
+  encodings.push_back(std::string("\x05\x05", 2));  // a fixint and a trailing byte
+
+  check_numbers_as<std::int8_t>(encodings);
+  check_numbers_as<std::uint8_t>(encodings);
+  check_numbers_as<std::int16_t>(encodings);
+  check_numbers_as<std::uint16_t>(encodings);
+  check_numbers_as<std::int32_t>(encodings);
+  check_numbers_as<std::uint32_t>(encodings);
+  check_numbers_as<std::int64_t>(encodings);
+  check_numbers_as<std::uint64_t>(encodings);
+  check_numbers_as<long long>(encodings);
+  check_numbers_as<char>(encodings);
+  check_numbers_as<bool>(encodings);
+  check_numbers_as<float>(encodings);
+  check_numbers_as<double>(encodings);
+}
+
+TEST_CASE("a user adaptor may decode inside a decode") {
+  // Each inner value decodes into more objects than all the envelopes after it: an inner
+  // decode that reused the outer one's memory would overwrite envelopes not yet converted.
+  std::vector<Envelope> envelopes;
+  for (std::int64_t i = 0; i < 50; ++i) {
+    envelopes.push_back(Envelope{std::vector<std::int64_t>(static_cast<std::size_t>(60 - i), i)});
+  }
+  CHECK(round_trip(envelopes) == envelopes);
 }
 
 TEST_CASE("a user adaptor carries 128-bit integers, negative ones too") {

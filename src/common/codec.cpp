@@ -73,7 +73,8 @@ void check_decode_cost(std::string_view bytes, const DecodeLimits& limits) {
   }
 }
 
-msgpack::object_handle unpack_bounded(std::string_view bytes, const DecodeLimits& limits) {
+msgpack::object unpack_bounded(msgpack::zone& zone, std::string_view bytes,
+                               const DecodeLimits& limits) {
   // Every element takes at least one byte on the wire (a map entry two), so no honest input
   // declares more elements than it has bytes: capping counts by size bounds what msgpack allocates.
   const std::size_t size = bytes.size();
@@ -83,9 +84,9 @@ msgpack::object_handle unpack_bounded(std::string_view bytes, const DecodeLimits
                                     std::min<std::size_t>(size, 1 << 20), limits.max_depth);
   check_decode_cost(bytes, limits);
   std::size_t offset = 0;
-  msgpack::object_handle handle;
+  msgpack::object object;
   try {
-    handle = msgpack::unpack(bytes.data(), size, offset, &reference_in_place, nullptr, limit);
+    object = msgpack::unpack(zone, bytes.data(), size, offset, &reference_in_place, nullptr, limit);
   } catch (const msgpack::insufficient_bytes&) {
     throw DecodeError("truncated msgpack data");
   } catch (const std::exception& e) {
@@ -94,7 +95,31 @@ msgpack::object_handle unpack_bounded(std::string_view bytes, const DecodeLimits
   if (offset != size) {
     throw DecodeError("trailing bytes after a msgpack value");
   }
-  return handle;
+  return object;
+}
+
+namespace {
+
+thread_local msgpack::zone t_scratch_zone;
+thread_local bool t_scratch_zone_in_use = false;
+
+}  // namespace
+
+ScratchZone::ScratchZone() {
+  if (t_scratch_zone_in_use) {
+    own_ = std::make_unique<msgpack::zone>();
+    zone_ = own_.get();
+  } else {
+    t_scratch_zone_in_use = true;
+    zone_ = &t_scratch_zone;
+  }
+}
+
+ScratchZone::~ScratchZone() {
+  if (own_) return;
+  // Frees every chunk but the first: a large value's objects do not stay allocated.
+  t_scratch_zone.clear();
+  t_scratch_zone_in_use = false;
 }
 
 }  // namespace pymar::detail

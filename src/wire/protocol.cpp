@@ -527,13 +527,13 @@ Message decode(std::string_view header, std::size_t payload_frames) {
   limits.max_str = kMaxTextBytes;
   limits.max_bin = kMaxHeaderBytes;
   limits.max_depth = 4;
-  msgpack::object_handle handle;
+  detail::ScratchZone zone;
+  msgpack::object root;
   try {
-    handle = detail::unpack_bounded(header, limits);
+    root = detail::unpack_bounded(zone.get(), header, limits);
   } catch (const DecodeError& e) {
     throw ProtocolError(std::string("header: ") + e.what(), ProtocolError::Kind::not_a_message);
   }
-  const msgpack::object& root = handle.get();
   if (root.type != msgpack::type::ARRAY || root.via.array.size < 2) {
     throw ProtocolError("header: not a message", ProtocolError::Kind::not_a_message);
   }
