@@ -93,25 +93,54 @@ TEST_CASE("ASSIGN must be followed by exactly one payload frame per slice when i
   CHECK_NOTHROW(decode(encode(a), 0));
 }
 
-TEST_CASE("RESULT carries outcomes, errors with type and message, and one frame per value") {
+TEST_CASE("RESULT carries outcomes, errors with type and message, and the size of each value") {
   Result r;
   r.job = {1, 2};
   r.batch = 3;
-  r.outcomes = {{4, true, 1000, "", ""}, {5, false, 20, "std::domain_error", "bad element"}};
+  r.outcomes = {{4, true, 1000, 9, "", ""}, {5, false, 20, 0, "std::domain_error", "bad element"}};
   const Result back = round_trip(r, 1);
   REQUIRE(back.outcomes.size() == 2);
   CHECK(back.outcomes[0].ok);
   CHECK(back.outcomes[0].compute_ns == 1000);
+  CHECK(back.outcomes[0].value_bytes == 9);
   CHECK_FALSE(back.outcomes[1].ok);
   CHECK(back.outcomes[1].error_type == "std::domain_error");
   CHECK(back.outcomes[1].error_message == "bad element");
+  // One value: in one frame, no more, no fewer.
   CHECK_THROWS_AS(decode(encode(r), 0), ProtocolError);
   CHECK_THROWS_AS(decode(encode(r), 2), ProtocolError);
+  // A value has one byte at least, and no more than a frame may hold.
+  r.outcomes[0].value_bytes = 0;
+  CHECK_THROWS_AS(decode(encode(r), 1), ProtocolError);
+  r.outcomes[0].value_bytes = kMaxValueBytes + 1;
+  CHECK_THROWS_AS(decode(encode(r), 1), ProtocolError);
+}
+
+TEST_CASE("a RESULT's values are cut from its frames by the sizes it gives, none across frames") {
+  Result r;
+  r.outcomes = {{0, true, 1, 2, "", ""},
+                {1, false, 1, 0, "E", "m"},
+                {2, true, 1, 3, "", ""},
+                {3, true, 1, 1, "", ""}};
+  using Frames = std::vector<std::string_view>;
+  auto values = [&](const Frames& frames) { return result_values(r, frames); };
+  CHECK(values({"aabbbc"}) == Frames{"aa", "bbb", "c"});
+  CHECK(values({"aa", "bbbc"}) == Frames{"aa", "bbb", "c"});
+  CHECK(values({"aa", "bbb", "c"}) == Frames{"aa", "bbb", "c"});
+  // A value across two frames, frames too short or too long, an empty frame: refused.
+  for (const Frames& bad : {Frames{"aab", "bbc"}, Frames{"aabbb"}, Frames{"aabbbcd"},
+                            Frames{"aa", "bbbc", "d"}, Frames{"aa", "", "bbbc"}, Frames{}}) {
+    CAPTURE(bad.size());
+    CHECK_THROWS_AS(values(bad), ProtocolError);
+  }
+  Result failed;
+  failed.outcomes = {{0, false, 1, 0, "E", "m"}};
+  CHECK(result_values(failed, {}).empty());
 }
 
 TEST_CASE("long error messages are cut on the sender's side") {
   Result r;
-  r.outcomes = {{0, false, 0, "E", std::string(100000, 'x')}};
+  r.outcomes = {{0, false, 0, 0, "E", std::string(100000, 'x')}};
   const Result back = round_trip(r);
   CHECK(back.outcomes[0].error_message.size() == kMaxErrorMessageBytes);
 }
@@ -263,25 +292,26 @@ TEST_CASE("random and truncated bytes never crash the decoder") {
 TEST_CASE("a message type beyond 255 is unknown, not taken for the type it wraps around to") {
   // 257 and 258 wrap around to READY (1) and ASSIGN (2) when narrowed to 8 bits.
   const std::string ready =
-      header(1u, 257u, "build", "task", "host", 4242, 2u, std::vector<std::string>{},
-             std::vector<std::string>{}, msgpack::type::nil_t());
+      header(pymar::protocol_version(), 257u, "build", "task", "host", 4242, 2u,
+             std::vector<std::string>{}, std::vector<std::string>{}, msgpack::type::nil_t());
   CHECK_THROWS_WITH_AS(decode(ready, 0), doctest::Contains("unknown message type 257"),
                        ProtocolError);
-  const std::string heartbeat = header(1u, 256u + 4u, std::uint64_t{7});
+  const std::string heartbeat = header(pymar::protocol_version(), 256u + 4u, std::uint64_t{7});
   CHECK_THROWS_WITH_AS(decode(heartbeat, 0), doctest::Contains("unknown message type 260"),
                        ProtocolError);
-  CHECK_THROWS_AS(decode(header(1u, std::uint64_t{1} << 40), 0), ProtocolError);
+  CHECK_THROWS_AS(decode(header(pymar::protocol_version(), std::uint64_t{1} << 40), 0),
+                  ProtocolError);
   // The same fields under their own type still decode.
   CHECK(std::holds_alternative<Ready>(
-      decode(header(1u, 1u, "build", "task", "host", 4242, 2u, std::vector<std::string>{},
-                    std::vector<std::string>{}, msgpack::type::nil_t()),
+      decode(header(pymar::protocol_version(), 1u, "build", "task", "host", 4242, 2u,
+                    std::vector<std::string>{}, std::vector<std::string>{}, msgpack::type::nil_t()),
              0)));
 }
 
 TEST_CASE("a batch of many failed slices with long messages still fits one header") {
   Result r;
   for (std::uint64_t i = 0; i < kMaxSlicesPerBatch / 64; ++i) {
-    r.outcomes.push_back({i, false, 1, std::string(1000, 't'), std::string(10000, 'm')});
+    r.outcomes.push_back({i, false, 1, 0, std::string(1000, 't'), std::string(10000, 'm')});
   }
   const std::string header = encode(r);
   CHECK(header.size() <= kMaxHeaderBytes);

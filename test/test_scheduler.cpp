@@ -89,8 +89,8 @@ void answer(Scheduler& s, const std::string& worker, const Assign& a, Clock::tim
   Result r{a.job, a.batch, {}};
   std::vector<std::string> storage;
   for (const SliceRange& slice : a.slices) {
-    r.outcomes.push_back({slice.index, true, compute_ns, "", ""});
     storage.push_back(value_of(slice.index));
+    r.outcomes.push_back({slice.index, true, compute_ns, storage.back().size(), "", ""});
   }
   std::vector<std::string_view> values(storage.begin(), storage.end());
   s.on_result(worker, r, values, now);
@@ -350,7 +350,8 @@ TEST_CASE("an exception in user code fails the job with where and what") {
   s.start_job(request, {7, 1}, 10s, t0);
   auto a = out.taken<Assign>("w1");
   REQUIRE(a.size() == 1);
-  Result r{a[0].job, a[0].batch, {{a[0].slices[0].index, false, 5, "std::domain_error", "bad x"}}};
+  Result r{
+      a[0].job, a[0].batch, {{a[0].slices[0].index, false, 5, 0, "std::domain_error", "bad x"}}};
   s.on_result("w1", r, {}, t0);
   REQUIRE(s.state() == JobState::failed);
   CHECK(s.failure()->exception_type == "std::domain_error");
@@ -372,7 +373,7 @@ TEST_CASE("with retries, a throwing slice is tried again before the job fails") 
   for (int attempt = 1; attempt <= 2; ++attempt) {
     auto a = out.taken<Assign>("w1");
     REQUIRE(a.size() == 1);
-    Result r{a[0].job, a[0].batch, {{0, false, 5, "E", "m"}}};
+    Result r{a[0].job, a[0].batch, {{0, false, 5, 0, "E", "m"}}};
     s.on_result("w1", r, {}, t0);
   }
   CHECK(s.state() == JobState::failed);
@@ -386,7 +387,7 @@ TEST_CASE("a partial value that does not decode is dropped and its slice re-queu
   const JobRequest request = job(1, 1);
   s.start_job(request, {7, 1}, 10s, t0);
   auto a = out.taken<Assign>("liar");
-  Result r{a[0].job, a[0].batch, {{0, true, 5, "", ""}}};
+  Result r{a[0].job, a[0].batch, {{0, true, 5, 13, "", ""}}};
   const std::string garbage = pymar::encode(std::string("not a number"));
   const std::string_view values[] = {garbage};
   s.on_result("liar", r, values, t0);
@@ -654,7 +655,7 @@ TEST_CASE("slice indices beyond 2^32 are not taken for the slices they wrap arou
   const std::uint64_t wrapped = (std::uint64_t{1} << 32) + a[0].slices[0].index;
 
   // A result claiming slice 2^32 + k for a batch of slice k is not the batch's result.
-  Result r{a[0].job, a[0].batch, {{wrapped, true, 5, "", ""}}};
+  Result r{a[0].job, a[0].batch, {{wrapped, true, 5, 1, "", ""}}};
   const std::string value = value_of(0);
   std::vector<std::string_view> values{value};
   s.on_result("w", r, values, t0 + 1ms);

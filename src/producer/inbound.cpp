@@ -19,10 +19,14 @@ Inbound read_inbound(std::span<const std::string_view> frames) {
     in.problem = in.problem_kind = "no header frame";
     return in;
   }
-  in.values = frames.subspan(2);
+  const std::span<const std::string_view> payload = frames.subspan(2);
   try {
-    in.message = wire::decode(frames[1], in.values.size());
+    in.message = wire::decode(frames[1], payload.size());
+    if (const auto* result = std::get_if<wire::Result>(&*in.message)) {
+      in.values = wire::result_values(*result, payload);
+    }
   } catch (const wire::ProtocolError& e) {
+    in.message.reset();  // a RESULT whose values do not fit its frames decoded before the check
     in.problem = e.what();
     in.problem_kind = e.kind_name();
     in.foreign_version = e.foreign_version();

@@ -8,16 +8,18 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "wire/protocol.hpp"
 
 namespace pymar::detail {
 
 struct Inbound {
-  std::string_view identity;                 ///< the sender's routing id (the first frame)
-  std::optional<wire::Message> message;      ///< decoded, its texts printable; empty when dropped
-  std::span<const std::string_view> values;  ///< the payload frames that follow the header
-  std::string problem;                       ///< when dropped: why
+  std::string_view identity;             ///< the sender's routing id (the first frame)
+  std::optional<wire::Message> message;  ///< decoded, its texts printable; empty when dropped
+  /// A RESULT's partial values, one per successful outcome, cut from the frames after the header.
+  std::vector<std::string_view> values;
+  std::string problem;            ///< when dropped: why
   std::string_view problem_kind;  ///< when dropped: the kind of problem, for rate-limited logs
   std::optional<std::uint64_t> foreign_version;  ///< the sender speaks this other version
 };

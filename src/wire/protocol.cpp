@@ -49,7 +49,7 @@ constexpr Layout kPoolStatus{Type::pool_status, "POOL STATUS", 8};
 // The arrays nested in messages.
 constexpr std::uint32_t kPredecessorFields = 7;    // READY's predecessor
 constexpr std::uint32_t kSliceFields = 3;          // one of ASSIGN's slices
-constexpr std::uint32_t kOutcomeOkFields = 3;      // one of RESULT's outcomes, ok ...
+constexpr std::uint32_t kOutcomeOkFields = 4;      // one of RESULT's outcomes, ok ...
 constexpr std::uint32_t kOutcomeFailedFields = 5;  // ... or failed, with its error
 constexpr std::uint32_t kJobStatusFields = 7;      // STATUS's job
 constexpr std::uint32_t kWorkerStatusFields = 6;   // one of STATUS's workers
@@ -136,7 +136,9 @@ struct Encoder {
       p.pack(o.slice);
       p.pack(o.ok);
       p.pack(o.compute_ns);
-      if (!o.ok) {
+      if (o.ok) {
+        p.pack(o.value_bytes);
+      } else {
         pack_text(p, o.error_type, text_cap);
         pack_text(p, o.error_message, text_cap);
       }
@@ -408,7 +410,13 @@ Result decode_result(Fields& f, std::size_t payload_frames) {
     out.ok = o.boolean();
     out.compute_ns = o.u64();
     if (out.ok) {
+      out.value_bytes = o.u64();
       if (!o.done()) o.fail("a successful outcome has no error fields");
+      // msgpack encodes any value in one byte at least.
+      if (out.value_bytes == 0 || out.value_bytes > kMaxValueBytes) {
+        throw ProtocolError(fmt::format("RESULT: a value of {} bytes", out.value_bytes),
+                            ProtocolError::Kind::wrong_shape);
+      }
       ++ok_count;
     } else {
       out.error_type = o.text();
@@ -416,10 +424,10 @@ Result decode_result(Fields& f, std::size_t payload_frames) {
     }
     m.outcomes.push_back(std::move(out));
   }
-  if (payload_frames != ok_count) {
-    throw ProtocolError(
-        fmt::format("RESULT: expected {} value frames, got {}", ok_count, payload_frames),
-        ProtocolError::Kind::wrong_frames);
+  // Values share frames: at least one frame when there are values, and none empty.
+  if ((ok_count == 0) != (payload_frames == 0) || payload_frames > ok_count) {
+    throw ProtocolError(fmt::format("RESULT: {} value(s) in {} frame(s)", ok_count, payload_frames),
+                        ProtocolError::Kind::wrong_frames);
   }
   return m;
 }
@@ -667,6 +675,38 @@ const char* type_name(const Message& message) {
                                               &kStatusQuery, &kStatus, &kCancelled, &kPoolStatus};
   static_assert(std::size(layouts) == std::variant_size_v<Message>);
   return layouts[message.index()]->name;
+}
+
+std::vector<std::string_view> result_values(const Result& result,
+                                            std::span<const std::string_view> frames) {
+  for (const std::string_view f : frames) {
+    if (f.empty())
+      throw ProtocolError("RESULT: an empty value frame", ProtocolError::Kind::wrong_frames);
+  }
+  std::vector<std::string_view> values;
+  values.reserve(result.outcomes.size());
+  std::size_t frame = 0;
+  std::size_t used = 0;  // bytes of frames[frame] taken by earlier values
+  for (const Outcome& o : result.outcomes) {
+    if (!o.ok) continue;
+    if (frame < frames.size() && used == frames[frame].size()) {
+      ++frame;
+      used = 0;
+    }
+    if (frame >= frames.size() || frames[frame].size() - used < o.value_bytes) {
+      throw ProtocolError(
+          fmt::format("RESULT: the value of slice {} ({} bytes) is not whole in its frame", o.slice,
+                      o.value_bytes),
+          ProtocolError::Kind::wrong_frames);
+    }
+    values.push_back(frames[frame].substr(used, o.value_bytes));
+    used += o.value_bytes;
+  }
+  if (!frames.empty() && (frame + 1 != frames.size() || used != frames[frame].size())) {
+    throw ProtocolError("RESULT: value frames hold more than the values",
+                        ProtocolError::Kind::wrong_frames);
+  }
+  return values;
 }
 
 }  // namespace pymar::wire

@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -66,13 +67,16 @@ struct Assign {
 struct Outcome {
   std::uint64_t slice = 0;
   bool ok = false;
-  std::uint64_t compute_ns = 0;  ///< time spent in the kernel
-  std::string error_type;        ///< when !ok: demangled exception type
-  std::string error_message;     ///< when !ok: what()
+  std::uint64_t compute_ns = 0;   ///< time spent in the kernel
+  std::uint64_t value_bytes = 0;  ///< when ok: the size of its encoded partial value
+  std::string error_type;         ///< when !ok: demangled exception type
+  std::string error_message;      ///< when !ok: what()
 };
 
-/// Worker -> producer: the outcomes of one batch, in its order. Followed by one frame holding the
-/// encoded partial value for each outcome that is ok.
+/// Worker -> producer: the outcomes of one batch, in its order. Followed by the encoded partial
+/// values of the outcomes that are ok, in the same order, laid end to end in as few frames as
+/// kMaxValueBytes allows (none across two frames): a frame per value would cost each a trip
+/// through both ZeroMQ queues, which for cheap slices is most of what a slice costs.
 struct Result {
   JobId job;
   std::uint64_t batch = 0;
@@ -229,6 +233,12 @@ void encode(const Message& message, std::string& out);
 /// Decodes a header frame followed by `payload_frames` more frames, checking that their number is
 /// what the header announces. Throws ProtocolError on anything malformed.
 Message decode(std::string_view header, std::size_t payload_frames);
+
+/// The partial values of `result`'s successful outcomes, in order, cut from the frames that
+/// followed its header. Throws ProtocolError (wrong_frames) unless the frames hold exactly those
+/// values, end to end, with none across two frames.
+std::vector<std::string_view> result_values(const Result& result,
+                                            std::span<const std::string_view> frames);
 
 /// The name of a message type, for logs.
 const char* type_name(const Message& message);

@@ -227,7 +227,8 @@ class ComputeThread {
             done.values.size() - before, wire::kMaxValueBytes >> 20);
       }
       if (outcome.ok) {
-        done.value_sizes.push_back(done.values.size() - before);
+        outcome.value_bytes = done.values.size() - before;
+        done.value_sizes.push_back(outcome.value_bytes);
       } else {
         done.values.resize(before);
         spdlog::debug("slice {} threw {}: {}", range.index, outcome.error_type,
@@ -494,12 +495,22 @@ class IoThread final : private WorkerActions {
       const bool has_values = !d.value_sizes.empty();
       const auto more = zmq::send_flags::sndmore | zmq::send_flags::dontwait;
       (void)socket_.send(zmq::buffer(header_), has_values ? more : zmq::send_flags::dontwait);
-      std::size_t offset = 0;
+      // The values end to end, in frames of at most kMaxValueBytes (what the producer takes in
+      // one frame), none across two frames: most batches fit in one.
+      std::size_t frame_start = 0;
+      std::size_t frame_end = 0;
       for (std::size_t i = 0; i < d.value_sizes.size(); ++i) {
-        const bool last = i + 1 == d.value_sizes.size();
-        (void)socket_.send(zmq::buffer(d.values.data() + offset, d.value_sizes[i]),
-                           last ? zmq::send_flags::dontwait : more);
-        offset += d.value_sizes[i];
+        if (frame_end > frame_start &&
+            frame_end - frame_start + d.value_sizes[i] > wire::kMaxValueBytes) {
+          (void)socket_.send(zmq::buffer(d.values.data() + frame_start, frame_end - frame_start),
+                             more);
+          frame_start = frame_end;
+        }
+        frame_end += d.value_sizes[i];
+      }
+      if (has_values) {
+        (void)socket_.send(zmq::buffer(d.values.data() + frame_start, frame_end - frame_start),
+                           zmq::send_flags::dontwait);
       }
       session_.on_results_sent(now);
     }

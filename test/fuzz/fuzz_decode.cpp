@@ -125,11 +125,15 @@ void fuzz_envelope(std::uint8_t count, std::string_view bytes) {
       broken("a READY's texts are not printable");
     }
   } else if (const auto* result = std::get_if<wire::Result>(&*in.message)) {
-    // One value frame per ok outcome, in order: what the scheduler indexes.
+    // One value per ok outcome, in order, of the size it says: what the scheduler indexes.
     const auto ok = static_cast<std::size_t>(std::count_if(
         result->outcomes.begin(), result->outcomes.end(), [](const auto& o) { return o.ok; }));
-    if (ok != in.values.size()) broken("a RESULT's value frames do not match its ok outcomes");
+    if (ok != in.values.size()) broken("a RESULT's values do not match its ok outcomes");
+    std::size_t next_value = 0;
     for (const wire::Outcome& o : result->outcomes) {
+      if (o.ok && in.values[next_value++].size() != o.value_bytes) {
+        broken("a RESULT's value is not of the size its outcome says");
+      }
       if (!o.ok && (!printable(o.error_type) || !printable(o.error_message))) {
         broken("a RESULT's error texts are not printable");
       }

@@ -87,10 +87,11 @@ int main(int argc, char** argv) {
   wire::Result result;
   result.job = {0x1234567890abcdefULL, 1};
   result.batch = 5;
-  result.outcomes = {{0, true, 1500, "", ""}};
+  result.outcomes = {{0, true, 1500, 1, "", ""}};
   message("result", result, 1);
-  result.outcomes.push_back({1, false, 900, "std::domain_error", "element 4 is out of the domain"});
-  result.outcomes.push_back({2, true, 1200, "", ""});
+  result.outcomes.push_back(
+      {1, false, 900, 0, "std::domain_error", "element 4 is out of the domain"});
+  result.outcomes.push_back({2, true, 1200, 1, "", ""});
   message("result-error", result, 2);
 
   message("heartbeat", wire::Heartbeat{0x1234567890abcdefULL});

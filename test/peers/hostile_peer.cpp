@@ -205,7 +205,7 @@ int forge(const std::string& address, const std::string& build, const std::strin
       wire::Result result{assign->job, assign->batch, {}};
       std::vector<std::string> payloads;
       for (const wire::SliceRange& slice : assign->slices) {
-        result.outcomes.push_back({slice.index, true, 1000, "", ""});
+        result.outcomes.push_back({slice.index, true, 1000, partial.size(), "", ""});
         payloads.push_back(partial);
       }
       forged += assign->slices.size();

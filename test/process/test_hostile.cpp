@@ -172,7 +172,7 @@ wire::Result sample_result() {
   wire::Result r;
   r.job = {12345, 1};
   r.batch = 7;
-  r.outcomes = {{0, true, 1000, "", ""}, {1, false, 10, "std::domain_error", "no"}};
+  r.outcomes = {{0, true, 1000, 1, "", ""}, {1, false, 10, 0, "std::domain_error", "no"}};
   return r;
 }
 
@@ -253,7 +253,8 @@ std::vector<Kind> common_kinds(const std::string& truncatable) {
          }
        }},
       {"an unknown protocol version",
-       {"protocol version 2 \\(this build speaks 1\\)"},
+       {"protocol version " + std::to_string(pymar::protocol_version() + 1) +
+        " \\(this build speaks " + std::to_string(pymar::protocol_version()) + "\\)"},
        [](std::mt19937_64&, int i) -> Frames {
          return {pack(pymar::protocol_version() + 1, 1 + i % 8, "from", "the", "future")};
        }},
@@ -292,7 +293,17 @@ class HostileWorker {
                          more ? zmq::send_flags::sndmore : zmq::send_flags::none);
     }
   }
-  void send(const wire::Message& message, const Frames& payloads = {}) {
+  /// Sends `message` with `payloads` after it. A RESULT with a frame for each successful
+  /// outcome is sent as a worker may send it: each outcome's value size is its frame's.
+  void send(wire::Message message, const Frames& payloads = {}) {
+    if (auto* result = std::get_if<wire::Result>(&message)) {
+      const auto ok = static_cast<std::size_t>(std::count_if(
+          result->outcomes.begin(), result->outcomes.end(), [](const auto& o) { return o.ok; }));
+      std::size_t next = 0;
+      for (wire::Outcome& o : result->outcomes) {
+        if (o.ok && ok == payloads.size()) o.value_bytes = payloads[next++].size();
+      }
+    }
     Frames frames{wire::encode(message)};
     frames.insert(frames.end(), payloads.begin(), payloads.end());
     send(frames);
@@ -444,8 +455,13 @@ class FakeProducer {
       }
       auto* result = std::get_if<wire::Result>(&*m);
       if (result == nullptr || result->batch != assign.batch) continue;  // earlier ASSIGNs
+      std::vector<std::string_view> payload;
+      for (std::size_t i = 2; i < frames_.size(); ++i)
+        payload.push_back(frames_[i].to_string_view());
       Frames values;
-      for (std::size_t i = 2; i < frames_.size(); ++i) values.push_back(frames_[i].to_string());
+      for (const std::string_view value : wire::result_values(*result, payload)) {
+        values.emplace_back(value);
+      }
       return {*result, values};
     }
   }
@@ -552,12 +568,20 @@ TEST_SUITE("hostile") {
                      }});
     kinds.push_back({"payload frames a message does not announce",
                      {"HEARTBEAT: unexpected [2-4] payload frames",
-                      "RESULT: expected 1 value frames, got [2-4]"},
+                      "RESULT: 1 value\\(s\\) in [2-4] frame\\(s\\)"},
                      [](std::mt19937_64&, int i) -> Frames {
                        Frames frames{wire::encode(wire::Heartbeat{0})};
                        if (i % 2) frames[0] = wire::encode(sample_result());  // 1 ok outcome
                        frames.resize(static_cast<std::size_t>(3 + i % 3), "payload");
                        return frames;
+                     }});
+    kinds.push_back({"values of other sizes than their frames hold",
+                     {"RESULT: the value of slice 0 \\(9 bytes\\) is not whole in its frame",
+                      "RESULT: value frames hold more than the values"},
+                     [](std::mt19937_64&, int i) -> Frames {
+                       wire::Result r = sample_result();  // 1 ok outcome
+                       r.outcomes[0].value_bytes = 9;
+                       return {wire::encode(r), std::string(i % 2 ? 12 : 4, 'v')};
                      }});
     for (const Kind& kind : kinds) {
       CAPTURE(kind.name);

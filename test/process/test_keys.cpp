@@ -334,7 +334,7 @@ TEST_SUITE("keys") {
       peer.set(zmq::sockopt::curve_secretkey, key_in(intruder + "_secret", "secret-key"));
       peer.connect("tcp://" + queue(port));
       std::string header;
-      wire::encode(wire::Result{{1, 1}, 1, {{0, false, 10, "std::runtime_error", "forged"}}},
+      wire::encode(wire::Result{{1, 1}, 1, {{0, false, 10, 0, "std::runtime_error", "forged"}}},
                    header);
       for (int i = 0; i < 50; ++i) (void)peer.send(zmq::buffer(header), zmq::send_flags::none);
       REQUIRE(producer->wait_for_stderr("routing id names another peer's key"));

@@ -66,7 +66,8 @@ wire::Assign assign_of(std::size_t slices) {
 
 wire::Result result_of(std::size_t slices) {
   wire::Result m{{0x1234'5678'9abc'def0, 7}, 42, {}};
-  for (std::size_t i = 0; i < slices; ++i) m.outcomes.push_back({i + 500'000, true, 850, "", ""});
+  for (std::size_t i = 0; i < slices; ++i)
+    m.outcomes.push_back({i + 500'000, true, 850, 1, "", ""});
   return m;
 }
 
@@ -177,7 +178,7 @@ void scheduler_job(benchmark::State& state, bool wire) {
       wire::Result result{assign.job, assign.batch, {}};
       values.clear();
       for (const wire::SliceRange& s : assign.slices) {
-        result.outcomes.push_back({s.index, true, 850, "", ""});
+        result.outcomes.push_back({s.index, true, 850, value.size(), "", ""});
         values.push_back(value);
       }
       if (wire) {
