@@ -48,7 +48,6 @@ struct Task {
 struct Done {
   wire::Result result;
   std::string values;  // concatenated
-  std::vector<std::size_t> value_sizes;
 };
 
 struct JobIdHash {
@@ -228,7 +227,6 @@ class ComputeThread {
       }
       if (outcome.ok) {
         outcome.value_bytes = done.values.size() - before;
-        done.value_sizes.push_back(outcome.value_bytes);
       } else {
         done.values.resize(before);
         spdlog::debug("slice {} threw {}: {}", range.index, outcome.error_type,
@@ -492,21 +490,22 @@ class IoThread final : private WorkerActions {
     for (Done& d : ready) {
       header_.clear();
       wire::encode(d.result, header_);
-      const bool has_values = !d.value_sizes.empty();
+      const bool has_values = !d.values.empty();  // every value takes a byte at least
       const auto more = zmq::send_flags::sndmore | zmq::send_flags::dontwait;
       (void)socket_.send(zmq::buffer(header_), has_values ? more : zmq::send_flags::dontwait);
       // The values end to end, in frames of at most kMaxValueBytes (what the producer takes in
       // one frame), none across two frames: most batches fit in one.
       std::size_t frame_start = 0;
       std::size_t frame_end = 0;
-      for (std::size_t i = 0; i < d.value_sizes.size(); ++i) {
+      for (const wire::Outcome& o : d.result.outcomes) {
+        if (!o.ok) continue;
         if (frame_end > frame_start &&
-            frame_end - frame_start + d.value_sizes[i] > wire::kMaxValueBytes) {
+            frame_end - frame_start + o.value_bytes > wire::kMaxValueBytes) {
           (void)socket_.send(zmq::buffer(d.values.data() + frame_start, frame_end - frame_start),
                              more);
           frame_start = frame_end;
         }
-        frame_end += d.value_sizes[i];
+        frame_end += o.value_bytes;
       }
       if (has_values) {
         (void)socket_.send(zmq::buffer(d.values.data() + frame_start, frame_end - frame_start),
