@@ -47,8 +47,8 @@ void append_string(std::string& out, std::string_view text) {
   out += '"';
 }
 
-/// An integer, in decimal. Faster than fmt for the per-slice records, which a job of many
-/// slices has millions of.
+/// An integer, in decimal. Faster than fmt for the slice runs, of which a job whose slices
+/// all differ (local mode, one-slice batches) has one per slice.
 template <typename Integer>
 void append_int(std::string& out, Integer value) {
   char digits[24];
@@ -111,9 +111,28 @@ std::string_view to_string(FaultKind kind) {
 
 namespace {
 
+/// How many slices from `first` on make one run: consecutive, of one length, each beginning
+/// where the one before ends, and alike in everything else recorded. The slices of one batch
+/// share their worker and times, so a job of 10^4 slices in batches of hundreds is a few dozen
+/// runs instead of 10^4 records (its JSON was ~1 MB, and writing it cost the producer's CPU
+/// beside the running job).
+std::size_t run_length(const std::vector<SliceStats>& slices, std::size_t first) {
+  const SliceStats& head = slices[first];
+  std::size_t count = 1;
+  for (std::size_t i = first + 1; i < slices.size(); ++i, ++count) {
+    const SliceStats& s = slices[i];
+    const bool continues =
+        s.index == head.index + count && s.offset == head.offset + count * head.length &&
+        s.length == head.length && s.worker == head.worker && s.attempts == head.attempts &&
+        s.start_ns == head.start_ns && s.end_ns == head.end_ns;
+    if (!continues) break;
+  }
+  return count;
+}
+
 /// Appends `stats` as JSON to `out`.
 void append_json(std::string& out, const JobStats& stats) {
-  out.reserve(out.size() + 1024 + stats.slices.size() * 120 + stats.faults.size() * 120);
+  out.reserve(out.size() + 1024 + stats.faults.size() * 120);
   auto put = std::back_inserter(out);
   fmt::format_to(put, "{{\"job\":{},\"producer\":", stats.job);
   append_string(out, stats.producer);
@@ -153,12 +172,15 @@ void append_json(std::string& out, const JobStats& stats) {
     }
     out += '}';
   }
-  fmt::format_to(put, "],\"workers_left_out\":{},\"slices\":[", stats.workers_left_out);
-  for (std::size_t i = 0; i < stats.slices.size(); ++i) {
+  fmt::format_to(put, "],\"workers_left_out\":{},\"slice_runs\":[", stats.workers_left_out);
+  for (std::size_t i = 0; i < stats.slices.size();) {
+    const std::size_t count = run_length(stats.slices, i);
     const SliceStats& s = stats.slices[i];
     if (i > 0) out += ',';
     out += "{\"index\":";
     append_int(out, s.index);
+    out += ",\"count\":";
+    append_int(out, count);
     out += ",\"offset\":";
     append_int(out, s.offset);
     out += ",\"length\":";
@@ -178,6 +200,7 @@ void append_json(std::string& out, const JobStats& stats) {
     out += ",\"end_ns\":";
     append_time(out, s.end_ns);
     out += '}';
+    i += count;
   }
   out += "],\"faults\":[";
   for (std::size_t i = 0; i < stats.faults.size(); ++i) {
@@ -216,12 +239,13 @@ namespace {
 // earlier jobs is kept in memory.
 //
 // A thread of its own makes the JSON and writes it, so that `map` returns its value without
-// waiting for either: a job of many slices makes megabytes of JSON. At most kMaxPending jobs
-// wait for it (then `map` waits), and write_stats_to waits until every job is written.
+// waiting for either: a job of many slices that all differ makes megabytes of JSON. At most
+// kMaxPending jobs wait for it (then `map` waits), and write_stats_to waits until every job is
+// written.
 constexpr std::size_t kMaxPending = 2;
 // The writer thread keeps its buffer between jobs up to this size.
 constexpr std::size_t kKeptBuffer = 16 << 20;
-constexpr std::string_view kHeader = "{\"format\":\"pymar-stats\",\"version\":1,\"jobs\":[\n";
+constexpr std::string_view kHeader = "{\"format\":\"pymar-stats\",\"version\":2,\"jobs\":[\n";
 constexpr std::string_view kTrailer = "\n]}\n";
 
 struct StatsFile {

@@ -110,13 +110,17 @@ std::vector<WorkerRecord> workers_of(const std::string& job) {
   return out;
 }
 
+/// Every slice, by index, from the job's slice runs (a run stands for `count` slices alike).
 std::vector<SliceRecord> slices_of(const std::string& job) {
   static const std::regex pattern(
-      "\\{\"index\":(\\d+),\"offset\":\\d+,\"length\":(\\d+),\"worker\":(\\d+|\"local\"|null),"
-      "\"attempts\":(\\d+),");
+      "\\{\"index\":(\\d+),\"count\":(\\d+),\"offset\":\\d+,\"length\":(\\d+),"
+      "\"worker\":(\\d+|\"local\"|null),\"attempts\":(\\d+),");
   std::vector<SliceRecord> out;
   for (std::sregex_iterator it(job.begin(), job.end(), pattern), end; it != end; ++it) {
-    out.push_back({std::stol((*it)[1]), std::stol((*it)[2]), (*it)[3], std::stol((*it)[4])});
+    const long first = std::stol((*it)[1]);
+    for (long k = 0; k < std::stol((*it)[2]); ++k) {
+      out.push_back({first + k, std::stol((*it)[3]), (*it)[4], std::stol((*it)[5])});
+    }
   }
   return out;
 }
