@@ -321,7 +321,21 @@ class IoThread final : private WorkerActions {
   bool send(const wire::Message& message) override {
     header_.clear();
     wire::encode(message, header_);
-    return socket_.send(zmq::buffer(header_), zmq::send_flags::dontwait).has_value();
+    const bool sent = socket_.send(zmq::buffer(header_), zmq::send_flags::dontwait).has_value();
+    if (sent && spdlog::should_log(spdlog::level::trace)) {
+      trace_message("sent", wire::type_name(message), header_.size());
+    }
+    return sent;
+  }
+
+  /// -vv: one line per message, within trace_rate_ (a producer decides how many it sends).
+  void trace_message(std::string_view direction, std::string_view type, std::size_t bytes) {
+    std::size_t dropped = 0;
+    if (!trace_rate_.allow(Clock::now(), dropped)) return;
+    const std::string note =
+        dropped > 0 ? fmt::format(" ({} message line(s) left out)", dropped) : "";
+    spdlog::trace("{} {} {} the producer, {} bytes{}", direction, type,
+                  direction == "sent" ? "to" : "from", bytes, note);
   }
 
   void reconnect(bool fresh) override {
@@ -476,8 +490,19 @@ class IoThread final : private WorkerActions {
         session_.on_malformed(e);
         continue;
       }
+      if (spdlog::should_log(spdlog::level::trace)) trace_received(message);
       session_.on_message(std::move(message), now);
     }
+  }
+
+  void trace_received(const wire::Message& message) {
+    std::size_t bytes = 0;
+    for (const zmq::message_t& frame : frames_) bytes += frame.size();
+    const auto* assign = std::get_if<wire::Assign>(&message);
+    trace_message("received",
+                  assign ? fmt::format("ASSIGN of {} slice(s)", assign->slices.size())
+                         : std::string(wire::type_name(message)),
+                  bytes);
   }
 
   void send_results(Clock::time_point now) {
@@ -492,7 +517,9 @@ class IoThread final : private WorkerActions {
       wire::encode(d.result, header_);
       const bool has_values = !d.values.empty();  // every value takes a byte at least
       const auto more = zmq::send_flags::sndmore | zmq::send_flags::dontwait;
-      (void)socket_.send(zmq::buffer(header_), has_values ? more : zmq::send_flags::dontwait);
+      const bool sent =
+          socket_.send(zmq::buffer(header_), has_values ? more : zmq::send_flags::dontwait)
+              .has_value();
       // The values end to end, in frames of at most kMaxValueBytes (what the producer takes in
       // one frame), none across two frames: most batches fit in one.
       std::size_t frame_start = 0;
@@ -510,6 +537,10 @@ class IoThread final : private WorkerActions {
       if (has_values) {
         (void)socket_.send(zmq::buffer(d.values.data() + frame_start, frame_end - frame_start),
                            zmq::send_flags::dontwait);
+      }
+      if (sent && spdlog::should_log(spdlog::level::trace)) {
+        trace_message("sent", fmt::format("RESULT of {} slice(s)", d.result.outcomes.size()),
+                      header_.size() + d.values.size());
       }
       session_.on_results_sent(now);
     }
@@ -603,6 +634,7 @@ class IoThread final : private WorkerActions {
   std::string identity_;
   std::string header_;                  // reused encoding buffer
   std::vector<zmq::message_t> frames_;  // the message being handled
+  LineRate trace_rate_;                 // -vv: message lines, at most 100 a second
   bool abandoning_ = false;             // leaving a slice nobody needs: end this turn
   WorkerSession session_;
 

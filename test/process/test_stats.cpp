@@ -342,6 +342,13 @@ TEST_SUITE("command line") {
     CHECK(p.count_stderr("producer\\[\\d+\\] trace: sent ASSIGN of \\d+ slice\\(s\\) to") >= 1);
     CHECK(p.count_stderr("producer\\[\\d+\\] debug: job 1: worker .* returned batch") >= 1);
     CHECK(p.count_stderr("producer\\[\\d+\\] info: job 1 done") == 1);
+    // Its workers log their side of each message too.
+    CHECK(p.count_stderr("worker\\[\\d+\\] trace: sent READY to the producer") >= 1);
+    CHECK(p.count_stderr(
+              "worker\\[\\d+\\] trace: received ASSIGN of \\d+ slice\\(s\\) from the producer") >=
+          1);
+    CHECK(p.count_stderr(
+              "worker\\[\\d+\\] trace: sent RESULT of \\d+ slice\\(s\\) to the producer") >= 1);
   }
 
   TEST_CASE("--quiet: nothing but warnings and errors on stderr, the answer on stdout") {
