@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds and runs every test: the optimised build, then the same tests under AddressSanitizer
 # and UndefinedBehaviorSanitizer, a task built against the installed library through
-# pkg-config, and a bounded fuzzing run of the wire decoder. Installs what it needs first.
+# pkg-config, a task built without the optional HTTP endpoints, and a bounded fuzzing run of the
+# wire decoder. Installs what it needs first.
 #
 # Each step prints how many tests it ran and how long it took; a step that ran no test fails.
 # The last line is the total: "N passed, N failed, N skipped". Exit status 0 when every step
@@ -110,6 +111,13 @@ installed() {
   return "$status"
 }
 
+no_http() {
+  local status=0
+  tools/check-no-http.sh || status=$?
+  if [ "$status" -eq 0 ]; then echo "1 0 0"; else echo "0 1 0"; fi >"$counts"
+  return "$status"
+}
+
 fuzz() {
   local status=0
   tools/fuzz.sh 30 || status=$?
@@ -120,6 +128,7 @@ fuzz() {
 step "release build and tests" release
 step "AddressSanitizer and UndefinedBehaviorSanitizer build and tests" sanitizers
 step "a user's task built against the installed library with pkg-config" installed
+step "a build without the HTTP endpoints (-Dhttp=disabled)" no_http
 step "fuzzing the wire decoder (30 s)" fuzz
 
 if [ -s "$failures" ]; then
