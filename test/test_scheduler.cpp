@@ -31,10 +31,17 @@ class RecordingOutbox : public Outbox {
     sent.push_back({worker, message});
   }
   std::size_t send_assign(const std::string& worker, const Assign& assign,
-                          const JobRequest&) override {
+                          const JobRequest& request) override {
     sent.push_back({worker, assign});
-    return 100;  // bytes, as far as the statistics know
+    std::size_t bytes = assign_bytes;
+    if (request.memory.kind == PayloadKind::raw) {
+      for (const SliceRange& slice : assign.slices)
+        bytes += slice.limit * request.memory.element_size;
+    }
+    return bytes;
   }
+
+  std::size_t assign_bytes = 100;  // of each ASSIGN with its payloads, as the scheduler is told
 
   template <class T>
   std::vector<T> taken(const std::string& worker) {
@@ -442,6 +449,54 @@ TEST_CASE("with no worker able to serve the job for the grace period, the job ha
   s.tick(t0 + 1s);
   CHECK(s.state() == JobState::no_workers);
   CHECK(s.missing_slices().size() == 4);
+}
+
+TEST_CASE("a batch is queued ahead on a worker only while batches are light, not megabytes") {
+  for (const std::size_t bytes : {std::size_t(100), std::size_t(4) << 20}) {
+    CAPTURE(bytes);
+    RecordingOutbox out;
+    out.assign_bytes = bytes;
+    Scheduler s(config(), out);
+    s.on_ready("w1", ready(2), t0);
+    const JobRequest request = job(1000, 100);
+    s.start_job(request, {7, 1}, 10s, t0);
+    auto first = out.taken<Assign>("w1");
+    REQUIRE(first.size() == 1);
+    // 0.1 ms a slice: batches of a few ms, plenty of them left.
+    answer(s, "w1", first[0], t0 + 1ms, 100'000);
+    const auto next = out.taken<Assign>("w1");
+    REQUIRE(!next.empty());
+    CHECK(next[0].slices.size() < 50);
+    // Light batches fill the worker's credit; heavy ones go one at a time, so that the worker
+    // holds one batch's payload, not two.
+    CHECK(next.size() == (bytes < (1u << 20) ? 2u : 1u));
+  }
+}
+
+TEST_CASE("slices of megabytes in the producer's memory go one to a batch, one batch at a time") {
+  RecordingOutbox out;
+  Scheduler s(config(), out);
+  s.on_ready("w1", ready(4), t0);
+  JobRequest request = job(8'000'000, 8);  // 1 million elements of 8 bytes a slice
+  request.memory.kind = PayloadKind::raw;
+  request.memory.element_size = 8;
+  // The second job starts knowing the slices' cost, and would batch them from the first round.
+  for (std::uint64_t run = 1; run <= 2; ++run) {
+    CAPTURE(run);
+    s.start_job(request, {7, run}, 10s, t0);
+    auto assigns = out.taken<Assign>("w1");
+    for (int round = 0; round < 8 && !assigns.empty(); ++round) {
+      CAPTURE(round);
+      // Cheap slices (10 us) would otherwise make one batch of all that is left, queued ahead.
+      REQUIRE(assigns.size() == 1);
+      CHECK(assigns[0].slices.size() == 1);
+      answer(s, "w1", assigns[0], t0 + std::chrono::milliseconds(round + 1), 10'000);
+      assigns = out.taken<Assign>("w1");
+    }
+    CHECK(s.state() == JobState::done);
+    (void)s.take_partials();
+    s.finish_job();
+  }
 }
 
 TEST_CASE("a worker joining mid-job takes pending slices") {

@@ -31,6 +31,9 @@ double seconds(Clock::duration d) {
 
 // Batches expected to compute for less than this are queued ahead on a worker (see window()).
 constexpr double kPrefetchBelowNs = 20e6;
+// A batch weighing this much on the wire is heavy: it is not queued ahead, and several slices
+// are not put together into one that would weigh more (see batch_size()).
+constexpr double kHeavyBatchBytes = 1 << 20;
 
 // About the time a batch spends going to a worker and back, beyond computing.
 constexpr double kRoundTripNs = 100e3;
@@ -528,6 +531,12 @@ void Scheduler::start_job(const JobRequest& request, wire::JobId id,
   // small job then goes out in one round trip instead of probing with one slice first.
   const auto known = known_cost_.find(cost_key(request));
   mean_slice_ns_ = known == known_cost_.end() ? 0 : known->second;
+  // What a slice weighs on the wire: known for raw memory; for the rest, learnt from the
+  // batches sent (payloads encoded as they go, or none at all).
+  sent_bytes_per_slice_ = request.memory.kind == PayloadKind::raw && !parts.empty()
+                              ? static_cast<double>(request.memory.element_size * request.length) /
+                                    static_cast<double>(parts.size())
+                              : 0;
   timed_slices_ = 0;
   drops_ = {};
   reruns_ = 0;
@@ -642,8 +651,11 @@ std::size_t Scheduler::batch_size() const {
   if (all_fits && idle_share * (mean + kSliceOverheadNs) >= kShareWorthNs) {
     round_trip = std::min(round_trip, idle_share);
   }
-  const double size =
+  double size =
       std::min({static_cast<double>(config_.max_batch), by_time, std::max(share, round_trip)});
+  // Slices that weigh megabytes go one to a batch: a worker would hold the whole batch's
+  // payloads while computing its first slice, and next to shipping them a round trip is little.
+  if (sent_bytes_per_slice_ > 0) size = std::min(size, kHeavyBatchBytes / sent_bytes_per_slice_);
   return static_cast<std::size_t>(std::max(1.0, size));
 }
 
@@ -663,8 +675,13 @@ std::size_t Scheduler::window(const Worker& w) const {
   // Nor while so little is left that other workers would go without.
   const double batch_ns = mean_slice_ns_ * static_cast<double>(batch_size());
   const bool short_batches = mean_slice_ns_ > 0 && batch_ns < kPrefetchBelowNs;
+  // Nor when batches carry megabytes (a source in the producer's memory): one queued ahead
+  // would hold its payload in the worker's memory all through the batch before it, doubling
+  // what the worker needs, to save a round trip that is little beside shipping it.
+  const bool light_batches =
+      sent_bytes_per_slice_ * static_cast<double>(batch_size()) < kHeavyBatchBytes;
   const bool plenty_left = pending_.size() >= 2 * eligible_workers_ * batch_size();
-  return short_batches && plenty_left ? w.info.credit : 1;
+  return short_batches && light_batches && plenty_left ? w.info.credit : 1;
 }
 
 std::size_t Scheduler::assign_to(Worker& w, Clock::time_point now, std::size_t max_batches) {
@@ -687,7 +704,9 @@ std::size_t Scheduler::assign_to(Worker& w, Clock::time_point now, std::size_t m
       batch.slices.push_back(slice);
     }
     if (batch.slices.empty()) break;
-    count_sent(w, outbox_.send_assign(w.id, assign, *job_));
+    const std::size_t bytes = outbox_.send_assign(w.id, assign, *job_);
+    sent_bytes_per_slice_ = static_cast<double>(bytes) / static_cast<double>(assign.slices.size());
+    count_sent(w, bytes);
     w.last_sent = now;
     w.batches.emplace(assign.batch, std::move(batch));
     ++sent;

@@ -243,6 +243,7 @@ class Scheduler {
   std::optional<SliceError::Details> failure_;
   double mean_slice_ns_ = 0;          // running mean of kernel time per slice, for batch sizes
   double mean_overhead_ns_ = 0;       // running mean of a batch's time beyond computing
+  double sent_bytes_per_slice_ = 0;   // in the job's last batch sent (payloads included)
   std::size_t eligible_workers_ = 0;  // workers serving the current job
   std::size_t timed_slices_ = 0;
   std::unordered_map<std::string, double> known_cost_;  // by producer and source, across jobs

@@ -132,6 +132,9 @@ class ComputeThread {
       done.result.batch = a.batch;
       set_computing(a.job);
       const bool finished = compute(task, found->second, done);
+      // The payloads go before the results do: the producer answers a result with the next
+      // batch, whose payload must not arrive while this one is still held.
+      task.payloads.clear();
       set_computing(std::nullopt);
       if (!finished) continue;  // cancelled
       {
