@@ -70,6 +70,14 @@ struct Lengths : pymar::Producer<Lengths> {
   static std::size_t reduce_fn(auto&& values) { return pymar::sum<std::size_t>(values); }
 };
 
+// As Lengths, with no speculative copies: each slice is sent once.
+struct LengthsOnce : pymar::Producer<LengthsOnce> {
+  static constexpr std::size_t WORKERS_NUMBER = 2;
+  static constexpr bool SPECULATIVE = false;
+  static auto map_fn(auto&& words) { return Lengths::map_fn(words); }
+  static std::size_t reduce_fn(auto&& values) { return pymar::sum<std::size_t>(values); }
+};
+
 struct Thrower : pymar::Producer<Thrower> {
   static constexpr std::size_t WORKERS_NUMBER = 5;
   static auto map_fn(auto&& xs) {
@@ -107,6 +115,7 @@ REGISTER_PRODUCER(DoublerOnce);
 REGISTER_PRODUCER(Collect);
 REGISTER_PRODUCER(Many);
 REGISTER_PRODUCER(Lengths);
+REGISTER_PRODUCER(LengthsOnce);
 REGISTER_PRODUCER(Thrower);
 
 TEST_CASE("local mode doubles and sums 10 elements to 90") {
@@ -490,6 +499,29 @@ TEST_CASE("map_with_stats gives map's value and a record of every slice and work
     CHECK(s.end_ns <= stats.wall_ns);
   }
   CHECK(stats.first_result_ns >= 0);
+}
+
+TEST_CASE("map_with_stats counts the bytes of in-memory data sent to workers" *
+          doctest::timeout(60)) {
+  pymar::test::LocalCluster cluster(2);
+  // Raw: 1 MB of ints, sent as they are (zero-copy above a size). Encoded: strings, packed.
+  std::vector<int> numbers(250'000, 7);
+  const std::vector<std::string> words(20'000, std::string(40, 'w'));
+  const auto raw = DoublerOnce().map_with_stats(pymar::factory(numbers));
+  const auto encoded = LengthsOnce().map_with_stats(pymar::factory(words));
+  CHECK(raw.value == 3'500'000);
+  CHECK(encoded.value == 800'000);
+  for (const pymar::JobStats* stats : {&raw.stats, &encoded.stats}) {
+    // The elements' own bytes; an encoding adds a little to each.
+    const std::uint64_t data =
+        stats == &raw.stats ? numbers.size() * sizeof(int) : words.size() * words[0].size();
+    CAPTURE(data);
+    CHECK(stats->bytes_out >= data);
+    CHECK(stats->bytes_out < data + data / 10 + 64 * 1024);
+    std::uint64_t to_workers = 0;
+    for (const pymar::WorkerStats& w : stats->workers) to_workers += w.bytes_out;
+    CHECK(to_workers >= data);
+  }
 }
 
 TEST_CASE("map_with_stats in local mode records every slice as local") {

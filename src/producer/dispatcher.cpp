@@ -706,6 +706,9 @@ std::size_t Dispatcher::send_assign(const std::string& worker, const wire::Assig
   }
   header_.clear();
   wire::encode(assign, header_);
+  // Counted before sending: a frame sent is empty here afterwards (ZeroMQ has taken it).
+  std::size_t bytes = worker.size() + header_.size();
+  for (const zmq::message_t& payload : payloads_) bytes += payload.size();
   const auto more = zmq::send_flags::sndmore | zmq::send_flags::dontwait;
   (void)router_.send(zmq::buffer(worker), more);
   (void)router_.send(zmq::buffer(header_), payloads_.empty() ? zmq::send_flags::dontwait : more);
@@ -713,8 +716,6 @@ std::size_t Dispatcher::send_assign(const std::string& worker, const wire::Assig
     const bool last = i + 1 == payloads_.size();
     (void)router_.send(payloads_[i], last ? zmq::send_flags::dontwait : more);
   }
-  std::size_t bytes = worker.size() + header_.size();
-  for (const zmq::message_t& payload : payloads_) bytes += payload.size();
   bytes_out_ += bytes;
   if (spdlog::should_log(spdlog::level::trace)) {
     trace_message("sent", worker, fmt::format("ASSIGN of {} slice(s)", assign.slices.size()),
