@@ -2,7 +2,10 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <deque>
+#include <map>
 #include <memory>
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -541,6 +544,103 @@ TEST_CASE("a straggling slice is copied to an idle worker; the first result coun
   answer(s, "slow", slow[0], t0 + 300ms);
   CHECK(s.slices_done() == 3);
   CHECK(s.drops().duplicate == 0);  // the job was over: the copy's twin is no longer counted
+}
+
+// A job run to its end in simulated time: each worker computes the slices it is sent one after
+// another, each in its own time per slice, and the scheduler ticks at its deadlines.
+struct SimulatedJob {
+  Clock::duration took{};
+  std::size_t slices_sent = 0;                // copies included
+  std::map<std::string, std::size_t> copies;  // by worker: slices it got that another had too
+};
+
+static SimulatedJob simulate(Scheduler& s, RecordingOutbox& out, const JobRequest& request,
+                             const std::vector<std::pair<std::string, Clock::duration>>& workers) {
+  struct Queued {
+    Assign assign;
+    Clock::time_point ends;
+  };
+  std::map<std::string, std::deque<Queued>> queues;
+  std::set<std::uint64_t> seen;
+  SimulatedJob sim;
+  s.start_job(request, {7, 1}, 10s, t0);
+  Clock::time_point now = t0;
+  while (s.state() == JobState::running) {
+    for (const auto& [name, per_slice] : workers) {
+      for (Assign& a : out.taken<Assign>(name)) {
+        auto& queue = queues[name];
+        const Clock::time_point from = queue.empty() ? now : queue.back().ends;
+        for (const SliceRange& r : a.slices) {
+          ++sim.slices_sent;
+          if (!seen.insert(r.index).second) ++sim.copies[name];
+        }
+        const auto ends = from + per_slice * static_cast<std::int64_t>(a.slices.size());
+        queue.push_back({std::move(a), ends});
+      }
+    }
+    const std::string* next = nullptr;
+    for (const auto& [name, per_slice] : workers) {
+      const auto& queue = queues[name];
+      if (!queue.empty() && (next == nullptr || queue.front().ends < queues[*next].front().ends)) {
+        next = &name;
+      }
+    }
+    const Clock::time_point tick_at = s.next_deadline(now);
+    if (next == nullptr || tick_at < queues[*next].front().ends) {
+      REQUIRE(tick_at < t0 + 60s);
+      now = std::max(now, tick_at);
+      s.tick(now);
+      continue;
+    }
+    Queued done = std::move(queues[*next].front());
+    queues[*next].pop_front();
+    now = done.ends;
+    const auto per_slice = std::find_if(workers.begin(), workers.end(), [&](const auto& w) {
+                             return w.first == *next;
+                           })->second;
+    answer(s, *next, done.assign, now,
+           static_cast<std::uint64_t>(std::chrono::nanoseconds(per_slice).count()));
+  }
+  sim.took = now - t0;
+  return sim;
+}
+
+TEST_CASE("the last slice a slower worker took is copied to a faster one that would end it first") {
+  RecordingOutbox out;
+  SchedulerConfig c = config();
+  c.speculate = true;
+  c.heartbeat = 1s;
+  c.liveness = 60s;
+  Scheduler s(c, out);
+  s.on_ready("fast", ready(1), t0);
+  s.on_ready("slow", ready(1), t0);  // on a core it shares: a little under half speed
+  const JobRequest request = job(8, 8);
+  SimulatedJob sim = simulate(s, out, request, {{"fast", 90ms}, {"slow", 200ms}});
+  // The slow worker takes its third slice at 400 ms, while the fast one is busy until 450 ms:
+  // left there, it ends at 600 ms, the fast worker idle for the last 150. A copy on the fast
+  // worker ends at 540 ms, the best whole slices allow.
+  CHECK(s.state() == JobState::done);
+  CHECK(sim.took <= 545ms);
+  CHECK(sim.copies["fast"] == 1);
+  CHECK(sim.copies["slow"] == 0);
+}
+
+TEST_CASE("workers of about the same speed get no copies at the end of a job") {
+  RecordingOutbox out;
+  SchedulerConfig c = config();
+  c.speculate = true;
+  c.heartbeat = 1s;
+  c.liveness = 60s;
+  Scheduler s(c, out);
+  s.on_ready("a", ready(1), t0);
+  s.on_ready("b", ready(1), t0);
+  const JobRequest request = job(8, 8);
+  // "b" takes the last slice at 360 ms and ends it at 480; "a", idle from 400, would end a
+  // copy at 500: no use.
+  const SimulatedJob sim = simulate(s, out, request, {{"a", 100ms}, {"b", 120ms}});
+  CHECK(s.state() == JobState::done);
+  CHECK(sim.slices_sent == 8);
+  CHECK(sim.took == 480ms);
 }
 
 TEST_CASE("no speculation for a producer whose map_fn has side effects") {

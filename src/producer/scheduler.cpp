@@ -46,6 +46,11 @@ constexpr double kShareWorthNs = 20e3;
 // encoding and decoding its partial value and the scheduler's own bookkeeping, ~0.3 us here.
 constexpr double kSliceOverheadNs = 300;
 
+// A copy sent because it would end sooner on an idle, faster worker must be expected to save
+// at least this much beyond a quarter of its own time: estimates are means, and a copy that
+// loses keeps a worker busy past the job's end.
+constexpr double kCopyWorthNs = 5e6;
+
 // Slice indices shown in one log line at most: a lost worker may have held thousands.
 constexpr std::size_t kLoggedSlices = 8;
 
@@ -309,6 +314,10 @@ void Scheduler::on_result(const std::string& id, const wire::Result& result,
       ++timed_slices_;
       mean_slice_ns_ += (static_cast<double>(outcome.compute_ns) - mean_slice_ns_) /
                         static_cast<double>(std::min<std::size_t>(timed_slices_, 64));
+      // And this worker's own, for speculation.
+      ++w.job_timed_slices;
+      w.job_slice_ns += (static_cast<double>(outcome.compute_ns) - w.job_slice_ns) /
+                        static_cast<double>(std::min<std::size_t>(w.job_timed_slices, 16));
     } else {
       --s.copies;
       if (s.done) continue;
@@ -538,6 +547,10 @@ void Scheduler::start_job(const JobRequest& request, wire::JobId id,
                                     static_cast<double>(parts.size())
                               : 0;
   timed_slices_ = 0;
+  for (auto& [worker_id, w] : workers_) {
+    w.job_slice_ns = 0;
+    w.job_timed_slices = 0;
+  }
   drops_ = {};
   reruns_ = 0;
   grace_ = grace;
@@ -728,24 +741,40 @@ bool Scheduler::speculate_to(Worker& w, Clock::time_point now) {
       !w.batches.empty() || mean_slice_ns_ <= 0) {
     return false;
   }
-  // The batch most overdue against its expected time, held by another worker alone.
+  // The batch most overdue against its expected time, held by another worker alone; failing
+  // that, the one a copy here would end soonest before, by this worker's and its holder's
+  // speeds in this job. The mean over all workers sees no straggler in a worker steadily at half
+  // speed, yet the last slice it took keeps a faster worker idle to the job's end.
   const Batch* straggler = nullptr;
   double worst = 0;
+  const Batch* slower = nullptr;
+  double best_saving = 0;
   for (const auto& [id, other] : workers_) {
     if (id == w.id) continue;
     for (const auto& [batch_id, batch] : other.batches) {
       if (!(batch.job == job_id_)) continue;
+      const double slices = static_cast<double>(batch.slices.size());
       // Expected: computing, plus what a batch spends beyond that (transfer, queues).
-      const double expected =
-          mean_slice_ns_ * static_cast<double>(batch.slices.size()) + mean_overhead_ns_;
+      const double expected = mean_slice_ns_ * slices + mean_overhead_ns_;
       const double elapsed = std::chrono::duration<double, std::nano>(now - batch.sent).count();
       const double overdue = elapsed / (2 * expected + 5e6);  // > 1: well past its time
       if (overdue > 1 && overdue > worst) {
         worst = overdue;
         straggler = &batch;
       }
+      if (w.job_timed_slices > 0 && other.job_timed_slices > 0) {
+        // (The overhead is the same both ways and cancels out.)
+        const double here = w.job_slice_ns * slices;
+        const double saving = other.job_slice_ns * slices - elapsed - here;
+        if (saving >= here / 4 + kCopyWorthNs && saving > best_saving) {
+          best_saving = saving;
+          slower = &batch;
+        }
+      }
     }
   }
+  const bool late = straggler != nullptr;
+  if (!late) straggler = slower;
   if (straggler == nullptr) return false;
   wire::Assign assign{
       job_id_, next_batch_++, job_->producer, job_->source, job_->params, job_->memory.kind, {}};
@@ -759,8 +788,13 @@ bool Scheduler::speculate_to(Worker& w, Clock::time_point now) {
     copy.slices.push_back(slice);
   }
   if (copy.slices.empty()) return false;
-  spdlog::debug("slices {} are late; running a copy on worker {}", slice_list(copy.slices),
-                printable(w.id));
+  if (late) {
+    spdlog::debug("slices {} are late; running a copy on worker {}", slice_list(copy.slices),
+                  printable(w.id));
+  } else {
+    spdlog::debug("slices {} would end {:.0f} ms sooner on worker {}; running a copy",
+                  slice_list(copy.slices), best_saving / 1e6, printable(w.id));
+  }
   count_sent(w, outbox_.send_assign(w.id, assign, *job_));
   w.last_sent = now;
   w.batches.emplace(assign.batch, std::move(copy));

@@ -183,6 +183,11 @@ class Scheduler {
     std::size_t stats_index = 0;               // its record in stats_.workers
     std::size_t bytes = 0;                     // its share of registered_bytes_
     std::optional<wire::JobId> cancel_unread;  // the last CANCEL it was sent, until it says so
+
+    // Its own speed in the running job, for speculation: workers differ (a shared core, older
+    // hardware), and a copy is worth sending where it would end first.
+    double job_slice_ns = 0;           // running mean of kernel time per slice
+    std::size_t job_timed_slices = 0;  // slices that mean is over
   };
 
   struct SliceState {

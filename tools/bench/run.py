@@ -7,6 +7,10 @@ it: absolute times on a shared 2-core host vary 2x from day to day, their ratios
   tools/bench/run.py --build build-bench [--quick] [--only SECTION ...]
 
 tools/bench/run.sh sets up, builds and calls this; see doc/performance.md.
+
+For the balance section, PYMAR_BENCH_LOGS=DIR keeps the producers' and pools' -v logs in DIR
+(which worker computed which slice, when), and PYMAR_BENCH_BALANCE_REVERSED=1 runs the jobs
+without speculation first.
 """
 
 import argparse
@@ -115,6 +119,7 @@ class Pool:
     """A worker pool this suite started (`BINARY --worker`), in a process group of its own."""
 
     def __init__(self, binary, port, workers, verbose=False, cpus=None, log_path=None, extra=()):
+        self.keep_log = log_path is not None
         self.log_path = log_path or tempfile.mktemp(prefix="pymar-bench-pool-", suffix=".log")
         self.log_file = open(self.log_path, "w")
         args = [str(binary), "--worker", "-q", f"127.0.0.1:{port}", "-w", str(workers),
@@ -154,7 +159,8 @@ class Pool:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
         self.log_file.close()
-        os.unlink(self.log_path)
+        if not self.keep_log:
+            os.unlink(self.log_path)
 
     def __enter__(self):
         return self
@@ -252,7 +258,7 @@ class Suite:
         framework = median(values["map_ms"])
         self.row("1", "integration, warm pool of 2, time inside `map`", "OpenMP 2 threads", omp,
                  framework, "ms", "≤ 1.15x", framework / omp <= 1.15)
-        copies = len(re.findall(r"are late; running a copy", err))
+        copies = len(re.findall(r"running a copy", err))
         restarts = len(re.findall(r"exited with status 75", err))
         self.notes.append(f"integration: {copies} speculative copies and {restarts} worker "
                           f"restarts in {reps + warmup} jobs.")
@@ -476,7 +482,7 @@ class Suite:
             plain, _ = self.produce(port, {"BENCH_JOB": "squaredsum2", "BENCH_REPS": str(reps)},
                                     ["--no-speculation"])
         jobs = reps + 2
-        copies = len(re.findall(r"are late; running a copy", err))
+        copies = len(re.findall(r"running a copy", err))
         restarts = len(re.findall(r"exited with status 75", err))
         port = free_port()
         with Pool(self.task, port, 2, extra=["--credit", "1"]) as pool:
@@ -534,15 +540,25 @@ class Suite:
         results = {}
         try:
             port = free_port()
-            with Pool(self.task, port, 1, cpus={0}), Pool(self.task, port, 1, cpus={1}):
-                for label, extra in [("with speculation", []),
-                                     ("without speculation", ["--no-speculation"])]:
+            logs = os.environ.get("PYMAR_BENCH_LOGS")
+            if logs:
+                Path(logs).mkdir(parents=True, exist_ok=True)
+            pool_log = lambda core: f"{logs}/pool-core{core}.log" if logs else None
+            runs = [("with speculation", []), ("without speculation", ["--no-speculation"])]
+            if os.environ.get("PYMAR_BENCH_BALANCE_REVERSED"):
+                runs.reverse()
+            with Pool(self.task, port, 1, cpus={0}, verbose=bool(logs), log_path=pool_log(0)), \
+                    Pool(self.task, port, 1, cpus={1}, verbose=bool(logs), log_path=pool_log(1)):
+                for label, extra in runs:
                     values, err = self.produce(port, {"BENCH_JOB": "balance",
                                                       "BENCH_POINTS": points,
                                                       "BENCH_REPS": str(self.reps(5, 2)),
                                                       "BENCH_WARMUP": "1"}, extra + ["-v"])
                     results[label] = values["map_ms"]
-                    copies = len(re.findall(r"are late; running a copy", err))
+                    if logs:
+                        name = label.replace(" ", "-")
+                        Path(f"{logs}/producer-{name}.log").write_text(err)
+                    copies = len(re.findall(r"running a copy", err))
                     restarts = len(re.findall(r"exited with status 75", err))
                     self.notes.append(f"balance {label}: {copies} speculative copies, "
                                       f"{restarts} worker restarts in {self.reps(5, 2) + 1} jobs.")
