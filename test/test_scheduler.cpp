@@ -605,13 +605,18 @@ static SimulatedJob simulate(Scheduler& s, RecordingOutbox& out, const JobReques
   return sim;
 }
 
-TEST_CASE("the last slice a slower worker took is copied to a faster one that would end it first") {
-  RecordingOutbox out;
+/// For whole simulated jobs: speculation on, and nobody silent long enough to be dropped.
+SchedulerConfig whole_job_config() {
   SchedulerConfig c = config();
   c.speculate = true;
   c.heartbeat = 1s;
   c.liveness = 60s;
-  Scheduler s(c, out);
+  return c;
+}
+
+TEST_CASE("the last slice a slower worker took is copied to a faster one that would end it first") {
+  RecordingOutbox out;
+  Scheduler s(whole_job_config(), out);
   s.on_ready("fast", ready(1), t0);
   s.on_ready("slow", ready(1), t0);  // on a core it shares: a little under half speed
   const JobRequest request = job(8, 8);
@@ -627,11 +632,7 @@ TEST_CASE("the last slice a slower worker took is copied to a faster one that wo
 
 TEST_CASE("workers of about the same speed get no copies at the end of a job") {
   RecordingOutbox out;
-  SchedulerConfig c = config();
-  c.speculate = true;
-  c.heartbeat = 1s;
-  c.liveness = 60s;
-  Scheduler s(c, out);
+  Scheduler s(whole_job_config(), out);
   s.on_ready("a", ready(1), t0);
   s.on_ready("b", ready(1), t0);
   const JobRequest request = job(8, 8);
