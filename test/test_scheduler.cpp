@@ -477,28 +477,33 @@ TEST_CASE("a batch is queued ahead on a worker only while batches are light, not
 }
 
 TEST_CASE("slices of megabytes in the producer's memory go one to a batch, one batch at a time") {
-  RecordingOutbox out;
-  Scheduler s(config(), out);
-  s.on_ready("w1", ready(4), t0);
-  JobRequest request = job(8'000'000, 8);  // 1 million elements of 8 bytes a slice
-  request.memory.kind = PayloadKind::raw;
-  request.memory.element_size = 8;
-  // The second job starts knowing the slices' cost, and would batch them from the first round.
-  for (std::uint64_t run = 1; run <= 2; ++run) {
-    CAPTURE(run);
-    s.start_job(request, {7, run}, 10s, t0);
-    auto assigns = out.taken<Assign>("w1");
-    for (int round = 0; round < 8 && !assigns.empty(); ++round) {
-      CAPTURE(round);
-      // Cheap slices (10 us) would otherwise make one batch of all that is left, queued ahead.
-      REQUIRE(assigns.size() == 1);
-      CHECK(assigns[0].slices.size() == 1);
-      answer(s, "w1", assigns[0], t0 + std::chrono::milliseconds(round + 1), 10'000);
-      assigns = out.taken<Assign>("w1");
+  // Raw memory weighs what it is; encoded elements weigh what the first batches sent did.
+  for (const PayloadKind kind : {PayloadKind::raw, PayloadKind::msgpack}) {
+    CAPTURE(static_cast<int>(kind));
+    RecordingOutbox out;
+    Scheduler s(config(), out);
+    s.on_ready("w1", ready(4), t0);
+    JobRequest request = job(8'000'000, 8);  // 1 million elements of 8 bytes a slice
+    request.memory.kind = kind;
+    request.memory.element_size = 8;
+    if (kind == PayloadKind::msgpack) out.assign_bytes = 8 << 20;  // a slice, encoded
+    // The second job starts knowing the slices' cost, and would batch them from the first round.
+    for (std::uint64_t run = 1; run <= 2; ++run) {
+      CAPTURE(run);
+      s.start_job(request, {7, run}, 10s, t0);
+      auto assigns = out.taken<Assign>("w1");
+      for (int round = 0; round < 8 && !assigns.empty(); ++round) {
+        CAPTURE(round);
+        // Cheap slices (10 us) would otherwise make one batch of all that is left, queued ahead.
+        REQUIRE(assigns.size() == 1);
+        CHECK(assigns[0].slices.size() == 1);
+        answer(s, "w1", assigns[0], t0 + std::chrono::milliseconds(round + 1), 10'000);
+        assigns = out.taken<Assign>("w1");
+      }
+      CHECK(s.state() == JobState::done);
+      (void)s.take_partials();
+      s.finish_job();
     }
-    CHECK(s.state() == JobState::done);
-    (void)s.take_partials();
-    s.finish_job();
   }
 }
 
@@ -606,7 +611,7 @@ static SimulatedJob simulate(Scheduler& s, RecordingOutbox& out, const JobReques
 }
 
 /// For whole simulated jobs: speculation on, and nobody silent long enough to be dropped.
-SchedulerConfig whole_job_config() {
+static SchedulerConfig whole_job_config() {
   SchedulerConfig c = config();
   c.speculate = true;
   c.heartbeat = 1s;
@@ -628,6 +633,19 @@ TEST_CASE("the last slice a slower worker took is copied to a faster one that wo
   CHECK(sim.took <= 545ms);
   CHECK(sim.copies["fast"] == 1);
   CHECK(sim.copies["slow"] == 0);
+}
+
+TEST_CASE("a producer whose map_fn has side effects gets no copy for a slower worker either") {
+  RecordingOutbox out;
+  Scheduler s(whole_job_config(), out);
+  s.on_ready("fast", ready(1), t0);
+  s.on_ready("slow", ready(1), t0);
+  JobRequest request = job(8, 8);
+  request.options.speculate = false;
+  const SimulatedJob sim = simulate(s, out, request, {{"fast", 90ms}, {"slow", 200ms}});
+  CHECK(s.state() == JobState::done);
+  CHECK(sim.slices_sent == 8);
+  CHECK(sim.took == 600ms);
 }
 
 TEST_CASE("workers of about the same speed get no copies at the end of a job") {

@@ -21,8 +21,9 @@ struct JobOptions {
   /// How long to wait for every slice's partial value; none waits until they are all in.
   std::optional<std::chrono::nanoseconds> timeout;
   OnTimeout on_timeout = OnTimeout::fail;
-  /// Whether a late slice may run a second time on an idle worker (the first result counts):
-  /// the producer's SPECULATIVE, false when map_fn has side effects.
+  /// Whether a slice may run a second time on an idle worker, when late or when that worker
+  /// would end it sooner (the first result counts): the producer's SPECULATIVE, false when
+  /// map_fn has side effects.
   bool speculate = true;
 };
 

@@ -34,8 +34,9 @@ namespace pymar {
 template <class Derived>
 struct Producer {
   static constexpr std::size_t WORKERS_NUMBER = 4;
-  /// Whether a slice that is late may be computed a second time on an idle worker (the first
-  /// result counts). Set to false in a producer whose map_fn has side effects.
+  /// Whether a slice that is late, or that a faster idle worker would end sooner, may be
+  /// computed a second time on that worker (the first result counts). Set to false in a
+  /// producer whose map_fn has side effects.
   static constexpr bool SPECULATIVE = true;
 
   /// Runs the job over `factory`'s data on the workers (or locally when there are none) and

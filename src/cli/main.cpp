@@ -645,7 +645,8 @@ int run_main(int argc, char** argv, std::function<int(const Arguments&)> job,
       ->check(CLI::Range(1u, 64u))
       ->type_name("N");
   app.add_flag("--no-speculation", s.no_speculation,
-               "producer: never run a late slice a second time on an idle worker");
+               "producer: never run a slice a second time on an idle worker (a copy of a late "
+               "slice, or of one a faster worker would end sooner)");
   if (takes_arguments) {
     app.add_option("arguments", s.job_arguments, "the job's own arguments, after --")
         ->type_name("ARGS");

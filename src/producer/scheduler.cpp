@@ -46,6 +46,9 @@ constexpr double kShareWorthNs = 20e3;
 // encoding and decoding its partial value and the scheduler's own bookkeeping, ~0.3 us here.
 constexpr double kSliceOverheadNs = 300;
 
+// Slices a worker must have computed in the job before its speed is trusted, for copies.
+constexpr std::size_t kSpeedSamples = 2;
+
 // A copy sent because it would end sooner on an idle, faster worker must be expected to save
 // at least this much beyond a quarter of its own time: estimates are means, and a copy that
 // loses keeps a worker busy past the job's end.
@@ -314,9 +317,11 @@ void Scheduler::on_result(const std::string& id, const wire::Result& result,
       ++timed_slices_;
       mean_slice_ns_ += (static_cast<double>(outcome.compute_ns) - mean_slice_ns_) /
                         static_cast<double>(std::min<std::size_t>(timed_slices_, 64));
-      // And this worker's own, for speculation.
+      // And this worker's own, for speculation; what it reports is capped at what the batch
+      // took, so that no worker can claim to be faster than the round trip shows.
+      const double took = std::chrono::duration<double, std::nano>(now - batch.sent).count();
       ++w.job_timed_slices;
-      w.job_slice_ns += (static_cast<double>(outcome.compute_ns) - w.job_slice_ns) /
+      w.job_slice_ns += (std::min(static_cast<double>(outcome.compute_ns), took) - w.job_slice_ns) /
                         static_cast<double>(std::min<std::size_t>(w.job_timed_slices, 16));
     } else {
       --s.copies;
@@ -539,13 +544,13 @@ void Scheduler::start_job(const JobRequest& request, wire::JobId id,
   // The cost measured in the last job of this producer over this source, if any: a repeated
   // small job then goes out in one round trip instead of probing with one slice first.
   const auto known = known_cost_.find(cost_key(request));
-  mean_slice_ns_ = known == known_cost_.end() ? 0 : known->second;
+  mean_slice_ns_ = known == known_cost_.end() ? 0 : known->second.slice_ns;
   // What a slice weighs on the wire: known for raw memory; for the rest, learnt from the
   // batches sent (payloads encoded as they go, or none at all).
   sent_bytes_per_slice_ = request.memory.kind == PayloadKind::raw && !parts.empty()
                               ? static_cast<double>(request.memory.element_size * request.length) /
                                     static_cast<double>(parts.size())
-                              : 0;
+                              : (known == known_cost_.end() ? 0 : known->second.bytes_per_slice);
   timed_slices_ = 0;
   for (auto& [worker_id, w] : workers_) {
     w.job_slice_ns = 0;
@@ -594,7 +599,7 @@ std::string Scheduler::cost_key(const JobRequest& request) {
 void Scheduler::finish_job() {
   if (job_ != nullptr && timed_slices_ > 0) {
     if (known_cost_.size() > 1024) known_cost_.clear();
-    known_cost_[cost_key(*job_)] = mean_slice_ns_;
+    known_cost_[cost_key(*job_)] = {mean_slice_ns_, sent_bytes_per_slice_};
   }
   for (auto& [id, w] : workers_) {
     const auto held =
@@ -718,7 +723,10 @@ std::size_t Scheduler::assign_to(Worker& w, Clock::time_point now, std::size_t m
     }
     if (batch.slices.empty()) break;
     const std::size_t bytes = outbox_.send_assign(w.id, assign, *job_);
-    sent_bytes_per_slice_ = static_cast<double>(bytes) / static_cast<double>(assign.slices.size());
+    // The slices' own weight: the parameters go in every ASSIGN, however many slices it has.
+    const std::size_t shared = std::min(bytes, job_->params.size());
+    sent_bytes_per_slice_ =
+        static_cast<double>(bytes - shared) / static_cast<double>(assign.slices.size());
     count_sent(w, bytes);
     w.last_sent = now;
     w.batches.emplace(assign.batch, std::move(batch));
@@ -734,6 +742,12 @@ void Scheduler::assign_all(Clock::time_point now) {
     progress = false;
     for (auto& [id, w] : workers_) progress |= assign_to(w, now, 1) > 0;
   }
+}
+
+bool Scheduler::copyable(const Batch& batch) const {
+  return std::any_of(batch.slices.begin(), batch.slices.end(), [&](SliceIndex slice) {
+    return !slices_[slice].done && slices_[slice].copies <= 1;
+  });
 }
 
 bool Scheduler::speculate_to(Worker& w, Clock::time_point now) {
@@ -752,7 +766,7 @@ bool Scheduler::speculate_to(Worker& w, Clock::time_point now) {
   for (const auto& [id, other] : workers_) {
     if (id == w.id) continue;
     for (const auto& [batch_id, batch] : other.batches) {
-      if (!(batch.job == job_id_)) continue;
+      if (!(batch.job == job_id_) || !copyable(batch)) continue;
       const double slices = static_cast<double>(batch.slices.size());
       // Expected: computing, plus what a batch spends beyond that (transfer, queues).
       const double expected = mean_slice_ns_ * slices + mean_overhead_ns_;
@@ -762,7 +776,7 @@ bool Scheduler::speculate_to(Worker& w, Clock::time_point now) {
         worst = overdue;
         straggler = &batch;
       }
-      if (w.job_timed_slices > 0 && other.job_timed_slices > 0) {
+      if (w.job_timed_slices >= kSpeedSamples && other.job_timed_slices >= kSpeedSamples) {
         // (The overhead is the same both ways and cancels out.)
         const double here = w.job_slice_ns * slices;
         const double saving = other.job_slice_ns * slices - elapsed - here;
@@ -787,7 +801,6 @@ bool Scheduler::speculate_to(Worker& w, Clock::time_point now) {
     assign.slices.push_back({slice, s.part.offset, s.part.limit});
     copy.slices.push_back(slice);
   }
-  if (copy.slices.empty()) return false;
   if (late) {
     spdlog::debug("slices {} are late; running a copy on worker {}", slice_list(copy.slices),
                   printable(w.id));

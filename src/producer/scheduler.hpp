@@ -47,10 +47,10 @@ struct SchedulerConfig {
   unsigned error_retries = 0;  ///< extra attempts for a slice whose user code threw
   std::chrono::microseconds batch_target{2000};  ///< aim for batches computing this long
   std::size_t max_batch = 1024;                  ///< slices in one ASSIGN at most
-  bool speculate = true;      ///< re-run a straggling slice on an idle worker; first result wins
-  std::string build;          ///< our build fingerprint; workers of another build are refused
-  std::uint64_t session = 0;  ///< this producer run's id, sent in heartbeats
-  std::size_t max_workers = kMaxWorkers;                   ///< registrations held at once
+  bool speculate = true;  ///< copy late or slower-held slices to idle workers; first result wins
+  std::string build;      ///< our build fingerprint; workers of another build are refused
+  std::uint64_t session = 0;              ///< this producer run's id, sent in heartbeats
+  std::size_t max_workers = kMaxWorkers;  ///< registrations held at once
   std::size_t max_registered_bytes = kMaxRegisteredBytes;  ///< what they may take in all
 };
 
@@ -205,6 +205,8 @@ class Scheduler {
   std::size_t assign_to(Worker& w, Clock::time_point now, std::size_t max_batches = SIZE_MAX);
   void assign_all(Clock::time_point now);
   bool speculate_to(Worker& w, Clock::time_point now);
+  /// Whether a batch has a slice not yet done and not already copied.
+  bool copyable(const Batch& batch) const;
   std::size_t batch_size() const;
   /// Workers serving the current job with none of its batches in flight (at least 1).
   double idle_workers() const;
@@ -246,12 +248,19 @@ class Scheduler {
   std::size_t done_count_ = 0;
   Partials partials_;
   std::optional<SliceError::Details> failure_;
-  double mean_slice_ns_ = 0;          // running mean of kernel time per slice, for batch sizes
-  double mean_overhead_ns_ = 0;       // running mean of a batch's time beyond computing
-  double sent_bytes_per_slice_ = 0;   // in the job's last batch sent (payloads included)
+  double mean_slice_ns_ = 0;     // running mean of kernel time per slice, for batch sizes
+  double mean_overhead_ns_ = 0;  // running mean of a batch's time beyond computing
+  // A slice's weight on the wire (its payload): known at the start for raw memory, otherwise
+  // that of the last job or the last batch sent.
+  double sent_bytes_per_slice_ = 0;
   std::size_t eligible_workers_ = 0;  // workers serving the current job
   std::size_t timed_slices_ = 0;
-  std::unordered_map<std::string, double> known_cost_;  // by producer and source, across jobs
+  // What the last job of a producer over a source measured, for the next one's first batches.
+  struct KnownCost {
+    double slice_ns = 0;
+    double bytes_per_slice = 0;
+  };
+  std::unordered_map<std::string, KnownCost> known_cost_;  // by producer and source
   static std::string cost_key(const JobRequest& request);
   std::chrono::milliseconds grace_{0};
   std::optional<Clock::time_point> unserved_since_;  // no eligible worker since then

@@ -326,19 +326,25 @@ class IoThread final : private WorkerActions {
     wire::encode(message, header_);
     const bool sent = socket_.send(zmq::buffer(header_), zmq::send_flags::dontwait).has_value();
     if (sent && spdlog::should_log(spdlog::level::trace)) {
-      trace_message("sent", wire::type_name(message), header_.size());
+      trace_message(MessageWay::sent, wire::type_name(message), std::nullopt, header_.size());
     }
     return sent;
   }
 
-  /// -vv: one line per message, within trace_rate_ (a producer decides how many it sends).
-  void trace_message(std::string_view direction, std::string_view type, std::size_t bytes) {
+  enum class MessageWay { sent, received };
+
+  /// -vv: one line per message, within trace_rate_ (a producer decides how many it sends);
+  /// nothing is formatted for the lines left out.
+  void trace_message(MessageWay way, std::string_view type, std::optional<std::size_t> slices,
+                     std::size_t bytes) {
     std::size_t dropped = 0;
     if (!trace_rate_.allow(Clock::now(), dropped)) return;
+    const std::string of = slices ? fmt::format(" of {} slice(s)", *slices) : "";
     const std::string note =
         dropped > 0 ? fmt::format(" ({} message line(s) left out)", dropped) : "";
-    spdlog::trace("{} {} {} the producer, {} bytes{}", direction, type,
-                  direction == "sent" ? "to" : "from", bytes, note);
+    spdlog::trace("{} {}{} {} the producer, {} bytes{}",
+                  way == MessageWay::sent ? "sent" : "received", type, of,
+                  way == MessageWay::sent ? "to" : "from", bytes, note);
   }
 
   void reconnect(bool fresh) override {
@@ -502,10 +508,8 @@ class IoThread final : private WorkerActions {
     std::size_t bytes = 0;
     for (const zmq::message_t& frame : frames_) bytes += frame.size();
     const auto* assign = std::get_if<wire::Assign>(&message);
-    trace_message("received",
-                  assign ? fmt::format("ASSIGN of {} slice(s)", assign->slices.size())
-                         : std::string(wire::type_name(message)),
-                  bytes);
+    trace_message(MessageWay::received, wire::type_name(message),
+                  assign ? std::optional(assign->slices.size()) : std::nullopt, bytes);
   }
 
   void send_results(Clock::time_point now) {
@@ -542,7 +546,7 @@ class IoThread final : private WorkerActions {
                            zmq::send_flags::dontwait);
       }
       if (sent && spdlog::should_log(spdlog::level::trace)) {
-        trace_message("sent", fmt::format("RESULT of {} slice(s)", d.result.outcomes.size()),
+        trace_message(MessageWay::sent, "RESULT", d.result.outcomes.size(),
                       header_.size() + d.values.size());
       }
       session_.on_results_sent(now);
