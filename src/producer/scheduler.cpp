@@ -273,8 +273,8 @@ void Scheduler::on_result(const std::string& id, const wire::Result& result,
   // What the batch took beyond computing: shipping its payload, queues, the round trip.
   double computed_ns = 0;
   for (const wire::Outcome& o : result.outcomes) computed_ns += static_cast<double>(o.compute_ns);
-  const double overhead_ns = std::max(
-      0.0, std::chrono::duration<double, std::nano>(now - batch.sent).count() - computed_ns);
+  const double took_ns = std::chrono::duration<double, std::nano>(now - batch.sent).count();
+  const double overhead_ns = std::max(0.0, took_ns - computed_ns);
   mean_overhead_ns_ += (overhead_ns - mean_overhead_ns_) / 8;
 
   std::size_t next_value = 0;
@@ -317,12 +317,12 @@ void Scheduler::on_result(const std::string& id, const wire::Result& result,
       ++timed_slices_;
       mean_slice_ns_ += (static_cast<double>(outcome.compute_ns) - mean_slice_ns_) /
                         static_cast<double>(std::min<std::size_t>(timed_slices_, 64));
-      // And this worker's own, for speculation; what it reports is capped at what the batch
-      // took, so that no worker can claim to be faster than the round trip shows.
-      const double took = std::chrono::duration<double, std::nano>(now - batch.sent).count();
+      // And this worker's own, for speculation; what it reports is capped at what its batch
+      // took, so that no worker can claim to be slower than it was and draw copies of its own.
       ++w.job_timed_slices;
-      w.job_slice_ns += (std::min(static_cast<double>(outcome.compute_ns), took) - w.job_slice_ns) /
-                        static_cast<double>(std::min<std::size_t>(w.job_timed_slices, 16));
+      w.job_slice_ns +=
+          (std::min(static_cast<double>(outcome.compute_ns), took_ns) - w.job_slice_ns) /
+          static_cast<double>(std::min<std::size_t>(w.job_timed_slices, 16));
     } else {
       --s.copies;
       if (s.done) continue;
