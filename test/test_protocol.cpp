@@ -2,6 +2,7 @@
 
 #include <random>
 #include <string>
+#include <vector>
 
 #include <pymar/codec.hpp>
 #include <pymar/version.hpp>
@@ -27,6 +28,29 @@ std::string header(Fields... fields) {
   p.pack_array(sizeof...(fields));
   (p.pack(fields), ...);
   return std::string(buffer.data(), buffer.size());
+}
+
+// A table as doc/protocol.md describes it: rows of unsigned 64-bit cells, little-endian, end to
+// end, packed as a msgpack bin (a vector of char packs as one).
+std::vector<char> table(const std::vector<std::vector<std::uint64_t>>& rows) {
+  std::vector<char> bytes;
+  for (const auto& row : rows) {
+    for (std::uint64_t cell : row) {
+      for (int i = 0; i < 8; ++i) bytes.push_back(static_cast<char>(cell >> (8 * i)));
+    }
+  }
+  return bytes;
+}
+
+// An ASSIGN of this version with the given slice table (no payloads).
+std::string assign_with(const std::vector<char>& slices) {
+  return header(pymar::protocol_version(), 2, 1, 1, 1, "P", "S", std::vector<char>{}, 0, slices);
+}
+
+// A RESULT of this version with the given outcome table and errors.
+std::string result_with(const std::vector<char>& outcomes,
+                        const std::vector<std::vector<std::string>>& errors) {
+  return header(pymar::protocol_version(), 3, 1, 1, 1, outcomes, errors);
 }
 
 }  // namespace
@@ -91,6 +115,69 @@ TEST_CASE("ASSIGN must be followed by exactly one payload frame per slice when i
   a.payload = pymar::detail::PayloadKind::none;
   CHECK_THROWS_AS(decode(encode(a), 2), ProtocolError);
   CHECK_NOTHROW(decode(encode(a), 0));
+}
+
+TEST_CASE("a batch's slices travel as a little-endian table, which is checked row by row") {
+  // Written by hand as the protocol says: decoded to the same slices.
+  const Message m = decode(assign_with(table({{0, 0, 5}, {7, 0x0102030405060708, 9}})), 0);
+  REQUIRE(std::holds_alternative<Assign>(m));
+  const Assign& a = std::get<Assign>(m);
+  REQUIRE(a.slices.size() == 2);
+  CHECK(a.slices[1].index == 7);
+  CHECK(a.slices[1].offset == 0x0102030405060708);
+  CHECK(a.slices[1].limit == 9);
+  // And the encoder writes that table: its bytes are in the header as they are here.
+  const std::vector<char> expected = table({{7, 0x0102030405060708, 9}});
+  Assign one;
+  one.slices = {{7, 0x0102030405060708, 9}};
+  CHECK(encode(one).find(std::string(expected.begin(), expected.end())) != std::string::npos);
+
+  std::vector<char> partial = table({{0, 0, 5}, {1, 5, 5}});
+  partial.pop_back();
+  CHECK_THROWS_AS(decode(assign_with(partial), 0), ProtocolError);  // a partial row
+  CHECK_THROWS_AS(decode(assign_with({}), 0), ProtocolError);       // no slice
+  // Offset + limit overflows.
+  CHECK_THROWS_AS(decode(assign_with(table({{0, ~0ULL, 2}})), 0), ProtocolError);
+  CHECK_THROWS_AS(decode(header(pymar::protocol_version(), 2, 1, 1, 1, "P", "S",
+                                std::vector<char>{}, 0, std::vector<int>{0, 0, 5}),
+                         0),
+                  ProtocolError);  // an array, not a table
+  const std::vector<std::vector<std::uint64_t>> most(kMaxSlicesPerBatch, {0, 0, 1});
+  CHECK_NOTHROW(decode(assign_with(table(most)), 0));
+  auto too_many = most;
+  too_many.push_back({0, 0, 1});
+  CHECK_THROWS_AS(decode(assign_with(table(too_many)), 0), ProtocolError);
+}
+
+TEST_CASE("a batch's outcomes travel as a table, a failed one's error beside it, in order") {
+  const Message m =
+      decode(result_with(table({{4, 100, 3}, {5, 20, 0}, {6, 30, 1}, {7, 40, 0}}),
+                         {{"std::domain_error", "first"}, {"std::range_error", "second"}}),
+             1);
+  REQUIRE(std::holds_alternative<Result>(m));
+  const Result& r = std::get<Result>(m);
+  REQUIRE(r.outcomes.size() == 4);
+  CHECK(r.outcomes[0].ok);
+  CHECK(r.outcomes[0].value_bytes == 3);
+  CHECK(r.outcomes[0].compute_ns == 100);
+  CHECK_FALSE(r.outcomes[1].ok);
+  CHECK(r.outcomes[1].slice == 5);
+  CHECK(r.outcomes[1].error_message == "first");
+  CHECK(r.outcomes[2].ok);
+  CHECK(r.outcomes[2].slice == 6);
+  CHECK(r.outcomes[3].error_type == "std::range_error");
+  CHECK(r.outcomes[3].error_message == "second");
+  // Each failed outcome has its error, and each error its failed outcome.
+  CHECK_THROWS_AS(decode(result_with(table({{4, 1, 0}, {5, 1, 0}}), {{"E", "m"}}), 0),
+                  ProtocolError);
+  CHECK_THROWS_AS(decode(result_with(table({{4, 1, 2}}), {{"E", "m"}}), 1), ProtocolError);
+  CHECK_THROWS_AS(decode(result_with(table({{4, 1, 0}}), {{"E"}}), 0), ProtocolError);
+  CHECK_NOTHROW(decode(result_with(table({{4, 1, 0}}), {{"E", "m"}}), 0));
+  // An outcome table with a partial row, or none at all.
+  std::vector<char> partial = table({{4, 1, 2}, {5, 1, 2}});
+  partial.resize(partial.size() - 3);
+  CHECK_THROWS_AS(decode(result_with(partial, {}), 1), ProtocolError);
+  CHECK_THROWS_AS(decode(result_with({}, {}), 0), ProtocolError);
 }
 
 TEST_CASE("RESULT carries outcomes, errors with type and message, and the size of each value") {

@@ -1,6 +1,7 @@
 #include "wire/protocol.hpp"
 
 #include <algorithm>
+#include <array>
 #include <iterator>
 
 #include <fmt/format.h>
@@ -35,7 +36,7 @@ struct Layout {
 };
 constexpr Layout kReady{Type::ready, "READY", 8};
 constexpr Layout kAssign{Type::assign, "ASSIGN", 8};
-constexpr Layout kResult{Type::result, "RESULT", 4};
+constexpr Layout kResult{Type::result, "RESULT", 5};
 constexpr Layout kHeartbeat{Type::heartbeat, "HEARTBEAT", 1};
 constexpr Layout kBye{Type::bye, "BYE", 1};
 constexpr Layout kCancel{Type::cancel, "CANCEL", 2};
@@ -47,15 +48,51 @@ constexpr Layout kCancelled{Type::cancelled, "CANCELLED", 2};
 constexpr Layout kPoolStatus{Type::pool_status, "POOL STATUS", 8};
 
 // The arrays nested in messages.
-constexpr std::uint32_t kPredecessorFields = 7;    // READY's predecessor
-constexpr std::uint32_t kSliceFields = 3;          // one of ASSIGN's slices
-constexpr std::uint32_t kOutcomeOkFields = 4;      // one of RESULT's outcomes, ok ...
-constexpr std::uint32_t kOutcomeFailedFields = 5;  // ... or failed, with its error
-constexpr std::uint32_t kJobStatusFields = 7;      // STATUS's job
-constexpr std::uint32_t kWorkerStatusFields = 6;   // one of STATUS's workers
-constexpr std::uint32_t kPoolWorkerFields = 9;     // one of POOL STATUS's workers
+constexpr std::uint32_t kPredecessorFields = 7;   // READY's predecessor
+constexpr std::uint32_t kErrorFields = 2;         // one of RESULT's errors
+constexpr std::uint32_t kJobStatusFields = 7;     // STATUS's job
+constexpr std::uint32_t kWorkerStatusFields = 6;  // one of STATUS's workers
+constexpr std::uint32_t kPoolWorkerFields = 9;    // one of POOL STATUS's workers
 
 using Packer = msgpack::packer<detail::StringSink>;
+
+// A batch's slices (ASSIGN) and outcomes (RESULT) travel as tables: rows of unsigned 64-bit
+// numbers, little-endian, end to end in one msgpack bin. As arrays of small arrays they cost a
+// decoded object per number, which for cheap slices was most of what a slice cost on the wire.
+constexpr std::size_t kSliceColumns = 3;    // ASSIGN: slice, offset, limit
+constexpr std::size_t kOutcomeColumns = 3;  // RESULT: slice, compute_ns, value_bytes (0: failed)
+constexpr std::size_t kCellBytes = 8;
+static_assert(kMaxSlicesPerBatch * kSliceColumns * kCellBytes <= kMaxHeaderBytes / 2,
+              "a full batch's table leaves half a header for the rest");
+
+void put_cell(char* out, std::uint64_t value) {
+  for (std::size_t i = 0; i < kCellBytes; ++i) out[i] = static_cast<char>(value >> (8 * i));
+}
+
+std::uint64_t get_cell(const char* in) {
+  std::uint64_t value = 0;
+  for (std::size_t i = 0; i < kCellBytes; ++i) {
+    value |= static_cast<std::uint64_t>(static_cast<unsigned char>(in[i])) << (8 * i);
+  }
+  return value;
+}
+
+/// Appends a table of `rows` rows to `out` (the packer's string) as one bin; `row(i, cells)`
+/// writes row i's cells.
+template <std::size_t Columns, class WriteRow>
+void pack_table(Packer& p, std::string& out, std::size_t rows, WriteRow&& row) {
+  const std::size_t bytes = rows * Columns * kCellBytes;
+  p.pack_bin(static_cast<std::uint32_t>(bytes));
+  const std::size_t at = out.size();
+  out.resize(at + bytes);
+  for (std::size_t i = 0; i < rows; ++i) {
+    std::array<std::uint64_t, Columns> cells{};
+    row(i, cells);
+    for (std::size_t c = 0; c < Columns; ++c) {
+      put_cell(out.data() + at + (i * Columns + c) * kCellBytes, cells[c]);
+    }
+  }
+}
 
 void pack_text(Packer& p, std::string_view text, std::size_t max = kMaxTextBytes) {
   p.pack(text.substr(0, max));
@@ -69,6 +106,7 @@ void pack_names(Packer& p, const std::vector<std::string>& names) {
 
 struct Encoder {
   Packer& p;
+  std::string& out;  // what p writes to
 
   void header(const Layout& layout) {
     p.pack_array(2 + layout.fields);
@@ -110,13 +148,9 @@ struct Encoder {
     p.pack_bin(static_cast<std::uint32_t>(m.params.size()));
     p.pack_bin_body(m.params.data(), static_cast<std::uint32_t>(m.params.size()));
     p.pack(static_cast<std::uint8_t>(m.payload));
-    p.pack_array(static_cast<std::uint32_t>(m.slices.size()));
-    for (const SliceRange& s : m.slices) {
-      p.pack_array(kSliceFields);
-      p.pack(s.index);
-      p.pack(s.offset);
-      p.pack(s.limit);
-    }
+    pack_table<kSliceColumns>(p, out, m.slices.size(), [&](std::size_t i, auto& cells) {
+      cells = {m.slices[i].index, m.slices[i].offset, m.slices[i].limit};
+    });
   }
 
   void operator()(const Result& m) {
@@ -130,18 +164,16 @@ struct Encoder {
     p.pack(m.job.session);
     p.pack(m.job.seq);
     p.pack(m.batch);
-    p.pack_array(static_cast<std::uint32_t>(m.outcomes.size()));
+    pack_table<kOutcomeColumns>(p, out, m.outcomes.size(), [&](std::size_t i, auto& cells) {
+      const Outcome& o = m.outcomes[i];
+      cells = {o.slice, o.compute_ns, o.ok ? o.value_bytes : 0};
+    });
+    p.pack_array(static_cast<std::uint32_t>(failed));
     for (const Outcome& o : m.outcomes) {
-      p.pack_array(o.ok ? kOutcomeOkFields : kOutcomeFailedFields);
-      p.pack(o.slice);
-      p.pack(o.ok);
-      p.pack(o.compute_ns);
-      if (o.ok) {
-        p.pack(o.value_bytes);
-      } else {
-        pack_text(p, o.error_type, text_cap);
-        pack_text(p, o.error_message, text_cap);
-      }
+      if (o.ok) continue;
+      p.pack_array(kErrorFields);
+      pack_text(p, o.error_type, text_cap);
+      pack_text(p, o.error_message, text_cap);
     }
   }
 
@@ -313,6 +345,20 @@ class Fields {
     return std::string(o.via.bin.ptr, o.via.bin.size);
   }
 
+  /// The next field as a table of `columns` cells a row, with `min_rows` to `max_rows` rows: its
+  /// bytes, which stay in the header (see pack_table).
+  std::string_view table(std::size_t columns, std::size_t min_rows, std::size_t max_rows) {
+    const msgpack::object& o = next();
+    if (o.type != msgpack::type::BIN) fail("expected a table (binary data)");
+    const std::size_t row_bytes = columns * kCellBytes;
+    if (o.via.bin.size % row_bytes != 0) fail("a table with a partial row");
+    const std::size_t rows = o.via.bin.size / row_bytes;
+    if (rows < min_rows || rows > max_rows) {
+      fail(fmt::format("expected {} to {} rows, got {}", min_rows, max_rows, rows));
+    }
+    return {o.via.bin.ptr, o.via.bin.size};
+  }
+
   std::vector<std::string> names() {
     Fields list(next(), what_, 0, kMaxNames);
     std::vector<std::string> out;
@@ -376,16 +422,19 @@ Assign decode_assign(Fields& f, std::size_t payload_frames) {
   if (kind > static_cast<std::uint64_t>(detail::PayloadKind::msgpack))
     f.fail("unknown payload kind");
   m.payload = static_cast<detail::PayloadKind>(kind);
-  Fields slices(f.next(), "ASSIGN slices", 1, kMaxSlicesPerBatch);
-  m.slices.reserve(slices.size());
-  while (!slices.done()) {
-    Fields s(slices.next(), "ASSIGN slice", kSliceFields, kSliceFields);
-    SliceRange range;
-    range.index = s.u64();
-    range.offset = s.u64();
-    range.limit = s.u64();
-    if (range.offset + range.limit < range.offset) s.fail("offset + limit overflows");
-    m.slices.push_back(range);
+  const std::string_view table = f.table(kSliceColumns, 1, kMaxSlicesPerBatch);
+  const std::size_t rows = table.size() / (kSliceColumns * kCellBytes);
+  m.slices.resize(rows);
+  for (std::size_t i = 0; i < rows; ++i) {
+    const char* row = table.data() + i * kSliceColumns * kCellBytes;
+    SliceRange& range = m.slices[i];
+    range.index = get_cell(row);
+    range.offset = get_cell(row + kCellBytes);
+    range.limit = get_cell(row + 2 * kCellBytes);
+    if (range.offset + range.limit < range.offset) {
+      throw ProtocolError(fmt::format("ASSIGN: slice {}: offset + limit overflows", i),
+                          ProtocolError::Kind::wrong_shape);
+    }
   }
   const std::size_t expected = m.payload == detail::PayloadKind::none ? 0 : m.slices.size();
   if (payload_frames != expected) {
@@ -400,30 +449,33 @@ Result decode_result(Fields& f, std::size_t payload_frames) {
   Result m;
   m.job = job_id(f);
   m.batch = f.u64();
-  Fields outcomes(f.next(), "RESULT outcomes", 1, kMaxSlicesPerBatch);
-  m.outcomes.reserve(outcomes.size());
+  const std::string_view table = f.table(kOutcomeColumns, 1, kMaxSlicesPerBatch);
+  Fields errors(f.next(), "RESULT errors", 0, kMaxSlicesPerBatch);
+  const std::size_t rows = table.size() / (kOutcomeColumns * kCellBytes);
+  m.outcomes.resize(rows);
   std::size_t ok_count = 0;
-  while (!outcomes.done()) {
-    Fields o(outcomes.next(), "RESULT outcome", kOutcomeOkFields, kOutcomeFailedFields);
-    Outcome out;
-    out.slice = o.u64();
-    out.ok = o.boolean();
-    out.compute_ns = o.u64();
+  for (std::size_t i = 0; i < rows; ++i) {
+    const char* row = table.data() + i * kOutcomeColumns * kCellBytes;
+    Outcome& out = m.outcomes[i];
+    out.slice = get_cell(row);
+    out.compute_ns = get_cell(row + kCellBytes);
+    out.value_bytes = get_cell(row + 2 * kCellBytes);
+    // msgpack encodes any value in one byte at least: a size of 0 says the slice failed.
+    out.ok = out.value_bytes != 0;
     if (out.ok) {
-      out.value_bytes = o.u64();
-      if (!o.done()) o.fail("a successful outcome has no error fields");
-      // msgpack encodes any value in one byte at least.
-      if (out.value_bytes == 0 || out.value_bytes > kMaxValueBytes) {
+      if (out.value_bytes > kMaxValueBytes) {
         throw ProtocolError(fmt::format("RESULT: a value of {} bytes", out.value_bytes),
                             ProtocolError::Kind::wrong_shape);
       }
       ++ok_count;
     } else {
-      out.error_type = o.text();
-      out.error_message = o.text();
+      if (errors.done()) errors.fail("fewer errors than failed outcomes");
+      Fields error(errors.next(), "RESULT error", kErrorFields, kErrorFields);
+      out.error_type = error.text();
+      out.error_message = error.text();
     }
-    m.outcomes.push_back(std::move(out));
   }
+  if (!errors.done()) errors.fail("more errors than failed outcomes");
   // Values share frames: at least one frame when there are values, and none empty.
   if ((ok_count == 0) != (payload_frames == 0) || payload_frames > ok_count) {
     throw ProtocolError(fmt::format("RESULT: {} value(s) in {} frame(s)", ok_count, payload_frames),
@@ -515,7 +567,7 @@ PoolStatus decode_pool_status(Fields& f) {
 void encode(const Message& message, std::string& out) {
   detail::StringSink sink{out};
   Packer packer(sink);
-  std::visit(Encoder{packer}, message);
+  std::visit(Encoder{packer, out}, message);
 }
 
 std::string encode(const Message& message) {

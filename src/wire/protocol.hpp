@@ -206,7 +206,7 @@ class ProtocolError : public std::runtime_error {
 
 /// Bounds on what a peer may send.
 inline constexpr std::size_t kMaxHeaderBytes = 1 << 20;
-inline constexpr std::size_t kMaxSlicesPerBatch = 1 << 16;
+inline constexpr std::size_t kMaxSlicesPerBatch = 1 << 14;
 inline constexpr std::size_t kMaxNames = 4096;
 inline constexpr std::size_t kMaxTextBytes = 64 << 10;
 inline constexpr std::size_t kMaxErrorMessageBytes = 4 << 10;  // longer messages are cut on send

@@ -143,10 +143,12 @@ int main(int argc, char** argv) {
   // Messages as the producer's ROUTER receives them: identity, header, payload frames.
   const std::string id = "node7/4242/1/0123456789abcdef";
   envelope("ready", {id, wire::encode(ready)});
-  result.outcomes = {{0, true, 1500, "", ""}};
+  // Each ok outcome gives its value's size: 90 takes 1 byte, 1.5 takes 9 and "x" 2.
+  result.outcomes = {{0, true, 1500, pymar::encode(std::int64_t{90}).size(), "", ""}};
   envelope("result", {id, wire::encode(result), pymar::encode(std::int64_t{90})});
-  result.outcomes.push_back({1, false, 900, "std::domain_error", "bad \x1b[2J element"});
-  result.outcomes.push_back({2, true, 1200, "", ""});
+  result.outcomes = {{0, true, 1500, pymar::encode(1.5).size(), "", ""},
+                     {1, false, 900, 0, "std::domain_error", "bad \x1b[2J element"},
+                     {2, true, 1200, pymar::encode(std::string("x")).size(), "", ""}};
   envelope("result-error",
            {id, wire::encode(result), pymar::encode(1.5), pymar::encode(std::string("x"))});
   envelope("heartbeat", {id, wire::encode(wire::Heartbeat{0})});
