@@ -7,7 +7,11 @@
 //   BENCH_REPS         timed `map` calls (default 10), each printed as "BENCH map_ms X"
 //   BENCH_WARMUP       untimed `map` calls first, so that the workers have joined (default 2)
 //   BENCH_SETTLE_MS    pause after the warm-up, for late joiners (default 0)
-//   BENCH_SLICES       trivial: slices in the job, one element each (default 4)
+//   BENCH_STEP         1: wait for a line on stdin before each timed call (none left: stop), so
+//                      that the suite can run its baseline between two calls (default 0)
+//   BENCH_SLICES       trivial: slices in the job, one element each (default 4); or a list of
+//                      sizes each with a count, "1000*20,1000000": each timed repetition is then
+//                      a round of jobs of those sizes, each printed as "BENCH map_ms_SIZE X"
 //   BENCH_POINTS       balance: points of the integral (default 9,000,000)
 // Every job checks its answer against the exact one and exits 1 when it is wrong. The producer
 // prints "BENCH producer_hwm_kib X", its peak resident memory, last.
@@ -17,6 +21,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <fstream>
+#include <iostream>
 #include <numeric>
 #include <ranges>
 #include <string>
@@ -133,7 +138,10 @@ int repeat(Once once) {
   bool ok = true;
   for (std::int64_t i = 0; i < warmup; ++i) ok &= once();
   std::this_thread::sleep_for(std::chrono::milliseconds(env_int("BENCH_SETTLE_MS", 0)));
+  const bool step = env_int("BENCH_STEP", 0) != 0;
+  std::string line;
   for (std::int64_t i = 0; i < reps; ++i) {
+    if (step && !std::getline(std::cin, line)) break;
     const Clock::time_point start = Clock::now();
     ok &= once();
     const double ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
@@ -156,9 +164,34 @@ int run_job() {
     status =
         repeat([] { return close_to(Integral().map(pymar::factory<Points>()), 22023.7365011059); });
   } else if (job == "trivial") {
-    const auto count = static_cast<std::uint64_t>(env_int("BENCH_SLICES", 4));
-    const std::uint64_t expected = count * (count - 1) / 2;
-    status = repeat([&] { return Trivial().map(pymar::factory<Indices>({count})) == expected; });
+    const std::string sizes = env_text("BENCH_SLICES", "4");
+    auto trivial = [](std::uint64_t count) {
+      return Trivial().map(pymar::factory<Indices>({count})) == count * (count - 1) / 2;
+    };
+    if (sizes.find_first_of(",*") == std::string::npos) {
+      status = repeat([&] { return trivial(std::stoull(sizes)); });
+    } else {
+      // A round of jobs of several sizes, each timed: sizes side by side see the same host.
+      std::vector<std::pair<std::uint64_t, int>> round;
+      for (const auto part : std::views::split(sizes, ',')) {
+        const std::string item(part.begin(), part.end());
+        const auto star = item.find('*');
+        round.emplace_back(std::stoull(item.substr(0, star)),
+                           star == std::string::npos ? 1 : std::stoi(item.substr(star + 1)));
+      }
+      status = repeat([&] {
+        bool ok = true;
+        for (const auto& [count, times] : round) {
+          for (int t = 0; t < times; ++t) {
+            const Clock::time_point start = Clock::now();
+            ok &= trivial(count);
+            fmt::print("BENCH map_ms_{} {:.4f}\n", count,
+                       std::chrono::duration<double, std::milli>(Clock::now() - start).count());
+          }
+        }
+        return ok;
+      });
+    }
   } else if (job == "squaredsum") {
     status = repeat([] {
       return text(SquaredSum().map(pymar::factory<Numbers>())) == "333333283333335000000";
