@@ -18,52 +18,58 @@ def _median(values):
     return statistics.median(values) if values else float("nan")
 
 
-def _paired(suite, pool_port, env, on_args, off_args, turns):
-    """map_ms of every job, off and on, and the ratio of each turn's medians (on / off)."""
+def _paired(suite, pool_class, step_class, free_port, env, on_args, off_args, steps):
+    """map_ms of every job, off and on, and each pair's ratio (on / off). Two producers, each over
+    its own warm pool of 2, take turns call by call (which goes first alternates): a pair's two
+    calls are milliseconds apart, so that the host's speed, which changes from one second to the
+    next, touches both alike."""
     off, on, ratios = [], [], []
-    for turn in range(turns):
-        # Alternate which goes first, so that a drift in the host's speed touches both alike.
-        order = [("off", off_args), ("on", on_args)]
-        if turn % 2:
-            order.reverse()
-        this_turn = {}
-        for name, extra in order:
-            values, _ = suite.produce(pool_port, env, extra)
-            this_turn[name] = values["map_ms"]
-        off += this_turn["off"]
-        on += this_turn["on"]
-        ratios.append(_median(this_turn["on"]) / _median(this_turn["off"]))
+    pools, producers = [], {}
+    try:
+        for name, extra in [("off", off_args), ("on", on_args)]:
+            port = free_port()
+            pools.append(pool_class(suite.task, port, 2))
+            suite.produce(port, {"BENCH_JOB": "integration", "BENCH_REPS": "1"})  # joins
+            producers[name] = step_class(suite.task, port, {**env, "BENCH_WARMUP": "2"}, extra)
+        for step in range(steps):
+            order = ["off", "on"] if step % 2 == 0 else ["on", "off"]
+            this_step = {name: producers[name].step() for name in order}
+            off.append(this_step["off"])
+            on.append(this_step["on"])
+            ratios.append(this_step["on"] / this_step["off"])
+    finally:
+        for producer in producers.values():
+            producer.finish()
+        for pool in pools:
+            pool.stop()
     return off, on, ratios
 
 
-def section(suite, pool_class, free_port, log):
+def section(suite, pool_class, step_class, free_port, log):
     log("observation: the same jobs with observation off and on (--stats, --metrics, progress)")
-    turns = suite.reps(12, 3)
-    port = free_port()
+    steps = suite.reps(100, 10)
     stats = tempfile.NamedTemporaryFile(prefix="pymar-bench-stats-", suffix=".json",
                                         delete=False).name
     on_args = ["--stats", stats, "--metrics", f"127.0.0.1:{free_port()}", "--progress"]
     off_args = ["--no-progress"]
     jobs = [
-        ("integration, warm pool of 2, time inside `map`",
-         {"BENCH_JOB": "integration", "BENCH_REPS": str(suite.reps(10, 3))}),
+        ("integration, warm pool of 2, time inside `map`", {"BENCH_JOB": "integration"}),
         ("10^4 trivial slices, warm pool of 2, time inside `map`",
-         {"BENCH_JOB": "trivial", "BENCH_SLICES": "10000", "BENCH_REPS": str(suite.reps(10, 3))}),
+         {"BENCH_JOB": "trivial", "BENCH_SLICES": "10000"}),
     ]
     raw = {}
     try:
-        with pool_class(suite.task, port, 2):
-            suite.produce(port, {"BENCH_JOB": "integration", "BENCH_REPS": "1"})  # joins the pool
-            for label, env in jobs:
-                off, on, ratios = _paired(suite, port, env, on_args, off_args, turns)
-                ratio = _median(ratios)
-                suite.row("obs", f"{label}, observation on", "the same, observation off",
-                          _median(off), _median(on), "ms", "≤ 1.02x", ratio <= 1.02, ratio=ratio)
-                raw[env["BENCH_JOB"]] = {"off_ms": off, "on_ms": on, "turn_ratios": ratios}
+        for label, env in jobs:
+            off, on, ratios = _paired(suite, pool_class, step_class, free_port, env, on_args,
+                                      off_args, steps)
+            ratio = _median(ratios)
+            suite.row("obs", f"{label}, observation on", "the same, observation off",
+                      _median(off), _median(on), "ms", "≤ 1.02x", ratio <= 1.02, ratio=ratio)
+            raw[env["BENCH_JOB"]] = {"off_ms": off, "on_ms": on, "pair_ratios": ratios}
     finally:
         if os.path.exists(stats):
             os.unlink(stats)
     suite.raw["observation"] = raw
-    suite.notes.append("observation: ratio = median over turns of (median `map` time with "
-                       "--stats, --metrics and --progress) / (median without), each turn "
-                       "running both, in alternating order.")
+    suite.notes.append("observation: ratio = median over pairs of calls of (`map` time with "
+                       "--stats, --metrics and --progress) / (time without), two producers over "
+                       "pools of their own taking turns call by call, in alternating order.")

@@ -717,7 +717,7 @@ class Suite:
         self.raw["micro"] = data["benchmarks"]
 
     def section_observation(self):
-        observation.section(self, Pool, free_port, log)
+        observation.section(self, Pool, StepProducer, free_port, log)
 
     def section_dask(self):
         """Dask runs the same jobs when Debian's python3-distributed is installed (the `bench`
