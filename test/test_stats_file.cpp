@@ -9,6 +9,7 @@
 #include <regex>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "producer/runtime.hpp"
 #include "producer/stats_file.hpp"
@@ -216,4 +217,29 @@ TEST_CASE("slices that differ are runs of one: nothing is merged that is not ali
   const std::vector<SliceStats> back = slices_in(json);
   REQUIRE(back.size() == 6);
   for (std::size_t i = 0; i < back.size(); ++i) CHECK(same(back[i], stats.slices[i]));
+}
+
+TEST_CASE("a written job's slice records are handed to the next job, emptied, once") {
+  const auto path = std::filesystem::temp_directory_path() /
+                    ("pymar-stats-reuse-" + std::to_string(getpid()) + ".json");
+  std::filesystem::remove(path);
+  write_stats_to(path.string());
+  (void)reuse_slice_records();  // whatever an earlier test left
+  JobStats stats = job_numbered(1);
+  stats.slices.resize(1000, stats.slices[0]);
+  job_stats_done(stats);
+  REQUIRE(stats_file_cost().jobs == 1);
+
+  std::vector<SliceStats> records = reuse_slice_records();
+  CHECK(records.empty());
+  CHECK(records.capacity() >= 1000);
+  // Filled anew, the records say nothing of the job before.
+  records.resize(1000);
+  CHECK(records[999].worker == SliceStats::kNone);
+  CHECK(records[999].attempts == 0);
+  CHECK(records[999].start_ns == -1);
+  // Handed out once: the next job that asks gets none.
+  CHECK(reuse_slice_records().capacity() == 0);
+  write_stats_to(std::nullopt);
+  std::filesystem::remove(path);
 }

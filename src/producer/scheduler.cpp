@@ -12,6 +12,7 @@
 
 #include "common/log.hpp"
 #include "common/printable.hpp"
+#include "producer/stats_file.hpp"
 
 namespace pymar::detail {
 namespace {
@@ -576,6 +577,7 @@ void Scheduler::start_job(const JobRequest& request, wire::JobId id,
   recent_slices_.clear();
   recent_next_ = 0;
   if (record_slices) {
+    stats_.slices = reuse_slice_records();
     stats_.slices.resize(parts.size());
     for (std::size_t i = 0; i < parts.size(); ++i) {
       stats_.slices[i].index = i;

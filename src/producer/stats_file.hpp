@@ -3,6 +3,9 @@
 #pragma once
 
 #include <cstddef>
+#include <vector>
+
+#include "pymar/stats.hpp"
 
 namespace pymar::detail {
 
@@ -13,5 +16,9 @@ struct StatsFileCost {
 
 /// Waits until every job handed to the file is written, then says what the last write cost.
 StatsFileCost stats_file_cost();
+
+/// An empty vector with room for as many slice records as the largest job the file has written
+/// since the last call (none: no room), for the next job's records.
+std::vector<SliceStats> reuse_slice_records();
 
 }  // namespace pymar::detail
