@@ -77,6 +77,22 @@ std::uint64_t get_cell(const char* in) {
   return value;
 }
 
+/// A table's rows as received, each read as its cells (see pack_table).
+template <std::size_t Columns>
+struct TableRows {
+  std::string_view bytes;
+
+  std::size_t size() const { return bytes.size() / (Columns * kCellBytes); }
+
+  std::array<std::uint64_t, Columns> operator[](std::size_t i) const {
+    std::array<std::uint64_t, Columns> cells{};
+    for (std::size_t c = 0; c < Columns; ++c) {
+      cells[c] = get_cell(bytes.data() + (i * Columns + c) * kCellBytes);
+    }
+    return cells;
+  }
+};
+
 /// Appends a table of `rows` rows to `out` (the packer's string) as one bin; `row(i, cells)`
 /// writes row i's cells.
 template <std::size_t Columns, class WriteRow>
@@ -345,18 +361,19 @@ class Fields {
     return std::string(o.via.bin.ptr, o.via.bin.size);
   }
 
-  /// The next field as a table of `columns` cells a row, with `min_rows` to `max_rows` rows: its
-  /// bytes, which stay in the header (see pack_table).
-  std::string_view table(std::size_t columns, std::size_t min_rows, std::size_t max_rows) {
+  /// The next field as a table of `Columns` cells a row, with `min_rows` to `max_rows` rows. Its
+  /// bytes stay in the header (see pack_table).
+  template <std::size_t Columns>
+  TableRows<Columns> table(std::size_t min_rows, std::size_t max_rows) {
     const msgpack::object& o = next();
     if (o.type != msgpack::type::BIN) fail("expected a table (binary data)");
-    const std::size_t row_bytes = columns * kCellBytes;
+    const std::size_t row_bytes = Columns * kCellBytes;
     if (o.via.bin.size % row_bytes != 0) fail("a table with a partial row");
     const std::size_t rows = o.via.bin.size / row_bytes;
     if (rows < min_rows || rows > max_rows) {
       fail(fmt::format("expected {} to {} rows, got {}", min_rows, max_rows, rows));
     }
-    return {o.via.bin.ptr, o.via.bin.size};
+    return {std::string_view(o.via.bin.ptr, o.via.bin.size)};
   }
 
   std::vector<std::string> names() {
@@ -422,16 +439,12 @@ Assign decode_assign(Fields& f, std::size_t payload_frames) {
   if (kind > static_cast<std::uint64_t>(detail::PayloadKind::msgpack))
     f.fail("unknown payload kind");
   m.payload = static_cast<detail::PayloadKind>(kind);
-  const std::string_view table = f.table(kSliceColumns, 1, kMaxSlicesPerBatch);
-  const std::size_t rows = table.size() / (kSliceColumns * kCellBytes);
-  m.slices.resize(rows);
-  for (std::size_t i = 0; i < rows; ++i) {
-    const char* row = table.data() + i * kSliceColumns * kCellBytes;
-    SliceRange& range = m.slices[i];
-    range.index = get_cell(row);
-    range.offset = get_cell(row + kCellBytes);
-    range.limit = get_cell(row + 2 * kCellBytes);
-    if (range.offset + range.limit < range.offset) {
+  const auto slices = f.table<kSliceColumns>(1, kMaxSlicesPerBatch);
+  m.slices.resize(slices.size());
+  for (std::size_t i = 0; i < slices.size(); ++i) {
+    const auto [index, offset, limit] = slices[i];
+    m.slices[i] = {index, offset, limit};
+    if (offset + limit < offset) {
       throw ProtocolError(fmt::format("ASSIGN: slice {}: offset + limit overflows", i),
                           ProtocolError::Kind::wrong_shape);
     }
@@ -449,17 +462,16 @@ Result decode_result(Fields& f, std::size_t payload_frames) {
   Result m;
   m.job = job_id(f);
   m.batch = f.u64();
-  const std::string_view table = f.table(kOutcomeColumns, 1, kMaxSlicesPerBatch);
+  const auto outcomes = f.table<kOutcomeColumns>(1, kMaxSlicesPerBatch);
   Fields errors(f.next(), "RESULT errors", 0, kMaxSlicesPerBatch);
-  const std::size_t rows = table.size() / (kOutcomeColumns * kCellBytes);
-  m.outcomes.resize(rows);
+  m.outcomes.resize(outcomes.size());
   std::size_t ok_count = 0;
-  for (std::size_t i = 0; i < rows; ++i) {
-    const char* row = table.data() + i * kOutcomeColumns * kCellBytes;
+  for (std::size_t i = 0; i < outcomes.size(); ++i) {
     Outcome& out = m.outcomes[i];
-    out.slice = get_cell(row);
-    out.compute_ns = get_cell(row + kCellBytes);
-    out.value_bytes = get_cell(row + 2 * kCellBytes);
+    const auto [slice, compute_ns, value_bytes] = outcomes[i];
+    out.slice = slice;
+    out.compute_ns = compute_ns;
+    out.value_bytes = value_bytes;
     // msgpack encodes any value in one byte at least: a size of 0 says the slice failed.
     out.ok = out.value_bytes != 0;
     if (out.ok) {
