@@ -262,9 +262,12 @@ struct StatsFile {
   StatsFileCost cost;
   // The slice records of the last job written, emptied, for the next job to fill: a job's records
   // (56 bytes a slice) are otherwise allocated, faulted in and unmapped anew each job, which cost
-  // 3 to 5% of a 10^4-slice job on 2 cores.
+  // 3 to 5% of a 10^4-slice job on 2 cores. Not those of a huge job: that memory is not held
+  // idle, and beside a huge job's work their cost is small.
   std::vector<SliceStats> spare_slices;
 };
+
+constexpr std::size_t kMaxSpareSlices = std::size_t{1} << 18;  // 14 MiB of records
 
 StatsFile& stats_file();
 void write_pending(StatsFile& file);
@@ -425,7 +428,8 @@ void write_pending(StatsFile& file) {
       spdlog::warn("cannot write the statistics of job {} to {}: {}", stats.job, *file.path,
                    std::strerror(error));
     }
-    if (stats.slices.capacity() > file.spare_slices.capacity()) {
+    if (stats.slices.capacity() > file.spare_slices.capacity() &&
+        stats.slices.capacity() <= kMaxSpareSlices) {
       stats.slices.clear();
       std::swap(file.spare_slices, stats.slices);
     }

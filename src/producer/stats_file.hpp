@@ -17,8 +17,8 @@ struct StatsFileCost {
 /// Waits until every job handed to the file is written, then says what the last write cost.
 StatsFileCost stats_file_cost();
 
-/// An empty vector with room for as many slice records as the largest job the file has written
-/// since the last call (none: no room), for the next job's records.
+/// An empty vector with room for the slice records of the largest job the file has written since
+/// the last call (none, or only jobs of over 2^18 slices: no room), for the next job's records.
 std::vector<SliceStats> reuse_slice_records();
 
 }  // namespace pymar::detail
