@@ -929,3 +929,27 @@ TEST_CASE("a peer that takes slices and leaves, again and again, causes a few lo
   CHECK(lines >= 1);
   CHECK(lines <= 32 + 10);  // the first 32, then at each doubling
 }
+
+TEST_CASE("no batch holds more slices than a worker accepts, whatever max_batch says") {
+  RecordingOutbox out;
+  SchedulerConfig c = config();
+  c.max_batch = 4 * kMaxSlicesPerBatch;
+  c.batch_target = 10s;  // a batch may take long: only the caps bound it
+  Scheduler s(c, out);
+  s.on_ready("w", ready(1), t0);
+  const JobRequest request = job(100 * kMaxSlicesPerBatch, 100 * kMaxSlicesPerBatch);
+  s.start_job(request, {7, 1}, 10s, t0);
+  // Cheap slices (1 ns each): once their cost and weight are known, batches are as large as the
+  // caps allow.
+  std::size_t largest = 0;
+  std::vector<Assign> sent = out.taken<Assign>("w");
+  for (int round = 0; round < 4 && !sent.empty(); ++round) {
+    for (const Assign& a : sent) {
+      CHECK(a.slices.size() <= kMaxSlicesPerBatch);
+      largest = std::max(largest, a.slices.size());
+      answer(s, "w", a, t0 + 1ms, 1);
+    }
+    sent = out.taken<Assign>("w");
+  }
+  CHECK(largest == kMaxSlicesPerBatch);
+}

@@ -671,8 +671,9 @@ std::size_t Scheduler::batch_size() const {
   if (all_fits && idle_share * (mean + kSliceOverheadNs) >= kShareWorthNs) {
     round_trip = std::min(round_trip, idle_share);
   }
-  double size =
-      std::min({static_cast<double>(config_.max_batch), by_time, std::max(share, round_trip)});
+  // (Never more than a worker accepts in one ASSIGN, whatever the configuration says.)
+  const double most = static_cast<double>(std::min(config_.max_batch, wire::kMaxSlicesPerBatch));
+  double size = std::min({most, by_time, std::max(share, round_trip)});
   // Slices that weigh megabytes go one to a batch: a worker would hold the whole batch's
   // payloads while computing its first slice, and next to shipping them a round trip is little.
   if (sent_bytes_per_slice_ > 0) size = std::min(size, kHeavyBatchBytes / sent_bytes_per_slice_);
