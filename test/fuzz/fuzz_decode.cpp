@@ -109,8 +109,16 @@ void fuzz_envelope(std::uint8_t count, std::string_view bytes) {
     if (in.problem.empty() || in.problem_kind.empty()) broken("a message dropped without reason");
     return;
   }
-  if (frames.size() < 2 || in.values.size() != frames.size() - 2) {
-    broken("the payload frames are not those after the header");
+  if (frames.size() < 2) broken("kept a message without a header frame");
+  // A RESULT's values are the payload frames cut in order (a frame may carry several values, so
+  // their count is not the frames'); any other message has no values.
+  std::string payload_bytes;
+  for (std::size_t i = 2; i < frames.size(); ++i) payload_bytes += frames[i];
+  std::string value_bytes;
+  for (const std::string_view v : in.values) value_bytes += v;
+  if (value_bytes != payload_bytes) broken("the values are not the payload frames, in order");
+  if (!std::holds_alternative<wire::Result>(*in.message) && !in.values.empty()) {
+    broken("values kept for a message that carries none");
   }
   if (!pymar::detail::sent_by_workers(*in.message)) broken("kept a message workers do not send");
   // Every text a peer controls is printable: no control character reaches a log line.

@@ -151,6 +151,9 @@ int main(int argc, char** argv) {
                      {2, true, 1200, pymar::encode(std::string("x")).size(), "", ""}};
   envelope("result-error",
            {id, wire::encode(result), pymar::encode(1.5), pymar::encode(std::string("x"))});
+  // As a worker sends them: both values end to end in one frame.
+  envelope("result-one-frame",
+           {id, wire::encode(result), pymar::encode(1.5) + pymar::encode(std::string("x"))});
   envelope("heartbeat", {id, wire::encode(wire::Heartbeat{0})});
   envelope("bye", {id, wire::encode(wire::Bye{"stopping"})});
   envelope("status-query", {"status asker", wire::encode(wire::StatusQuery{})});
