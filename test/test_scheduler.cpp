@@ -214,8 +214,10 @@ TEST_CASE("two workers share what is left of a small job, neither going without"
   const auto b = out.taken<Assign>("b");
   REQUIRE(a.size() == 1);
   REQUIRE(b.size() == 1);
-  CHECK(a[0].slices.size() == 199);  // half of what was left
-  CHECK(b[0].slices.size() == 100);  // half of what was left then: neither goes without
+  // Half of what was left, counting the slice "b" still held; then "b" takes the rest, which
+  // levels it with "a": both end together, and no slice waits for a third round trip.
+  CHECK(a[0].slices.size() == 200);
+  CHECK(b[0].slices.size() == 198);
 }
 
 TEST_CASE("batches grow when slices are cheap, so that messages stay few") {
@@ -744,6 +746,24 @@ TEST_CASE("a small job of cheap slices is shared at once by the workers with not
   run_first_job(s, out, request, 100);  // it measures the cost: 100 ns per slice
   // The whole job is far less work than a round trip: both workers still take half at once,
   // rather than the first taking it all while the other waits.
+  s.start_job(request, {7, 2}, 1s, t0);
+  const auto a = out.taken<Assign>("a");
+  const auto b = out.taken<Assign>("b");
+  REQUIRE(a.size() == 1);
+  REQUIRE(b.size() == 1);
+  CHECK(a[0].slices.size() == 500);
+  CHECK(b[0].slices.size() == 500);
+}
+
+TEST_CASE("the last idle worker takes what levels it with the busy ones, not half of it") {
+  RecordingOutbox out;
+  Scheduler s(config(), out);
+  s.on_ready("a", ready(2), t0);
+  s.on_ready("b", ready(2), t0);
+  const JobRequest request = job(1000, 1000);
+  // 400 ns per slice: a round trip is worth 250 slices, so half of what "a" leaves would go out
+  // and the rest would wait for a second round trip after the first.
+  run_first_job(s, out, request, 400);
   s.start_job(request, {7, 2}, 1s, t0);
   const auto a = out.taken<Assign>("a");
   const auto b = out.taken<Assign>("b");

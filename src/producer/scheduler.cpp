@@ -659,9 +659,14 @@ std::size_t Scheduler::batch_size() const {
   const double workers = static_cast<double>(std::max<std::size_t>(eligible_workers_, 1));
   // About batch_target of work per batch; but a share of what is left, so that the last
   // batches end together: half a share while plenty is left, a whole one when it all fits.
+  // A whole share counts what busy workers hold too, so that an idle worker takes what levels
+  // it with them: in a small job's first round the second worker takes the other half, not a
+  // half of what is pending, whose rest would cost a second round trip after the first.
   const double by_time = target / mean;
   const bool all_fits = pending * mean <= target;
-  const double share = std::ceil(all_fits ? pending / workers : pending / (2 * workers));
+  const double share =
+      std::ceil(all_fits ? std::min(pending, (pending + slices_in_flight()) / workers)
+                         : pending / (2 * workers));
   // And never less than a round trip's worth, or the last batches go out one after another;
   // but when what is left fits in one batch, workers with nothing to do share it first: a
   // small job of cheap slices is not all sent to the first worker while the others wait. Not
@@ -678,6 +683,20 @@ std::size_t Scheduler::batch_size() const {
   // payloads while computing its first slice, and next to shipping them a round trip is little.
   if (sent_bytes_per_slice_ > 0) size = std::min(size, kHeavyBatchBytes / sent_bytes_per_slice_);
   return static_cast<std::size_t>(std::max(1.0, size));
+}
+
+double Scheduler::slices_in_flight() const {
+  std::size_t held = 0;
+  for (const auto& [id, w] : workers_) {
+    if (!serves(w)) continue;
+    for (const auto& [number, batch] : w.batches) {
+      if (batch.job != job_id_) continue;
+      held +=
+          static_cast<std::size_t>(std::count_if(batch.slices.begin(), batch.slices.end(),
+                                                 [&](SliceIndex s) { return !slices_[s].done; }));
+    }
+  }
+  return static_cast<double>(held);
 }
 
 double Scheduler::idle_workers() const {
