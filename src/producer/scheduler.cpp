@@ -686,14 +686,13 @@ std::size_t Scheduler::batch_size() const {
 }
 
 double Scheduler::slices_in_flight() const {
+  // Per batch, not per slice: this is asked for with each batch sent near a job's end, when
+  // many workers may hold thousands of slices. A slice a copy has done meanwhile still counts.
   std::size_t held = 0;
   for (const auto& [id, w] : workers_) {
     if (!serves(w)) continue;
     for (const auto& [number, batch] : w.batches) {
-      if (batch.job != job_id_) continue;
-      held +=
-          static_cast<std::size_t>(std::count_if(batch.slices.begin(), batch.slices.end(),
-                                                 [&](SliceIndex s) { return !slices_[s].done; }));
+      if (batch.job == job_id_) held += batch.slices.size();
     }
   }
   return static_cast<double>(held);

@@ -210,7 +210,7 @@ class Scheduler {
   std::size_t batch_size() const;
   /// Workers serving the current job with none of its batches in flight (at least 1).
   double idle_workers() const;
-  /// Slices not yet done in the batches of the current job that serving workers hold.
+  /// Slices in the batches of the current job that serving workers hold.
   double slices_in_flight() const;
   /// Batches `w` may hold in flight now: its credit, or one while batches are long or unknown.
   std::size_t window(const Worker& w) const;
