@@ -42,3 +42,17 @@ TEST_CASE("every element is in exactly one part, and part sizes differ by at mos
     }
   }
 }
+
+TEST_CASE("a log line lists runs of consecutive slices as first-last") {
+  using pymar::detail::slice_list_text;
+  auto text = [](std::vector<std::uint64_t> slices) { return slice_list_text(slices); };
+  CHECK(text({}) == "");
+  CHECK(text({7}) == "7");
+  CHECK(text({0, 1, 2, 3}) == "0-3");
+  CHECK(text({4, 5, 6, 9}) == "4-6, 9");
+  CHECK(text({1, 3, 4, 8}) == "1, 3-4, 8");
+  CHECK(text({5, 4}) == "5, 4");  // in the batch's order, which is not always ascending
+  std::vector<std::uint64_t> many(16384);
+  std::iota(many.begin(), many.end(), std::uint64_t{1} << 40);
+  CHECK(text(many) == "1099511627776-1099511644159");
+}

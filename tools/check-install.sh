@@ -83,10 +83,12 @@ fi
 if grep -E 'producer\[[0-9]+\] warning: .*locally' "$prefix/err" >&2; then
   fail "the producer computed locally instead of its workers"
 fi
-# The producer's own record of who computed what: "job 1: worker ID returned batch B: slices 0, 1".
+# The producer's own record of who computed what: "job 1: worker ID returned batch B: slices 0-2, 3"
+# (runs of consecutive slices as first-last).
 slices=$(grep -E 'producer\[[0-9]+\] debug: job 1: worker .* returned batch [0-9]+: slices ' \
-  "$prefix/err" | sed -E 's/.*: slices //' | tr ',' '\n' | tr -d ' ' | sort -u | grep -c .) ||
-  slices=0
+  "$prefix/err" | sed -E 's/.*: slices //' | tr ',' '\n' | tr -d ' ' |
+  awk -F- '{ last = NF > 1 ? $2 : $1; for (n = $1; n <= last; n++) print n }' |
+  sort -u | grep -c .) || slices=0
 [ "$slices" -eq 4 ] || fail "the producer counts $slices of the 4 slices returned by workers"
 echo "check-install: a task from the README, built with its g++ line, answered '$answer'" \
   "from 4 slices computed by worker processes" >&2

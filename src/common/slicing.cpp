@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include <fmt/format.h>
+
 namespace pymar::detail {
 
 std::vector<Part> split(std::size_t length, std::size_t parts) {
@@ -18,6 +20,19 @@ std::vector<Part> split(std::size_t length, std::size_t parts) {
     offset += limit;
   }
   return out;
+}
+
+std::string slice_list_text(std::span<const std::uint64_t> slices) {
+  std::string text;
+  for (std::size_t i = 0; i < slices.size();) {
+    std::size_t last = i;
+    while (last + 1 < slices.size() && slices[last + 1] == slices[last] + 1) ++last;
+    if (!text.empty()) text += ", ";
+    text +=
+        last == i ? fmt::format("{}", slices[i]) : fmt::format("{}-{}", slices[i], slices[last]);
+    i = last + 1;
+  }
+  return text;
 }
 
 }  // namespace pymar::detail

@@ -268,7 +268,7 @@ void Scheduler::on_result(const std::string& id, const wire::Result& result,
   // Who computed what, for whoever audits a run (-v): the id names the worker's key and host.
   if (spdlog::should_log(spdlog::level::debug)) {
     spdlog::debug("job {}: worker {} returned batch {}: slices {}", result.job.seq, printable(id),
-                  result.batch, fmt::join(batch.slices, ", "));
+                  result.batch, slice_list_text(batch.slices));
   }
 
   // What the batch took beyond computing: shipping its payload, queues, the round trip.

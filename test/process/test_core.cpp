@@ -97,14 +97,14 @@ std::vector<std::string> lines_matching(const std::string& text, const std::stri
 }
 
 // Checks, from the producer's own record (its -v lines "job J: worker W returned batch B:
-// slices 0, 1" and "job J: ... in N slices"), that workers returned every slice of every job
+// slices 0-3, 7" and "job J: ... in N slices"), that workers returned every slice of every job
 // it ran: the local fallback gives the same answers, so answers alone cannot tell.
 void check_computed_by_workers(Process& producer) {
   const std::string log = producer.err();
   INFO("producer stderr:\n" << log);
   static const std::regex started(R"(producer\[\d+\] info: job (\d+): .* in (\d+) slices)");
   static const std::regex returned(
-      R"(producer\[\d+\] debug: job (\d+): worker .* returned batch \d+: slices ([\d, ]+)$)");
+      R"(producer\[\d+\] debug: job (\d+): worker .* returned batch \d+: slices ([\d, -]+)$)");
   std::map<int, std::size_t> slices_of_job;
   std::map<int, std::set<long>> returned_of_job;
   std::istringstream lines(log);
@@ -113,9 +113,8 @@ void check_computed_by_workers(Process& producer) {
     if (std::regex_search(line, m, started)) {
       slices_of_job[std::stoi(m[1])] = std::stoul(m[2]);
     } else if (std::regex_search(line, m, returned)) {
-      std::istringstream list(m[2].str());
-      for (std::string slice; std::getline(list, slice, ',');) {
-        returned_of_job[std::stoi(m[1])].insert(std::stol(slice));
+      for (const long slice : slices_of_list(m[2].str())) {
+        returned_of_job[std::stoi(m[1])].insert(slice);
       }
     }
   }

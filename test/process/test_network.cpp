@@ -240,16 +240,15 @@ std::vector<std::string> answers_of(Process& producer) {
 }
 
 /// The slices of job `job` that the producer took from workers whose id starts with
-/// `key_prefix` (its -v log: "job J: worker ID returned batch B: slices 1, 2, 3").
+/// `key_prefix` (its -v log: "job J: worker ID returned batch B: slices 1-3, 7").
 std::set<int> slices_returned(Process& producer, int job, const std::string& key_prefix) {
   const std::regex re("job " + std::to_string(job) + ": worker " + literal(key_prefix) +
-                      "\\S* returned batch [0-9]+: slices ([0-9, ]+)");
+                      "\\S* returned batch [0-9]+: slices ([0-9, -]+)");
   std::set<int> slices;
   for (const std::string& line : lines_of(producer.err())) {
     std::smatch m;
     if (!std::regex_search(line, m, re)) continue;
-    std::istringstream list(m[1].str());
-    for (std::string item; std::getline(list, item, ',');) slices.insert(std::stoi(item));
+    for (const long slice : slices_of_list(m[1].str())) slices.insert(static_cast<int>(slice));
   }
   return slices;
 }

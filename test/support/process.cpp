@@ -322,6 +322,22 @@ std::optional<std::string> line_after(const std::string& text, const std::string
   return found;
 }
 
+std::vector<long> slices_of_list(const std::string& list) {
+  static const std::regex item(R"((\d+)(?:-(\d+))?(, |$))");
+  std::vector<long> slices;
+  std::size_t at = 0;
+  for (std::smatch m; at < list.size(); at += static_cast<std::size_t>(m.length(0))) {
+    const std::string rest = list.substr(at);
+    if (!std::regex_search(rest, m, item, std::regex_constants::match_continuous)) {
+      throw std::invalid_argument("not a list of slices: " + list);
+    }
+    const long first = std::stol(m[1]);
+    const long last = m[2].matched ? std::stol(m[2]) : first;
+    for (long n = first; n <= last; ++n) slices.push_back(n);
+  }
+  return slices;
+}
+
 pid_t pid_of_log_line(const std::string& line) {
   const auto open = line.find('[');
   const auto close = line.find(']', open);

@@ -107,4 +107,7 @@ std::optional<std::string> line_after(const std::string& text, const std::string
 /// The pid in a log line prefix such as "12:00:00.000 worker[1234] debug: ...".
 pid_t pid_of_log_line(const std::string& line);
 
+/// The slice numbers of a -v line's list ("0-3, 7" gives 0, 1, 2, 3, 7); throws if it is not one.
+std::vector<long> slices_of_list(const std::string& list);
+
 }  // namespace pymar::test
