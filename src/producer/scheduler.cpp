@@ -577,12 +577,15 @@ void Scheduler::start_job(const JobRequest& request, wire::JobId id,
   recent_slices_.clear();
   recent_next_ = 0;
   if (record_slices) {
+    // Made in one pass: a job of 10^4 cheap slices spends more on its records than on anything
+    // else that observing it adds.
     stats_.slices = reuse_slice_records();
-    stats_.slices.resize(parts.size());
+    stats_.slices.reserve(parts.size());
     for (std::size_t i = 0; i < parts.size(); ++i) {
-      stats_.slices[i].index = i;
-      stats_.slices[i].offset = parts[i].offset;
-      stats_.slices[i].length = parts[i].limit;
+      SliceStats& record = stats_.slices.emplace_back();
+      record.index = i;
+      record.offset = parts[i].offset;
+      record.length = parts[i].limit;
     }
   }
   unserved_since_.reset();
@@ -888,7 +891,7 @@ void Scheduler::count_sent(Worker& w, std::size_t bytes) {
   if (WorkerStats* record = job_record(w)) record->bytes_out += bytes;
 }
 
-void Scheduler::count_slice(Worker& w, std::uint32_t slice, const wire::Outcome& outcome,
+void Scheduler::count_slice(Worker& w, SliceIndex slice, const wire::Outcome& outcome,
                             Clock::time_point sent, Clock::time_point now) {
   const std::uint64_t length = slices_[slice].part.limit;
   w.totals.slices += 1;

@@ -230,7 +230,7 @@ class Scheduler {
     return std::chrono::duration_cast<std::chrono::nanoseconds>(now - job_started_).count();
   }
   /// The record of one slice and its worker when its partial value counted.
-  void count_slice(Worker& w, std::uint32_t slice, const wire::Outcome& outcome,
+  void count_slice(Worker& w, SliceIndex slice, const wire::Outcome& outcome,
                    Clock::time_point sent, Clock::time_point now);
   void count_sent(Worker& w, std::size_t bytes);
 

@@ -140,8 +140,9 @@ wire::Ready ready_worker() {
 
 // Runs one job of `slices` trivial slices over 2 workers that answer every batch at once (850 ns
 // of compute per slice), FIFO. With `wire`, every ASSIGN and RESULT is encoded and decoded, as
-// between a real producer and worker.
-void scheduler_job(benchmark::State& state, bool wire) {
+// between a real producer and worker; with `record`, each slice is recorded and the job's
+// statistics taken, as for map_with_stats, --stats and the observers.
+void scheduler_job(benchmark::State& state, bool wire, bool record) {
   const auto slices = static_cast<std::size_t>(state.range(0));
   SchedulerConfig config;
   config.max_batch = static_cast<std::size_t>(state.range(1));
@@ -166,7 +167,7 @@ void scheduler_job(benchmark::State& state, bool wire) {
   std::uint64_t seq = 0;
   std::size_t messages = 0;
   for (auto _ : state) {
-    scheduler.start_job(request, {1, ++seq}, std::chrono::seconds(1), now);
+    scheduler.start_job(request, {1, ++seq}, std::chrono::seconds(1), now, record);
     while (scheduler.state() == JobState::running && !outbox.assigns.empty()) {
       auto [worker, assign] = std::move(outbox.assigns.front());
       outbox.assigns.pop_front();
@@ -191,6 +192,7 @@ void scheduler_job(benchmark::State& state, bool wire) {
     }
     if (scheduler.state() != JobState::done) state.SkipWithError("the job did not finish");
     benchmark::DoNotOptimize(scheduler.take_partials());
+    if (record) benchmark::DoNotOptimize(scheduler.take_stats(now));
     scheduler.finish_job();
     outbox.assigns.clear();
   }
@@ -198,17 +200,23 @@ void scheduler_job(benchmark::State& state, bool wire) {
   state.counters["messages/job"] =
       static_cast<double>(messages) / static_cast<double>(state.iterations());
 }
-BENCHMARK_CAPTURE(scheduler_job, alone, false)
+BENCHMARK_CAPTURE(scheduler_job, alone, false, false)
     ->Name("scheduler/job")
     ->ArgNames({"slices", "max_batch"})
     ->Args({100'000, 1024})
     ->Args({10'000, 1})
     ->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(scheduler_job, with_wire, true)
+BENCHMARK_CAPTURE(scheduler_job, with_wire, true, false)
     ->Name("scheduler/job+wire")
     ->ArgNames({"slices", "max_batch"})
     ->Args({100'000, 1024})
+    ->Args({10'000, 1024})
     ->Args({10'000, 1})
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(scheduler_job, with_wire_recorded, true, true)
+    ->Name("scheduler/job+wire+slices recorded")
+    ->ArgNames({"slices", "max_batch"})
+    ->Args({10'000, 1024})
     ->Unit(benchmark::kMillisecond);
 
 // --- the integration kernel against the plain loop ------------------------------------------
