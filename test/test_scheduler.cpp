@@ -738,39 +738,26 @@ static void run_first_job(Scheduler& s, RecordingOutbox& out, const JobRequest& 
 }
 
 TEST_CASE("a small job of cheap slices is shared at once by the workers with nothing to do") {
-  RecordingOutbox out;
-  Scheduler s(config(), out);
-  s.on_ready("a", ready(2), t0);
-  s.on_ready("b", ready(2), t0);
-  const JobRequest request = job(1000, 1000);
-  run_first_job(s, out, request, 100);  // it measures the cost: 100 ns per slice
-  // The whole job is far less work than a round trip: both workers still take half at once,
-  // rather than the first taking it all while the other waits.
-  s.start_job(request, {7, 2}, 1s, t0);
-  const auto a = out.taken<Assign>("a");
-  const auto b = out.taken<Assign>("b");
-  REQUIRE(a.size() == 1);
-  REQUIRE(b.size() == 1);
-  CHECK(a[0].slices.size() == 500);
-  CHECK(b[0].slices.size() == 500);
-}
-
-TEST_CASE("the last idle worker takes what levels it with the busy ones, not half of it") {
-  RecordingOutbox out;
-  Scheduler s(config(), out);
-  s.on_ready("a", ready(2), t0);
-  s.on_ready("b", ready(2), t0);
-  const JobRequest request = job(1000, 1000);
-  // 400 ns per slice: a round trip is worth 250 slices, so half of what "a" leaves would go out
-  // and the rest would wait for a second round trip after the first.
-  run_first_job(s, out, request, 400);
-  s.start_job(request, {7, 2}, 1s, t0);
-  const auto a = out.taken<Assign>("a");
-  const auto b = out.taken<Assign>("b");
-  REQUIRE(a.size() == 1);
-  REQUIRE(b.size() == 1);
-  CHECK(a[0].slices.size() == 500);
-  CHECK(b[0].slices.size() == 500);
+  // 100 ns per slice: the whole job is far less work than a round trip, yet both workers take
+  // half at once, rather than the first taking it all while the other waits.
+  // 400 ns per slice: a round trip is worth 250 slices; the last idle worker still takes what
+  // levels it with the busy one, not half of what is left, whose rest would wait a round trip.
+  for (const std::uint64_t slice_ns : {100, 400}) {
+    CAPTURE(slice_ns);
+    RecordingOutbox out;
+    Scheduler s(config(), out);
+    s.on_ready("a", ready(2), t0);
+    s.on_ready("b", ready(2), t0);
+    const JobRequest request = job(1000, 1000);
+    run_first_job(s, out, request, slice_ns);  // it measures the cost per slice
+    s.start_job(request, {7, 2}, 1s, t0);
+    const auto a = out.taken<Assign>("a");
+    const auto b = out.taken<Assign>("b");
+    REQUIRE(a.size() == 1);
+    REQUIRE(b.size() == 1);
+    CHECK(a[0].slices.size() == 500);
+    CHECK(b[0].slices.size() == 500);
+  }
 }
 
 TEST_CASE("a tiny job of cheap slices goes to one worker in one round trip") {
