@@ -553,6 +553,40 @@ TEST_CASE("a straggling slice is copied to an idle worker; the first result coun
   CHECK(s.drops().duplicate == 0);  // the job was over: the copy's twin is no longer counted
 }
 
+TEST_CASE("a straggling slice is copied once: a third idle worker gets no second copy") {
+  RecordingOutbox out;
+  SchedulerConfig c = config();
+  c.speculate = true;
+  c.liveness = 60s;
+  Scheduler s(c, out);
+  s.on_ready("slow", ready(1), t0);
+  s.on_ready("f1", ready(1), t0);
+  s.on_ready("f2", ready(1), t0);
+  JobRequest request = job(3, 3);
+  s.start_job(request, {7, 1}, 10s, t0);
+  const auto slow = out.taken<Assign>("slow");
+  REQUIRE(slow.size() == 1);
+  for (const char* fast : {"f1", "f2"}) {
+    const auto batch = out.taken<Assign>(fast);
+    REQUIRE(batch.size() == 1);
+    answer(s, fast, batch[0], t0 + 10ms, 10'000'000);  // 10 ms per slice
+  }
+  // Both fast workers are idle while the slow one is late: one of them gets a copy, and the
+  // other nothing, at this tick and the next (three workers on one slice would waste one).
+  std::size_t copies = 0;
+  for (const auto at : {t0 + 200ms, t0 + 400ms}) {
+    s.tick(at);
+    for (const char* fast : {"f1", "f2"}) {
+      for (const Assign& copy : out.taken<Assign>(fast)) {
+        ++copies;
+        REQUIRE(copy.slices.size() == 1);
+        CHECK(copy.slices[0].index == slow[0].slices[0].index);
+      }
+    }
+  }
+  CHECK(copies == 1);
+}
+
 // A job run to its end in simulated time: each worker computes the slices it is sent one after
 // another, each in its own time per slice, and the scheduler ticks at its deadlines.
 struct SimulatedJob {
