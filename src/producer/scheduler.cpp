@@ -768,10 +768,13 @@ void Scheduler::assign_all(Clock::time_point now) {
   }
 }
 
+bool Scheduler::copyable(SliceIndex slice) const {
+  return !slices_[slice].done && slices_[slice].copies <= 1;
+}
+
 bool Scheduler::copyable(const Batch& batch) const {
-  return std::any_of(batch.slices.begin(), batch.slices.end(), [&](SliceIndex slice) {
-    return !slices_[slice].done && slices_[slice].copies <= 1;
-  });
+  return std::any_of(batch.slices.begin(), batch.slices.end(),
+                     [&](SliceIndex slice) { return copyable(slice); });
 }
 
 bool Scheduler::speculate_to(Worker& w, Clock::time_point now) {
@@ -814,16 +817,17 @@ bool Scheduler::speculate_to(Worker& w, Clock::time_point now) {
   const bool late = straggler != nullptr;
   if (!late) straggler = slower;
   if (straggler == nullptr) return false;
-  wire::Assign assign{
-      job_id_, next_batch_++, job_->producer, job_->source, job_->params, job_->memory.kind, {}};
   Batch copy{job_id_, {}, now};
   for (SliceIndex slice : straggler->slices) {
+    if (copyable(slice)) copy.slices.push_back(slice);
+  }
+  wire::Assign assign{
+      job_id_, next_batch_++, job_->producer, job_->source, job_->params, job_->memory.kind, {}};
+  for (SliceIndex slice : copy.slices) {
     SliceState& s = slices_[slice];
-    if (s.done || s.copies > 1) continue;
     ++s.copies;
     if (record_slices_) ++stats_.slices[slice].attempts;
     assign.slices.push_back({slice, s.part.offset, s.part.limit});
-    copy.slices.push_back(slice);
   }
   if (late) {
     spdlog::debug("slices {} are late; running a copy on worker {}", slice_list(copy.slices),

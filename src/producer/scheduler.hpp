@@ -205,7 +205,8 @@ class Scheduler {
   std::size_t assign_to(Worker& w, Clock::time_point now, std::size_t max_batches = SIZE_MAX);
   void assign_all(Clock::time_point now);
   bool speculate_to(Worker& w, Clock::time_point now);
-  /// Whether a batch has a slice not yet done and not already copied.
+  /// Whether a slice is not yet done and not already copied; whether a batch has such a slice.
+  bool copyable(SliceIndex slice) const;
   bool copyable(const Batch& batch) const;
   std::size_t batch_size() const;
   /// Workers serving the current job with none of its batches in flight (at least 1).
