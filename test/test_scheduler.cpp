@@ -116,6 +116,14 @@ SchedulerConfig config() {
   return c;
 }
 
+/// Speculation on, and nobody silent long enough to be dropped while a straggler is awaited.
+SchedulerConfig speculating_config() {
+  SchedulerConfig c = config();
+  c.speculate = true;
+  c.liveness = 60s;
+  return c;
+}
+
 std::vector<std::int64_t> decoded(Partials& partials) {
   std::vector<std::int64_t> out;
   for (std::size_t i = 0; i < partials.size(); ++i) {
@@ -525,10 +533,7 @@ TEST_CASE("a worker joining mid-job takes pending slices") {
 
 TEST_CASE("a straggling slice is copied to an idle worker; the first result counts") {
   RecordingOutbox out;
-  SchedulerConfig c = config();
-  c.speculate = true;
-  c.liveness = 60s;
-  Scheduler s(c, out);
+  Scheduler s(speculating_config(), out);
   s.on_ready("slow", ready(1), t0);
   s.on_ready("fast", ready(1), t0);
   JobRequest request = job(3, 3);
@@ -555,10 +560,7 @@ TEST_CASE("a straggling slice is copied to an idle worker; the first result coun
 
 TEST_CASE("a straggling slice is copied once: a third idle worker gets no second copy") {
   RecordingOutbox out;
-  SchedulerConfig c = config();
-  c.speculate = true;
-  c.liveness = 60s;
-  Scheduler s(c, out);
+  Scheduler s(speculating_config(), out);
   s.on_ready("slow", ready(1), t0);
   s.on_ready("f1", ready(1), t0);
   s.on_ready("f2", ready(1), t0);
@@ -648,10 +650,8 @@ static SimulatedJob simulate(Scheduler& s, RecordingOutbox& out, const JobReques
 
 /// For whole simulated jobs: speculation on, and nobody silent long enough to be dropped.
 static SchedulerConfig whole_job_config() {
-  SchedulerConfig c = config();
-  c.speculate = true;
+  SchedulerConfig c = speculating_config();
   c.heartbeat = 1s;
-  c.liveness = 60s;
   return c;
 }
 
@@ -700,10 +700,7 @@ TEST_CASE("workers of about the same speed get no copies at the end of a job") {
 
 TEST_CASE("no speculation for a producer whose map_fn has side effects") {
   RecordingOutbox out;
-  SchedulerConfig c = config();
-  c.speculate = true;
-  c.liveness = 60s;
-  Scheduler s(c, out);
+  Scheduler s(speculating_config(), out);
   s.on_ready("slow", ready(1), t0);
   s.on_ready("fast", ready(1), t0);
   JobRequest request = job(2, 2);
