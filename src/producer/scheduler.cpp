@@ -63,7 +63,9 @@ constexpr std::size_t kLoggedSlices = 8;
 // plenty for a real cluster's troubles, a few dozen lines for a peer that repeats them at will.
 constexpr std::size_t kLoggedEventsFirst = 32;
 
-// "0, 1, 2", or "0, 1, ..., 7 and 992 more (1000 in all)": a bounded line whatever the count.
+// "0, 1, 2", or "0, 1, ..., 7 and 992 more (1000 in all)": a bounded line whatever the count,
+// for events a peer can repeat. The -v audit of a returned batch names every slice instead, as
+// runs (slice_list_text, in common/slicing.hpp).
 std::string slice_list(const std::vector<SliceIndex>& slices) {
   if (slices.size() <= kLoggedSlices) return fmt::format("{}", fmt::join(slices, ", "));
   return fmt::format("{} and {} more ({} in all)",

@@ -129,6 +129,14 @@ void check_computed_by_workers(Process& producer) {
 }  // namespace
 
 TEST_SUITE("examples") {
+  // The reader the checks above rely on: a list it misread would make them count wrong.
+  TEST_CASE("a -v list of slices reads as its numbers, runs expanded") {
+    CHECK(slices_of_list("7") == std::vector<long>{7});
+    CHECK(slices_of_list("0-3, 7, 9-10") == std::vector<long>{0, 1, 2, 3, 7, 9, 10});
+    CHECK_THROWS(slices_of_list("0, 1,"));
+    CHECK_THROWS(slices_of_list("0 1"));
+  }
+
   TEST_CASE("the examples answer right with a pool of 4 started first") {
     const unsigned port = free_port();
     auto pool = start_pool("examples/integration", port, 4);

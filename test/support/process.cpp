@@ -323,16 +323,14 @@ std::optional<std::string> line_after(const std::string& text, const std::string
 }
 
 std::vector<long> slices_of_list(const std::string& list) {
-  static const std::regex item(R"((\d+)(?:-(\d+))?(, |$))");
+  static const std::regex whole(R"(\d+(-\d+)?(, \d+(-\d+)?)*)");
+  if (!std::regex_match(list, whole)) throw std::invalid_argument("not a list of slices: " + list);
   std::vector<long> slices;
-  std::size_t at = 0;
-  for (std::smatch m; at < list.size(); at += static_cast<std::size_t>(m.length(0))) {
-    const std::string rest = list.substr(at);
-    if (!std::regex_search(rest, m, item, std::regex_constants::match_continuous)) {
-      throw std::invalid_argument("not a list of slices: " + list);
-    }
-    const long first = std::stol(m[1]);
-    const long last = m[2].matched ? std::stol(m[2]) : first;
+  std::istringstream items(list);
+  for (std::string item; std::getline(items, item, ',');) {
+    const auto dash = item.find('-');
+    const long first = std::stol(item.substr(0, dash));
+    const long last = dash == std::string::npos ? first : std::stol(item.substr(dash + 1));
     for (long n = first; n <= last; ++n) slices.push_back(n);
   }
   return slices;
