@@ -21,6 +21,7 @@ Observation busy_producer() {
   o.jobs_started = 3;
   o.jobs_done = 2;
   o.jobs_failed = 1;
+  o.jobs_here = 1;
   o.slices_done = 48;
   o.reruns = 2;
   o.bytes_in = 1000;
@@ -90,9 +91,9 @@ TEST_CASE("metrics are Prometheus text: each family has HELP and TYPE, counters 
     CHECK((type == "counter") == name.ends_with("_total"));
   }
   for (const char* name :
-       {"pymar_jobs_total", "pymar_slices_total", "pymar_reruns_total", "pymar_faults_total",
-        "pymar_bytes_total", "pymar_worker_busy_seconds_total", "pymar_workers_connected",
-        "pymar_job_slices_done", "pymar_job_slices"}) {
+       {"pymar_jobs_total", "pymar_jobs_here_total", "pymar_slices_total", "pymar_reruns_total",
+        "pymar_faults_total", "pymar_bytes_total", "pymar_worker_busy_seconds_total",
+        "pymar_workers_connected", "pymar_job_slices_done", "pymar_job_slices"}) {
     INFO(name);
     CHECK(types.count(name) == 1);
   }
@@ -102,6 +103,7 @@ TEST_CASE("metrics carry the producer's counters, with label values escaped") {
   const auto values = samples(prometheus_text(busy_producer()));
   CHECK(values.at("pymar_jobs_total{outcome=\"done\"}") == "2");
   CHECK(values.at("pymar_jobs_total{outcome=\"failed\"}") == "1");
+  CHECK(values.at("pymar_jobs_here_total") == "1");
   CHECK(values.at("pymar_slices_total") == "48");
   CHECK(values.at("pymar_reruns_total") == "2");
   CHECK(values.at("pymar_faults_total{kind=\"worker_dropped\"}") == "1");

@@ -25,6 +25,9 @@ struct JobOptions {
   /// would end it sooner (the first result counts): the producer's SPECULATIVE, false when
   /// map_fn has side effects.
   bool speculate = true;
+  /// Whether a job too small to be worth a round trip to the workers may be computed by the
+  /// thread that calls `map`: the producer's COMPUTE_SMALL_JOBS_HERE.
+  bool compute_small_jobs_here = false;
 };
 
 }  // namespace pymar

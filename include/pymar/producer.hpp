@@ -30,7 +30,8 @@ namespace pymar {
 ///    to map_fn's output on the worker, and to the vector of partial values on the producer, so
 ///    it must accept both and return the same type;
 ///  - optionally `static constexpr std::size_t WORKERS_NUMBER`: how many slices to cut a job
-///    into (at most full_length() of them; 4 when not given), and `SPECULATIVE` (below).
+///    into (at most full_length() of them; 4 when not given), `SPECULATIVE` and
+///    `COMPUTE_SMALL_JOBS_HERE` (below).
 template <class Derived>
 struct Producer {
   static constexpr std::size_t WORKERS_NUMBER = 4;
@@ -38,6 +39,13 @@ struct Producer {
   /// computed a second time on that worker (the first result counts). Set to false in a
   /// producer whose map_fn has side effects.
   static constexpr bool SPECULATIVE = true;
+  /// Whether a job may be computed by the thread that calls `map` when it is too small to be
+  /// worth a round trip: when its slices, one after another, took less time the last time the
+  /// same job ran (same source parameters) than the quickest job the workers have returned.
+  /// Set to true only when the data reads the same here as on the workers (made from the
+  /// parameters, or handed to the factory from memory), not when a source reads files or a
+  /// database that may differ from one machine to another.
+  static constexpr bool COMPUTE_SMALL_JOBS_HERE = false;
 
   /// Runs the job over `factory`'s data on the workers (or locally when there are none) and
   /// returns `reduce_fn` of the partial values, reduced in slice order. Throws SliceError when
@@ -115,6 +123,7 @@ struct Producer {
       request.check_partial = [](std::string_view encoded) { (void)decode<Value>(encoded); };
       request.memory = factory.memory();
       options.speculate = Derived::SPECULATIVE;
+      options.compute_small_jobs_here = Derived::COMPUTE_SMALL_JOBS_HERE;
       request.options = options;
       std::optional<JobStats> own_stats;  // for the --stats file when the caller wants none
       if (stats == nullptr && detail::job_stats_wanted()) stats = &own_stats.emplace();

@@ -95,7 +95,8 @@ struct JobStats {
   std::uint64_t slices_total = 0;
   std::uint64_t slices_done = 0;   ///< slices with a counted partial value
   std::uint64_t local_slices = 0;  ///< of those, computed on the producer's machine
-  /// Why slices were computed locally: "" (none were), "no workers", "timeout", "local mode".
+  /// Why slices were computed locally: "" (none were), "no workers", "timeout", "local mode",
+  /// "small job" (COMPUTE_SMALL_JOBS_HERE).
   std::string local_reason;
   JobEnding ending = JobEnding::done;
 

@@ -85,6 +85,9 @@ std::string prometheus_text(const Observation& o) {
            "Jobs that ended, by outcome: done (a value) or failed (any other ending).");
   e.sample("pymar_jobs_total", "outcome=\"done\"", o.jobs_done);
   e.sample("pymar_jobs_total", "outcome=\"failed\"", o.jobs_failed);
+  e.family("pymar_jobs_here_total", "counter",
+           "Of the jobs done, those computed by the caller of map as too small for a round trip.");
+  e.sample("pymar_jobs_here_total", "", o.jobs_here);
   e.family("pymar_slices_total", "counter", "Slices whose partial value counted.");
   e.sample("pymar_slices_total", "", o.slices_done);
   e.family("pymar_reruns_total", "counter",
@@ -138,9 +141,9 @@ std::string dashboard_state_json(const Observation& o) {
   fmt::format_to(put,
                  "{{\"sequence\":{},\"taken_unix_ms\":{},\"workers_connected\":{},"
                  "\"totals\":{{\"jobs_started\":{},\"jobs_done\":{},\"jobs_failed\":{},"
-                 "\"slices\":{},\"reruns\":{},\"bytes_in\":{},\"bytes_out\":{}}}",
+                 "\"jobs_here\":{},\"slices\":{},\"reruns\":{},\"bytes_in\":{},\"bytes_out\":{}}}",
                  o.sequence, taken_ms, o.workers_connected, o.jobs_started, o.jobs_done,
-                 o.jobs_failed, o.slices_done, o.reruns, o.bytes_in, o.bytes_out);
+                 o.jobs_failed, o.jobs_here, o.slices_done, o.reruns, o.bytes_in, o.bytes_out);
   const JobStats* job = o.current ? &*o.current : (o.last ? &*o.last : nullptr);
   if (job == nullptr) return out + ",\"job\":null}";
   fmt::format_to(put,

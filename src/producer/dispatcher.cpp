@@ -612,8 +612,9 @@ void Dispatcher::publish(Clock::time_point now) {
   auto o = std::make_shared<Observation>();
   o->taken = std::chrono::system_clock::now();
   o->sequence = ++published_;
-  o->jobs_started = jobs_started_;
-  o->jobs_done = jobs_done_;
+  o->jobs_here = jobs_here_.load(std::memory_order_relaxed);
+  o->jobs_started = jobs_started_ + o->jobs_here;
+  o->jobs_done = jobs_done_ + o->jobs_here;
   o->jobs_failed = jobs_failed_;
   o->bytes_in = bytes_in_;
   o->bytes_out = bytes_out_;

@@ -80,6 +80,12 @@ class Dispatcher final : private Outbox {
   /// Set by the first interrupt, for good: whoever computes slices beside the dispatcher stops.
   bool interrupted() const { return interrupted_.load(); }
 
+  /// A job the caller of `map` computes itself (a small job) takes its number from the same
+  /// sequence as the workers' jobs; once it has its value, job_done_here() counts it in the
+  /// observation's jobs (started and done) and jobs_here.
+  std::uint64_t number_job_here() { return next_job_.fetch_add(1); }
+  void job_done_here() { jobs_here_.fetch_add(1, std::memory_order_relaxed); }
+
   /// The latest snapshot the I/O thread published (never null; an empty one, sequence 0, until
   /// the first is made). Thread-safe and cheap. The first call starts publishing; each call asks
   /// for a fresh snapshot, which the I/O thread makes within Observation::kPublishInterval.
@@ -140,7 +146,7 @@ class Dispatcher final : private Outbox {
   // I/O thread only.
   const JobRequest* current_ = nullptr;
   wire::JobId current_id_;
-  std::uint64_t next_job_ = 1;
+  std::atomic<std::uint64_t> next_job_{1};  // also numbers the jobs computed here
   Clock::time_point job_started_;
   std::optional<Clock::time_point> job_deadline_;
   Clock::time_point next_progress_;         // of a long job
@@ -181,6 +187,9 @@ class Dispatcher final : private Outbox {
   mutable std::condition_variable observation_published_;
   std::shared_ptr<const Observation> observation_ = std::make_shared<const Observation>();
   mutable std::atomic<bool> observation_wanted_{false};  // observe() called since last publish
+
+  // Jobs the caller of `map` computed itself, as small (written by that thread).
+  std::atomic<std::uint64_t> jobs_here_{0};
 
   // Payloads sent zero-copy from the job's memory that ZeroMQ still holds.
   std::atomic<std::size_t> payloads_in_flight_{0};

@@ -45,6 +45,9 @@ struct Observation {
   std::uint64_t jobs_started = 0;
   std::uint64_t jobs_done = 0;    ///< jobs that ended with a value (JobEnding::done)
   std::uint64_t jobs_failed = 0;  ///< every other ending
+  /// Of the jobs started and done, those the caller of `map` computed itself as small
+  /// (COMPUTE_SMALL_JOBS_HERE): they never reached a worker.
+  std::uint64_t jobs_here = 0;
   std::uint64_t slices_done = 0;  ///< counted partial values, the running job's included
   std::uint64_t reruns = 0;
   std::uint64_t bytes_in = 0;                   ///< everything received on the producer's socket

@@ -47,16 +47,17 @@ RuntimeChain& runtime_chain() {
 /// Computes `slices` of `request` on this machine's cores, storing their partials. Stops between
 /// slices once `interrupted` says so. Throws SliceError for the first slice whose user code
 /// throws, Interrupted when interrupted. With `stats`, records each slice as computed locally,
-/// its times since `job_started`.
+/// its times since `job_started`. `max_threads`: 0 for every core, 1 for the calling thread only.
 void compute_locally(const JobRequest& request, const std::vector<std::size_t>& slices,
                      Partials& partials, JobStats* stats, Clock::time_point job_started,
-                     const std::function<bool()>& interrupted) {
+                     const std::function<bool()>& interrupted, std::size_t max_threads = 0) {
   if (slices.empty()) return;
   // Start and end of each slice, kept only for the statistics.
   std::vector<std::pair<Clock::time_point, Clock::time_point>> times(stats ? slices.size() : 0);
   const std::vector<Part> parts = split(request.length, request.parts);
+  const std::size_t cores = std::max(1u, std::thread::hardware_concurrency());
   const std::size_t threads =
-      std::min<std::size_t>(std::max(1u, std::thread::hardware_concurrency()), slices.size());
+      std::min({max_threads == 0 ? cores : max_threads, cores, slices.size()});
   std::vector<std::string> results(slices.size());
   std::atomic<std::size_t> next{0};
   std::atomic<bool> stop{false};
@@ -130,9 +131,11 @@ void compute_locally(const JobRequest& request, const std::vector<std::size_t>& 
   }
 }
 
-/// The statistics of a job computed here from its start: every slice, none on a worker.
-void start_local_stats(const JobRequest& request, std::size_t slice_count, JobStats& stats) {
-  stats.job = g_local_jobs.fetch_add(1) + 1;
+/// The statistics of a job computed here from its start: every slice, none on a worker. `job`:
+/// its number, 0 for the next of those computed without a dispatcher.
+void start_local_stats(const JobRequest& request, std::size_t slice_count, JobStats& stats,
+                       std::uint64_t job = 0, const char* reason = "local mode") {
+  stats.job = job != 0 ? job : g_local_jobs.fetch_add(1) + 1;
   stats.producer = request.producer;
   stats.source = request.source;
   stats.started_unix_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -140,7 +143,7 @@ void start_local_stats(const JobRequest& request, std::size_t slice_count, JobSt
                               .count();
   stats.elements = request.length;
   stats.slices_total = slice_count;
-  stats.local_reason = "local mode";
+  stats.local_reason = reason;
   const std::vector<Part> parts = split(request.length, request.parts);
   stats.slices.resize(parts.size());
   for (std::size_t i = 0; i < parts.size(); ++i) {
@@ -150,7 +153,8 @@ void start_local_stats(const JobRequest& request, std::size_t slice_count, JobSt
   }
 }
 
-Partials run_job_recorded(const JobRequest& request, Dispatcher* dispatcher, bool warn_when_local);
+Partials run_job_recorded(const JobRequest& request, Dispatcher* dispatcher, bool warn_when_local,
+                          SmallJobs* small_jobs);
 
 }  // namespace
 
@@ -208,8 +212,9 @@ Partials run_job(const JobRequest& request) {
   };
   try {
     // No runtime in use (no pymar::main): this machine's cores, with a warning.
-    return runtime == nullptr ? run_job_recorded(request, nullptr, true)
-                              : run_job_recorded(request, runtime->dispatcher(), runtime->warn_);
+    return runtime == nullptr ? run_job_recorded(request, nullptr, true, nullptr)
+                              : run_job_recorded(request, runtime->dispatcher(), runtime->warn_,
+                                                 &runtime->small_jobs_);
   } catch (const SliceError&) {
     ended(JobEnding::failed);
     throw;
@@ -227,7 +232,42 @@ Partials run_job(const JobRequest& request) {
 
 namespace {
 
-Partials run_job_recorded(const JobRequest& request, Dispatcher* dispatcher, bool warn_when_local) {
+/// Computes a small job on the calling thread (COMPUTE_SMALL_JOBS_HERE), or returns nullopt when
+/// its user code threw here: the workers then run it as any other job, and either compute it
+/// (the data may differ here) or fail it as they would have.
+std::optional<Partials> small_job_here(const JobRequest& request, std::size_t slice_count,
+                                       std::int64_t expected_ns, Dispatcher& dispatcher,
+                                       SmallJobs& small_jobs,
+                                       const std::function<bool()>& interrupted) {
+  const Clock::time_point started = Clock::now();
+  const std::uint64_t job = dispatcher.number_job_here();
+  spdlog::info(
+      "job {}: {} over {}, {} elements in {} slices, computed here: {:.0f} µs of work by its "
+      "last run, under the {:.0f} µs of the quickest job on the workers",
+      job, request.producer, request.source, request.length, slice_count, expected_ns / 1e3,
+      small_jobs.quickest_on_workers().value_or(0) / 1e3);
+  JobStats* stats = request.stats;
+  Partials partials(slice_count);
+  std::vector<std::size_t> all(slice_count);
+  for (std::size_t i = 0; i < slice_count; ++i) all[i] = i;
+  if (stats != nullptr) start_local_stats(request, slice_count, *stats, job, "small job");
+  try {
+    compute_locally(request, all, partials, stats, started, interrupted, 1);
+  } catch (const SliceError& e) {
+    spdlog::info("job {}: {}; sending the job to the workers", job, e.what());
+    small_jobs.forget(request);
+    if (stats != nullptr) *stats = JobStats{};
+    return std::nullopt;
+  }
+  const std::int64_t took_ns = nanoseconds_between(started, Clock::now());
+  small_jobs.ran_here(request, slice_count, took_ns);
+  dispatcher.job_done_here();
+  if (stats != nullptr) stats->wall_ns = took_ns;
+  return partials;
+}
+
+Partials run_job_recorded(const JobRequest& request, Dispatcher* dispatcher, bool warn_when_local,
+                          SmallJobs* small_jobs) {
   const Clock::time_point entered = Clock::now();
   const auto interrupted = [dispatcher] {
     return dispatcher != nullptr && dispatcher->interrupted();
@@ -258,8 +298,27 @@ Partials run_job_recorded(const JobRequest& request, Dispatcher* dispatcher, boo
     return all_locally();
   }
 
+  const bool small_jobs_here = request.options.compute_small_jobs_here && small_jobs != nullptr;
+  if (small_jobs_here) {
+    if (const auto expected_ns = small_jobs->small_here(request, slice_count)) {
+      std::optional<Partials> partials =
+          small_job_here(request, slice_count, *expected_ns, *dispatcher, *small_jobs, interrupted);
+      if (partials) return std::move(*partials);
+    }
+  }
+
   JobOutcome outcome = dispatcher->run(request);
   const Clock::time_point returned = Clock::now();
+  if (small_jobs_here && outcome.end == JobEnd::done && outcome.stats.workers_left_out == 0) {
+    std::int64_t kernel_ns = 0;
+    for (const WorkerStats& w : outcome.stats.workers) {
+      kernel_ns += static_cast<std::int64_t>(w.compute_ns);
+    }
+    // From the job's start on the I/O thread: a first job's wait for the pool to join is not
+    // what the next run of a job would pay.
+    small_jobs->ran_on_workers(request, slice_count, nanoseconds_between(outcome.started, returned),
+                               kernel_ns);
+  }
   if (stats != nullptr) *stats = std::move(outcome.stats);
   // The I/O thread's wall time, plus what is computed here after it.
   auto finish_stats = [&] {

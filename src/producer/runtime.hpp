@@ -7,6 +7,7 @@
 #include <string>
 
 #include "producer/dispatcher.hpp"
+#include "producer/small_jobs.hpp"
 
 namespace pymar::detail {
 
@@ -38,6 +39,7 @@ class Runtime {
   void enter();  // makes this runtime the one in use
 
   std::optional<Dispatcher> dispatcher_;
+  SmallJobs small_jobs_;  // what the dispatcher's jobs took, for COMPUTE_SMALL_JOBS_HERE
   bool warn_ = true;
   Runtime* previous_ = nullptr;  // in use before this one; guarded by the chain's mutex
   std::size_t calls_ = 0;        // map calls running on this runtime; guarded likewise

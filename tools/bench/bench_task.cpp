@@ -3,7 +3,8 @@
 // worker pool (`bench_task --worker -q HOST:PORT -w N`), so that their builds match.
 //
 // The producer's job is chosen with environment variables (the pool ignores them):
-//   BENCH_JOB          integration | squaredsum | squaredsum2 | trivial | balance | balance_serial
+//   BENCH_JOB          integration | squaredsum | squaredsum2 | trivial | trivial_here | balance |
+//                      balance_serial (trivial_here: small jobs computed in the producer)
 //   BENCH_REPS         timed `map` calls (default 10), each printed as "BENCH map_ms X"
 //   BENCH_WARMUP       untimed `map` calls first, so that the workers have joined (default 2)
 //   BENCH_SETTLE_MS    pause after the warm-up, for late joiners (default 0)
@@ -75,6 +76,7 @@ REGISTER_DATASOURCE(Points);
 REGISTER_PRODUCER(Integral);
 REGISTER_DATASOURCE(Indices);
 REGISTER_PRODUCER(Trivial);
+REGISTER_PRODUCER(TrivialHere);
 
 // --- squaredsum and squaredsum2, as in the examples: numbers made on the workers, or 80 MB shipped
 // from the producer's vector --------------------------------------------------------------------
@@ -163,10 +165,12 @@ int run_job() {
     // The left Riemann sum of exp on [1, 10] with dx = 1e-6, as the example prints it.
     status =
         repeat([] { return close_to(Integral().map(pymar::factory<Points>()), 22023.7365011059); });
-  } else if (job == "trivial") {
+  } else if (job == "trivial" || job == "trivial_here") {
     const std::string sizes = env_text("BENCH_SLICES", "4");
-    auto trivial = [](std::uint64_t count) {
-      return Trivial().map(pymar::factory<Indices>({count})) == count * (count - 1) / 2;
+    const bool here = job == "trivial_here";
+    auto trivial = [here](std::uint64_t count) {
+      const auto data = pymar::factory<Indices>({count});
+      return (here ? TrivialHere().map(data) : Trivial().map(data)) == count * (count - 1) / 2;
     };
     if (sizes.find_first_of(",*") == std::string::npos) {
       status = repeat([&] { return trivial(std::stoull(sizes)); });

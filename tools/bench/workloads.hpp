@@ -59,3 +59,12 @@ struct Trivial : pymar::Producer<Trivial> {
 
   static std::uint64_t reduce_fn(auto&& values) { return pymar::sum<std::uint64_t>(values); }
 };
+
+// The same, allowed to compute a job too small for a round trip in the producer: its data are
+// made from the parameters, the same everywhere.
+struct TrivialHere : pymar::Producer<TrivialHere> {
+  static constexpr std::size_t WORKERS_NUMBER = Trivial::WORKERS_NUMBER;
+  static constexpr bool COMPUTE_SMALL_JOBS_HERE = true;
+  static auto map_fn(auto&& indices) { return Trivial::map_fn(indices); }
+  static std::uint64_t reduce_fn(auto&& values) { return Trivial::reduce_fn(values); }
+};

@@ -1,0 +1,211 @@
+// COMPUTE_SMALL_JOBS_HERE: a job too small to be worth a round trip is computed by the thread
+// that calls `map`, decided from what earlier runs measured; every other job goes to the workers.
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <ranges>
+#include <stdexcept>
+#include <string>
+#include <thread>
+
+#include <pymar/pymar.hpp>
+
+#include "producer/small_jobs.hpp"
+#include "pymar/detail/job.hpp"
+#include "support/cluster.hpp"
+
+namespace {
+
+using std::chrono::microseconds;
+using std::chrono::milliseconds;
+
+struct Span : pymar::DataSource {
+  struct Params {
+    std::size_t length = 0;
+    int nap_ms = 0;  // what each element costs
+    MSGPACK_DEFINE(length, nap_ms)
+  };
+  explicit Span(Params p) : nap(p.nap_ms) {}
+  static std::size_t full_length(const Params& p) { return p.length; }
+  auto items() const {
+    return indices() | std::views::transform([nap = nap](std::size_t i) {
+             if (nap > 0) std::this_thread::sleep_for(milliseconds(nap));
+             return i;
+           });
+  }
+  int nap = 0;
+};
+
+template <bool kHere>
+struct Doubling : pymar::Producer<Doubling<kHere>> {
+  static constexpr std::size_t WORKERS_NUMBER = 4;
+  static constexpr bool COMPUTE_SMALL_JOBS_HERE = kHere;
+  static auto map_fn(auto&& xs) {
+    return xs | std::views::transform([](auto x) { return 2 * static_cast<long>(x); });
+  }
+  static long reduce_fn(auto&& values) { return pymar::sum<long>(values); }
+};
+using DoublingHere = Doubling<true>;
+using DoublingThere = Doubling<false>;
+
+// Set on the thread that calls `map` in the test that needs to tell it from a worker's.
+thread_local bool t_calls_map = false;
+
+// Allows small jobs here, but its user code fails on the thread that calls `map`: as a source
+// whose files exist only where the workers run.
+struct FailsHere : pymar::Producer<FailsHere> {
+  static constexpr std::size_t WORKERS_NUMBER = 4;
+  static constexpr bool COMPUTE_SMALL_JOBS_HERE = true;
+  static auto map_fn(auto&& xs) {
+    if (t_calls_map) throw std::runtime_error("no such file here");
+    return Doubling<true>::map_fn(xs);
+  }
+  static long reduce_fn(auto&& values) { return pymar::sum<long>(values); }
+};
+
+/// Where a job ran, by its statistics: "" on the workers, "small job" here.
+template <class P>
+std::string where(const pymar::JobStats& stats) {
+  if (stats.local_reason.empty()) {
+    CHECK(stats.local_slices == 0);
+    CHECK_FALSE(stats.workers.empty());
+  } else {
+    CHECK(stats.local_slices == stats.slices_total);
+    CHECK(stats.workers.empty());
+  }
+  return stats.local_reason;
+}
+
+template <class P>
+std::string run_doubling(std::size_t length, int nap_ms = 0) {
+  const auto [value, stats] = P().map_with_stats(pymar::factory<Span>({length, nap_ms}));
+  CHECK(value == static_cast<long>(length * (length - 1)));
+  return where<P>(stats);
+}
+
+pymar::detail::JobRequest request(std::string params, std::size_t length) {
+  pymar::detail::JobRequest job;
+  job.producer = "P";
+  job.source = "S";
+  job.params = std::move(params);
+  job.length = length;
+  job.parts = 10;
+  return job;
+}
+
+std::int64_t ns(auto duration) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(duration).count();
+}
+
+}  // namespace
+
+REGISTER_DATASOURCE(Span);
+REGISTER_PRODUCER(DoublingHere);
+REGISTER_PRODUCER(DoublingThere);
+REGISTER_PRODUCER(FailsHere);
+
+TEST_SUITE("small jobs") {
+  TEST_CASE("a small job runs on the workers first, then on map's thread, counted as a job") {
+    pymar::test::LocalCluster cluster(2);
+    CHECK(cluster.dispatcher().observe() != nullptr);  // starts publishing
+    CHECK(run_doubling<DoublingHere>(10) == "");
+    CHECK(cluster.slices_from_workers() == 4);
+    const auto [value, stats] = DoublingHere().map_with_stats(pymar::factory<Span>({10, 0}));
+    CHECK(value == 90);
+    CHECK(where<DoublingHere>(stats) == "small job");
+    CHECK(stats.job == 2);  // numbered with the workers' jobs
+    CHECK(stats.slices_done == 4);
+    CHECK(cluster.slices_from_workers() == 4);  // no worker saw it
+    const auto observed = cluster.dispatcher().observe_fresh(milliseconds(10000));
+    CHECK(observed->jobs_here == 1);
+    CHECK(observed->jobs_started == 2);
+    CHECK(observed->jobs_done == 2);
+    CHECK(run_doubling<DoublingThere>(10) == "");  // job 3, on the workers
+    CHECK(run_doubling<DoublingHere>(10) == "small job");
+  }
+
+  TEST_CASE("without COMPUTE_SMALL_JOBS_HERE every job goes to the workers") {
+    pymar::test::LocalCluster cluster(2);
+    for (int run = 1; run <= 3; ++run) {
+      CHECK(run_doubling<DoublingThere>(10) == "");
+      CHECK(cluster.slices_from_workers() == 4u * static_cast<unsigned>(run));
+    }
+  }
+
+  TEST_CASE("a job whose slices take longer than the quickest job on the workers stays there") {
+    pymar::test::LocalCluster cluster(2);
+    CHECK(run_doubling<DoublingHere>(10) == "");
+    CHECK(run_doubling<DoublingHere>(10) == "small job");
+    // 8 elements of 10 ms over 2 workers: 40 ms there, 80 ms one after another here.
+    CHECK(run_doubling<DoublingHere>(8, 10) == "");
+    CHECK(run_doubling<DoublingHere>(8, 10) == "");
+    CHECK(run_doubling<DoublingHere>(10) == "small job");
+  }
+
+  TEST_CASE("a small job whose code throws here is computed by the workers") {
+    pymar::test::LocalCluster cluster(2);
+    t_calls_map = true;
+    for (int run = 1; run <= 3; ++run) {
+      const auto [value, stats] = FailsHere().map_with_stats(pymar::factory<Span>({10, 0}));
+      CHECK(value == 90);
+      CHECK(where<FailsHere>(stats) == "");
+      CHECK(cluster.slices_from_workers() == 4u * static_cast<unsigned>(run));
+    }
+    t_calls_map = false;
+  }
+
+  TEST_CASE("one run in kProbeEvery of a job computed here goes to the workers") {
+    pymar::test::LocalCluster cluster(2);
+    CHECK(run_doubling<DoublingHere>(10) == "");
+    for (std::uint64_t run = 0; run < pymar::detail::SmallJobs::kProbeEvery; ++run) {
+      REQUIRE(run_doubling<DoublingHere>(10) == "small job");
+    }
+    CHECK(run_doubling<DoublingHere>(10) == "");
+    CHECK(run_doubling<DoublingHere>(10) == "small job");
+  }
+
+  TEST_CASE("SmallJobs: a job is small only under the quickest job the workers returned") {
+    pymar::detail::SmallJobs small;
+    const auto job = request("a", 1000);
+    CHECK_FALSE(small.small_here(job, 10));  // never measured
+    small.ran_here(job, 10, ns(microseconds(5)));
+    CHECK_FALSE(small.small_here(job, 10));  // the workers never returned a job: no bar yet
+    small.ran_on_workers(job, 10, ns(milliseconds(1)), ns(microseconds(100)));
+    CHECK(small.quickest_on_workers() == ns(milliseconds(1)));
+    CHECK(small.small_here(job, 10) == ns(microseconds(100)));
+    small.ran_on_workers(request("b", 1000), 10, ns(milliseconds(2)), ns(milliseconds(3)));
+    CHECK(small.quickest_on_workers() == ns(milliseconds(1)));  // the quickest stays
+    CHECK_FALSE(small.small_here(request("b", 1000), 10));      // 3 ms here against 1 ms there
+    CHECK_FALSE(small.small_here(request("c", 1000), 10));      // other parameters: unmeasured
+    small.forget(job);
+    CHECK_FALSE(small.small_here(job, 10));
+  }
+
+  TEST_CASE("SmallJobs: a measure is scaled by what grew, slices or elements") {
+    pymar::detail::SmallJobs small;
+    small.ran_on_workers(request("a", 1000), 10, ns(milliseconds(1)), ns(microseconds(100)));
+    CHECK(small.small_here(request("a", 5000), 10) == ns(microseconds(500)));
+    CHECK(small.small_here(request("a", 1000), 50) == ns(microseconds(500)));
+    CHECK(small.small_here(request("a", 500), 5) == ns(microseconds(100)));  // never scaled down
+    CHECK_FALSE(small.small_here(request("a", 10000), 10));  // 1 ms: not under the quickest
+    // A run here replaces the workers' measure with its own.
+    small.ran_here(request("a", 1000), 10, ns(microseconds(300)));
+    CHECK(small.small_here(request("a", 1000), 10) == ns(microseconds(300)));
+  }
+
+  TEST_CASE("SmallJobs: the memory of jobs is bounded") {
+    pymar::detail::SmallJobs small;
+    const auto first = request("0", 10);
+    small.ran_on_workers(first, 10, ns(milliseconds(1)), ns(microseconds(1)));
+    for (std::size_t i = 1; i < pymar::detail::SmallJobs::kMaxJobs; ++i) {
+      small.ran_on_workers(request(std::to_string(i), 10), 10, ns(milliseconds(1)),
+                           ns(microseconds(1)));
+    }
+    CHECK(small.small_here(first, 10));  // full, and still there
+    small.ran_on_workers(request("one more", 10), 10, ns(milliseconds(1)), ns(microseconds(1)));
+    CHECK_FALSE(small.small_here(first, 10));  // it started again
+    CHECK(small.small_here(request("one more", 10), 10));
+  }
+}
