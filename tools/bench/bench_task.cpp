@@ -12,7 +12,8 @@
 //                      that the suite can run its baseline between two calls (default 0)
 //   BENCH_SLICES       trivial: slices in the job, one element each (default 4); or a list of
 //                      sizes each with a count, "1000*20,1000000": each timed repetition is then
-//                      a round of jobs of those sizes, each printed as "BENCH map_ms_SIZE X"
+//                      a round of jobs of those sizes, each printed as "BENCH map_ms_SIZE X"; an
+//                      "h" before a size ("h1000*20") runs TrivialHere: "BENCH map_ms_here_SIZE X"
 //   BENCH_POINTS       balance: points of the integral (default 9,000,000)
 // Every job checks its answer against the exact one and exits 1 when it is wrong. The producer
 // prints "BENCH producer_hwm_kib X", its peak resident memory, last.
@@ -167,29 +168,36 @@ int run_job() {
         repeat([] { return close_to(Integral().map(pymar::factory<Points>()), 22023.7365011059); });
   } else if (job == "trivial" || job == "trivial_here") {
     const std::string sizes = env_text("BENCH_SLICES", "4");
-    const bool here = job == "trivial_here";
-    auto trivial = [here](std::uint64_t count) {
+    auto trivial = [](std::uint64_t count, bool here) {
       const auto data = pymar::factory<Indices>({count});
       return (here ? TrivialHere().map(data) : Trivial().map(data)) == count * (count - 1) / 2;
     };
     if (sizes.find_first_of(",*") == std::string::npos) {
-      status = repeat([&] { return trivial(std::stoull(sizes)); });
+      status = repeat([&] { return trivial(std::stoull(sizes), job == "trivial_here"); });
     } else {
       // A round of jobs of several sizes, each timed: sizes side by side see the same host.
-      std::vector<std::pair<std::uint64_t, int>> round;
+      // "h1000*30": jobs of TrivialHere, printed as map_ms_here_1000.
+      struct Jobs {
+        std::uint64_t count;
+        int times;
+        bool here;
+      };
+      std::vector<Jobs> round;
       for (const auto part : std::views::split(sizes, ',')) {
-        const std::string item(part.begin(), part.end());
+        std::string item(part.begin(), part.end());
+        const bool here = item.starts_with('h');
+        if (here) item.erase(0, 1);
         const auto star = item.find('*');
-        round.emplace_back(std::stoull(item.substr(0, star)),
-                           star == std::string::npos ? 1 : std::stoi(item.substr(star + 1)));
+        round.push_back({std::stoull(item.substr(0, star)),
+                         star == std::string::npos ? 1 : std::stoi(item.substr(star + 1)), here});
       }
       status = repeat([&] {
         bool ok = true;
-        for (const auto& [count, times] : round) {
+        for (const auto& [count, times, here] : round) {
           for (int t = 0; t < times; ++t) {
             const Clock::time_point start = Clock::now();
-            ok &= trivial(count);
-            fmt::print("BENCH map_ms_{} {:.4f}\n", count,
+            ok &= trivial(count, here);
+            fmt::print("BENCH map_ms_{}{} {:.4f}\n", here ? "here_" : "", count,
                        std::chrono::duration<double, std::milli>(Clock::now() - start).count());
           }
         }
