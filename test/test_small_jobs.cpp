@@ -2,6 +2,7 @@
 // that calls `map`, decided from what earlier runs measured; every other job goes to the workers.
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <optional>
@@ -9,6 +10,9 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+
+#include <numeric>
+#include <vector>
 
 #include <pymar/pymar.hpp>
 
@@ -52,6 +56,7 @@ using DoublingThere = Doubling<false>;
 
 // Set on the thread that calls `map` in the test that needs to tell it from a worker's.
 thread_local bool t_calls_map = false;
+std::atomic<int> g_threw_here{0};
 
 // Allows small jobs here, but its user code fails on the thread that calls `map`: as a source
 // whose files exist only where the workers run.
@@ -59,8 +64,27 @@ struct FailsHere : pymar::Producer<FailsHere> {
   static constexpr std::size_t WORKERS_NUMBER = 4;
   static constexpr bool COMPUTE_SMALL_JOBS_HERE = true;
   static auto map_fn(auto&& xs) {
-    if (t_calls_map) throw std::runtime_error("no such file here");
+    if (t_calls_map) {
+      ++g_threw_here;
+      throw std::runtime_error("no such file here");
+    }
     return Doubling<true>::map_fn(xs);
+  }
+  static long reduce_fn(auto&& values) { return pymar::sum<long>(values); }
+};
+
+struct MemoryDoubling : pymar::Producer<MemoryDoubling> {
+  static constexpr std::size_t WORKERS_NUMBER = 4;
+  static constexpr bool COMPUTE_SMALL_JOBS_HERE = true;
+  static auto map_fn(auto&& xs) { return Doubling<true>::map_fn(xs); }
+  static long reduce_fn(auto&& values) { return pymar::sum<long>(values); }
+};
+
+struct WordLengths : pymar::Producer<WordLengths> {
+  static constexpr std::size_t WORKERS_NUMBER = 4;
+  static constexpr bool COMPUTE_SMALL_JOBS_HERE = true;
+  static auto map_fn(auto&& words) {
+    return words | std::views::transform([](const auto& w) { return static_cast<long>(w.size()); });
   }
   static long reduce_fn(auto&& values) { return pymar::sum<long>(values); }
 };
@@ -105,6 +129,8 @@ REGISTER_DATASOURCE(Span);
 REGISTER_PRODUCER(DoublingHere);
 REGISTER_PRODUCER(DoublingThere);
 REGISTER_PRODUCER(FailsHere);
+REGISTER_PRODUCER(MemoryDoubling);
+REGISTER_PRODUCER(WordLengths);
 
 TEST_SUITE("small jobs") {
   TEST_CASE("a small job runs on the workers first, then on map's thread, counted as a job") {
@@ -144,16 +170,60 @@ TEST_SUITE("small jobs") {
     CHECK(run_doubling<DoublingHere>(10) == "small job");
   }
 
-  TEST_CASE("a small job whose code throws here is computed by the workers") {
+  TEST_CASE("a small job whose code throws here is computed by the workers, and stays there") {
     pymar::test::LocalCluster cluster(2);
     t_calls_map = true;
-    for (int run = 1; run <= 3; ++run) {
+    g_threw_here = 0;
+    for (int run = 1; run <= 4; ++run) {
       const auto [value, stats] = FailsHere().map_with_stats(pymar::factory<Span>({10, 0}));
       CHECK(value == 90);
       CHECK(where<FailsHere>(stats) == "");
       CHECK(cluster.slices_from_workers() == 4u * static_cast<unsigned>(run));
     }
     t_calls_map = false;
+    CHECK(g_threw_here == 1);  // tried here once: the second run, after the first measured it
+  }
+
+  TEST_CASE("a job with a timeout always goes to the workers") {
+    pymar::test::LocalCluster cluster(2);
+    for (int run = 1; run <= 3; ++run) {
+      const auto [value, stats] =
+          DoublingHere().map_with_stats(pymar::factory<Span>({10, 0}), std::chrono::seconds(60));
+      CHECK(value == 90);
+      CHECK(where<DoublingHere>(stats) == "");
+    }
+  }
+
+  TEST_CASE("plain map computes a small job here too, and counts its slices") {
+    pymar::test::LocalCluster cluster(2);
+    CHECK(DoublingHere().map(pymar::factory<Span>({10, 0})) == 90);
+    CHECK(DoublingHere().map(pymar::factory<Span>({10, 0})) == 90);
+    CHECK(cluster.slices_from_workers() == 4);
+    const auto observed = cluster.dispatcher().observe_fresh(milliseconds(10000));
+    CHECK(observed->jobs_here == 1);
+    CHECK(observed->slices_done == 8);
+  }
+
+  TEST_CASE("data from memory: known by its bytes; encoded element by element, never here") {
+    pymar::test::LocalCluster cluster(2);
+    std::vector<long> numbers(10);
+    std::iota(numbers.begin(), numbers.end(), 0);
+    auto run_numbers = [&] {
+      const auto [value, stats] = MemoryDoubling().map_with_stats(pymar::factory(numbers));
+      CHECK(value == 2 * std::accumulate(numbers.begin(), numbers.end(), 0L));
+      return where<MemoryDoubling>(stats);
+    };
+    CHECK(run_numbers() == "");
+    CHECK(run_numbers() == "small job");
+    numbers[3] = 1000;  // the same length, other data: measured anew, on the workers
+    CHECK(run_numbers() == "");
+    CHECK(run_numbers() == "small job");
+    const std::vector<std::string> words{"a", "bb", "ccc", "dddd", "eeeee"};
+    for (int run = 1; run <= 3; ++run) {
+      const auto [value, stats] = WordLengths().map_with_stats(pymar::factory(words));
+      CHECK(value == 15);
+      CHECK(where<WordLengths>(stats) == "");
+    }
   }
 
   TEST_CASE("one run in kProbeEvery of a job computed here goes to the workers") {
@@ -179,8 +249,21 @@ TEST_SUITE("small jobs") {
     CHECK(small.quickest_on_workers() == ns(milliseconds(1)));  // the quickest stays
     CHECK_FALSE(small.small_here(request("b", 1000), 10));      // 3 ms here against 1 ms there
     CHECK_FALSE(small.small_here(request("c", 1000), 10));      // other parameters: unmeasured
-    small.forget(job);
+    small.threw_here(job);
     CHECK_FALSE(small.small_here(job, 10));
+    small.ran_on_workers(job, 10, ns(milliseconds(1)), ns(microseconds(100)));
+    CHECK_FALSE(small.small_here(job, 10));  // for good
+  }
+
+  TEST_CASE("SmallJobs: runs here are averaged, a quarter of the weight to the newest") {
+    pymar::detail::SmallJobs small;
+    const auto job = request("a", 1000);
+    small.ran_on_workers(job, 10, ns(milliseconds(1)), ns(microseconds(100)));
+    REQUIRE(small.small_here(job, 10));
+    small.ran_here(job, 10, ns(microseconds(40)));  // the first run here replaces the workers'
+    REQUIRE(small.small_here(job, 10) == ns(microseconds(40)));
+    small.ran_here(job, 10, ns(microseconds(2000)));            // one preempted run
+    CHECK(small.small_here(job, 10) == ns(microseconds(530)));  // (3 x 40 + 2000) / 4
   }
 
   TEST_CASE("SmallJobs: a measure is scaled by what grew, slices or elements") {

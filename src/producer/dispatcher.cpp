@@ -479,6 +479,8 @@ void Dispatcher::on_interrupt(Clock::time_point now) {
   }
   spdlog::warn("interrupted (signal {}): stopping", info.ssi_signo);
   if (current_ == nullptr) {
+    // A job computed by the caller of `map` sees interrupted() between slices and stops there.
+    if (jobs_here_running_.load() > 0) return;
     if (options_.on_idle_interrupt) options_.on_idle_interrupt();
     return;
   }
@@ -619,6 +621,7 @@ void Dispatcher::publish(Clock::time_point now) {
   o->bytes_in = bytes_in_;
   o->bytes_out = bytes_out_;
   scheduler_.observe_lifetime(*o, Observation::kMaxWorkers);
+  o->slices_done += slices_here_.load(std::memory_order_relaxed);
   if (current_ != nullptr) {
     o->current = scheduler_.snapshot_stats(now, Observation::kMaxRecentSlices);
     o->current->bytes_in = bytes_in_ - job_bytes_in_;

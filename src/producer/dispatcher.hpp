@@ -80,11 +80,29 @@ class Dispatcher final : private Outbox {
   /// Set by the first interrupt, for good: whoever computes slices beside the dispatcher stops.
   bool interrupted() const { return interrupted_.load(); }
 
-  /// A job the caller of `map` computes itself (a small job) takes its number from the same
-  /// sequence as the workers' jobs; once it has its value, job_done_here() counts it in the
-  /// observation's jobs (started and done) and jobs_here.
-  std::uint64_t number_job_here() { return next_job_.fetch_add(1); }
-  void job_done_here() { jobs_here_.fetch_add(1, std::memory_order_relaxed); }
+  /// A job the caller of `map` computes itself (a small job), for as long as it lives: it takes
+  /// its number from the same sequence as the workers' jobs; while it runs, an interrupt stops
+  /// it (map throws Interrupted) instead of ending an idle producer at once; done() counts it in
+  /// the observation's jobs (started and done), jobs_here and slices.
+  class JobHere {
+   public:
+    explicit JobHere(Dispatcher& dispatcher)
+        : dispatcher_(dispatcher), number_(dispatcher.next_job_.fetch_add(1)) {
+      dispatcher_.jobs_here_running_.fetch_add(1);
+    }
+    ~JobHere() { dispatcher_.jobs_here_running_.fetch_sub(1); }
+    JobHere(const JobHere&) = delete;
+    JobHere& operator=(const JobHere&) = delete;
+    std::uint64_t number() const { return number_; }
+    void done(std::size_t slices) const {
+      dispatcher_.slices_here_.fetch_add(slices, std::memory_order_relaxed);
+      dispatcher_.jobs_here_.fetch_add(1, std::memory_order_relaxed);
+    }
+
+   private:
+    Dispatcher& dispatcher_;
+    std::uint64_t number_;
+  };
 
   /// The latest snapshot the I/O thread published (never null; an empty one, sequence 0, until
   /// the first is made). Thread-safe and cheap. The first call starts publishing; each call asks
@@ -188,8 +206,10 @@ class Dispatcher final : private Outbox {
   std::shared_ptr<const Observation> observation_ = std::make_shared<const Observation>();
   mutable std::atomic<bool> observation_wanted_{false};  // observe() called since last publish
 
-  // Jobs the caller of `map` computed itself, as small (written by that thread).
+  // Jobs the caller of `map` computes itself, as small (written by that thread).
   std::atomic<std::uint64_t> jobs_here_{0};
+  std::atomic<std::uint64_t> slices_here_{0};
+  std::atomic<int> jobs_here_running_{0};
 
   // Payloads sent zero-copy from the job's memory that ZeroMQ still holds.
   std::atomic<std::size_t> payloads_in_flight_{0};

@@ -239,8 +239,8 @@ std::optional<Partials> small_job_here(const JobRequest& request, std::size_t sl
                                        std::int64_t expected_ns, Dispatcher& dispatcher,
                                        SmallJobs& small_jobs,
                                        const std::function<bool()>& interrupted) {
-  const Clock::time_point started = Clock::now();
-  const std::uint64_t job = dispatcher.number_job_here();
+  const Dispatcher::JobHere job_here(dispatcher);
+  const std::uint64_t job = job_here.number();
   spdlog::info(
       "job {}: {} over {}, {} elements in {} slices, computed here: {:.0f} µs of work by its "
       "last run, under the {:.0f} µs of the quickest job on the workers",
@@ -251,17 +251,18 @@ std::optional<Partials> small_job_here(const JobRequest& request, std::size_t sl
   std::vector<std::size_t> all(slice_count);
   for (std::size_t i = 0; i < slice_count; ++i) all[i] = i;
   if (stats != nullptr) start_local_stats(request, slice_count, *stats, job, "small job");
+  const Clock::time_point started = Clock::now();
   try {
     compute_locally(request, all, partials, stats, started, interrupted, 1);
   } catch (const SliceError& e) {
     spdlog::info("job {}: {}; sending the job to the workers", job, e.what());
-    small_jobs.forget(request);
+    small_jobs.threw_here(request);
     if (stats != nullptr) *stats = JobStats{};
     return std::nullopt;
   }
   const std::int64_t took_ns = nanoseconds_between(started, Clock::now());
   small_jobs.ran_here(request, slice_count, took_ns);
-  dispatcher.job_done_here();
+  job_here.done(slice_count);
   if (stats != nullptr) stats->wall_ns = took_ns;
   return partials;
 }
@@ -298,7 +299,9 @@ Partials run_job_recorded(const JobRequest& request, Dispatcher* dispatcher, boo
     return all_locally();
   }
 
-  const bool small_jobs_here = request.options.compute_small_jobs_here && small_jobs != nullptr;
+  // Not with a timeout: a job computed here runs to its end, and its measure is only a guess.
+  const bool small_jobs_here =
+      request.options.compute_small_jobs_here && !request.options.timeout && small_jobs != nullptr;
   if (small_jobs_here) {
     if (const auto expected_ns = small_jobs->small_here(request, slice_count)) {
       std::optional<Partials> partials =

@@ -281,6 +281,7 @@ void Scheduler::on_result(const std::string& id, const wire::Result& result,
   mean_overhead_ns_ += (overhead_ns - mean_overhead_ns_) / 8;
 
   std::size_t next_value = 0;
+  bool batch_recorded = false;
   for (std::size_t i = 0; i < batch.slices.size() && state_ == JobState::running; ++i) {
     const wire::Outcome& outcome = result.outcomes[i];
     const SliceIndex slice = batch.slices[i];
@@ -314,7 +315,7 @@ void Scheduler::on_result(const std::string& id, const wire::Result& result,
       s.done = true;
       ++done_count_;
       ++w.slices_done;
-      count_slice(w, slice, outcome, batch.sent, now);
+      count_slice(w, slice, outcome, batch.sent, now, batch_recorded);
       partials_.set(slice, value);
       // A running mean of kernel time per slice sizes the next batches.
       ++timed_slices_;
@@ -576,20 +577,9 @@ void Scheduler::start_job(const JobRequest& request, wire::JobId id,
   stats_.elements = request.length;
   stats_.slices_total = parts.size();
   record_slices_ = record_slices;
-  recent_slices_.clear();
-  recent_next_ = 0;
-  if (record_slices) {
-    // Made in one pass: a job of 10^4 cheap slices spends more on its records than on anything
-    // else that observing it adds.
-    stats_.slices = reuse_slice_records();
-    stats_.slices.reserve(parts.size());
-    for (std::size_t i = 0; i < parts.size(); ++i) {
-      SliceStats& record = stats_.slices.emplace_back();
-      record.index = i;
-      record.offset = parts[i].offset;
-      record.length = parts[i].limit;
-    }
-  }
+  counted_slices_.clear();
+  counted_batches_.clear();
+  if (record_slices) counted_slices_.reserve(parts.size());
   unserved_since_.reset();
   if (parts.empty()) {
     state_ = JobState::done;
@@ -743,7 +733,7 @@ std::size_t Scheduler::assign_to(Worker& w, Clock::time_point now, std::size_t m
       s.queued = false;
       if (s.done) continue;
       ++s.copies;
-      if (record_slices_) ++stats_.slices[slice].attempts;
+      ++s.attempts;
       assign.slices.push_back({slice, s.part.offset, s.part.limit});
       batch.slices.push_back(slice);
     }
@@ -828,7 +818,7 @@ bool Scheduler::speculate_to(Worker& w, Clock::time_point now) {
   for (SliceIndex slice : copy.slices) {
     SliceState& s = slices_[slice];
     ++s.copies;
-    if (record_slices_) ++stats_.slices[slice].attempts;
+    ++s.attempts;
     assign.slices.push_back({slice, s.part.offset, s.part.limit});
   }
   if (late) {
@@ -898,7 +888,7 @@ void Scheduler::count_sent(Worker& w, std::size_t bytes) {
 }
 
 void Scheduler::count_slice(Worker& w, SliceIndex slice, const wire::Outcome& outcome,
-                            Clock::time_point sent, Clock::time_point now) {
+                            Clock::time_point sent, Clock::time_point now, bool& batch_recorded) {
   const std::uint64_t length = slices_[slice].part.limit;
   w.totals.slices += 1;
   w.totals.elements += length;
@@ -911,17 +901,24 @@ void Scheduler::count_slice(Worker& w, SliceIndex slice, const wire::Outcome& ou
     record->compute_ns += outcome.compute_ns;
   }
   if (!record_slices_) return;
-  SliceStats& s = stats_.slices[slice];
-  s.worker = record != nullptr ? static_cast<std::int64_t>(w.stats_index) : SliceStats::kNone;
-  s.start_ns = since_start(sent);
-  s.end_ns = since_start(now);
-  // The most recently finished slices, for live snapshots: a ring, no allocation once full.
-  if (recent_slices_.size() < Observation::kMaxRecentSlices) {
-    recent_slices_.push_back(slice);
-  } else {
-    recent_slices_[recent_next_] = slice;
-    recent_next_ = (recent_next_ + 1) % recent_slices_.size();
+  if (!batch_recorded) {
+    batch_recorded = true;
+    counted_batches_.push_back(
+        {counted_slices_.size(),
+         record != nullptr ? static_cast<std::int64_t>(w.stats_index) : SliceStats::kNone,
+         since_start(sent), since_start(now)});
   }
+  counted_slices_.push_back(slice);
+  counted_batches_.back().end = counted_slices_.size();
+}
+
+SliceStats Scheduler::slice_record(SliceIndex slice) const {
+  SliceStats record;
+  record.index = slice;
+  record.offset = slices_[slice].part.offset;
+  record.length = slices_[slice].part.limit;
+  record.attempts = slices_[slice].attempts;
+  return record;
 }
 
 JobStats Scheduler::take_stats(Clock::time_point now) {
@@ -931,6 +928,22 @@ JobStats Scheduler::take_stats(Clock::time_point now) {
   for (std::size_t k = 0; k < kFaultKinds; ++k) {
     if (job_faults_[k] > 0)
       stats_.fault_counts[std::string(to_string(FaultKind(k)))] = job_faults_[k];
+  }
+  if (record_slices_) {
+    // Every slice in order, then who computed each whose result counted, batch by batch.
+    stats_.slices = reuse_slice_records();
+    stats_.slices.reserve(slices_.size());
+    for (SliceIndex i = 0; i < slices_.size(); ++i) stats_.slices.push_back(slice_record(i));
+    std::size_t begin = 0;
+    for (const CountedBatch& batch : counted_batches_) {
+      for (std::size_t k = begin; k < batch.end; ++k) {
+        SliceStats& record = stats_.slices[counted_slices_[k]];
+        record.worker = batch.worker;
+        record.start_ns = batch.start_ns;
+        record.end_ns = batch.end_ns;
+      }
+      begin = batch.end;
+    }
   }
   return std::exchange(stats_, JobStats{});
 }
@@ -956,13 +969,20 @@ JobStats Scheduler::snapshot_stats(Clock::time_point now, std::size_t max_slices
     if (job_faults_[k] > 0)
       copy.fault_counts[std::string(to_string(FaultKind(k)))] = job_faults_[k];
   }
-  if (!stats_.slices.empty()) {
-    const std::size_t n = std::min(max_slices, recent_slices_.size());
+  if (record_slices_) {
+    // The most recently counted slices, oldest first: the batches', walked back from the last.
+    const std::size_t n = std::min(max_slices, counted_slices_.size());
+    const std::size_t first = counted_slices_.size() - n;
     copy.slices.reserve(n);
-    // Oldest first: the ring's next slot holds the oldest once it is full.
-    const std::size_t first = recent_slices_.size() - n + recent_next_;
-    for (std::size_t i = 0; i < n; ++i) {
-      copy.slices.push_back(stats_.slices[recent_slices_[(first + i) % recent_slices_.size()]]);
+    auto batch = std::upper_bound(counted_batches_.begin(), counted_batches_.end(), first,
+                                  [](std::size_t k, const CountedBatch& b) { return k < b.end; });
+    for (std::size_t k = first; k < counted_slices_.size(); ++k) {
+      while (k >= batch->end) ++batch;
+      SliceStats record = slice_record(counted_slices_[k]);
+      record.worker = batch->worker;
+      record.start_ns = batch->start_ns;
+      record.end_ns = batch->end_ns;
+      copy.slices.push_back(record);
     }
   }
   return copy;

@@ -192,9 +192,10 @@ class Scheduler {
 
   struct SliceState {
     Part part;
-    std::uint32_t copies = 0;   // batches holding it in flight
-    std::uint16_t crashes = 0;  // workers that died while computing it
-    std::uint16_t errors = 0;   // times user code threw on it
+    std::uint32_t copies = 0;    // batches holding it in flight
+    std::uint16_t crashes = 0;   // workers that died while computing it
+    std::uint16_t errors = 0;    // times user code threw on it
+    std::uint32_t attempts = 0;  // times handed out, for its SliceStats
     bool done = false;
     bool queued = false;
     Clock::time_point started;  // when its current first copy was sent
@@ -230,9 +231,12 @@ class Scheduler {
   std::int64_t since_start(Clock::time_point now) const {
     return std::chrono::duration_cast<std::chrono::nanoseconds>(now - job_started_).count();
   }
-  /// The record of one slice and its worker when its partial value counted.
+  /// The record of one slice and its worker when its partial value counted. `batch_recorded`:
+  /// whether an earlier slice of the same result has begun its batch's record.
   void count_slice(Worker& w, SliceIndex slice, const wire::Outcome& outcome,
-                   Clock::time_point sent, Clock::time_point now);
+                   Clock::time_point sent, Clock::time_point now, bool& batch_recorded);
+  /// A slice's SliceStats as far as its state tells: where it lies, how often handed out.
+  SliceStats slice_record(SliceIndex slice) const;
   void count_sent(Worker& w, std::size_t bytes);
 
   SchedulerConfig config_;
@@ -277,8 +281,17 @@ class Scheduler {
   std::uint64_t jobs_started_ = 0;
   Clock::time_point job_started_;
   bool record_slices_ = false;
-  std::vector<std::uint32_t> recent_slices_;  // ring of the last finished, for snapshots
-  std::size_t recent_next_ = 0;
+  // Slice records, when asked for, are kept per counted batch while the job runs (a slice costs
+  // the producer one index) and made into SliceStats when the statistics are taken: writing a
+  // record of each slice as it came cost ~20 ns a slice, 4% of a job of 10^4 trivial slices.
+  struct CountedBatch {
+    std::size_t end = 0;  // its slices: counted_slices_ from the previous batch's end to this
+    std::int64_t worker = SliceStats::kNone;
+    std::int64_t start_ns = 0;
+    std::int64_t end_ns = 0;
+  };
+  std::vector<SliceIndex> counted_slices_;  // in the order their results counted
+  std::vector<CountedBatch> counted_batches_;
   std::array<std::uint64_t, kFaultKinds> job_faults_{};
   std::array<std::uint64_t, kFaultKinds> lifetime_faults_{};
   std::uint64_t lifetime_slices_done_ = 0;  // of finished jobs; the running one's added on read

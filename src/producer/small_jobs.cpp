@@ -10,20 +10,34 @@
 
 namespace pymar::detail {
 
-std::string SmallJobs::key_of(const JobRequest& job) {
+std::optional<std::string> SmallJobs::key_of(const JobRequest& job) {
   // The parameters are hashed: they may take up to kMaxParamsBytes, and a collision would only
   // borrow another job's measure, once, until this one's own run replaces it.
-  return fmt::format("{}\n{}\n{:016x}", job.producer, job.source,
-                     std::hash<std::string_view>{}(job.params));
+  const std::size_t params = std::hash<std::string_view>{}(job.params);
+  switch (job.memory.kind) {
+    case PayloadKind::none:
+      return fmt::format("{}\n{}\n{:016x}", job.producer, job.source, params);
+    case PayloadKind::raw: {
+      if (job.length > kMaxHashedBytes / std::max<std::size_t>(job.memory.element_size, 1)) {
+        return std::nullopt;
+      }
+      const std::size_t data = std::hash<std::string_view>{}(job.memory.raw_slice(0, job.length));
+      return fmt::format("{}\n{}\n{:016x}\n{:016x}", job.producer, job.source, params, data);
+    }
+    case PayloadKind::msgpack:
+      return std::nullopt;
+  }
+  return std::nullopt;
 }
 
 std::optional<std::int64_t> SmallJobs::small_here(const JobRequest& job, std::size_t slices) {
   if (slices == 0) return std::nullopt;
-  const std::string key = key_of(job);
+  const std::optional<std::string> key = key_of(job);
+  if (!key) return std::nullopt;
   std::lock_guard lock(mutex_);
   if (!quickest_on_workers_ns_) return std::nullopt;
-  const auto found = measures_.find(key);
-  if (found == measures_.end()) return std::nullopt;
+  const auto found = measures_.find(*key);
+  if (found == measures_.end() || found->second.threw_here) return std::nullopt;
   Measure& last = found->second;
   // Scaled by whichever grew more, slices or elements: a measure is never stretched thin.
   const double scale = std::max(
@@ -53,10 +67,10 @@ void SmallJobs::ran_here(const JobRequest& job, std::size_t slices, std::int64_t
   remember(job, {took_ns, slices, job.length}, true);
 }
 
-void SmallJobs::forget(const JobRequest& job) {
-  const std::string key = key_of(job);
-  std::lock_guard lock(mutex_);
-  measures_.erase(key);
+void SmallJobs::threw_here(const JobRequest& job) {
+  Measure measure;
+  measure.threw_here = true;
+  remember(job, measure, false);
 }
 
 std::optional<std::int64_t> SmallJobs::quickest_on_workers() const {
@@ -65,17 +79,28 @@ std::optional<std::int64_t> SmallJobs::quickest_on_workers() const {
 }
 
 void SmallJobs::remember(const JobRequest& job, Measure measure, bool here) {
-  std::string key = key_of(job);
+  std::optional<std::string> key = key_of(job);
+  if (!key) return;
   std::lock_guard lock(mutex_);
-  const auto found = measures_.find(key);
+  const auto found = measures_.find(*key);
   if (found != measures_.end()) {
-    // The count of runs here goes on (small_here made it), until the workers run the job again.
-    measure.runs_here = here ? found->second.runs_here : 0;
-    found->second = measure;
+    Measure& last = found->second;
+    measure.threw_here = measure.threw_here || last.threw_here;
+    if (here) {
+      // The count of runs here goes on (small_here made it) until the workers run the job again;
+      // the time is averaged with the runs here before it.
+      measure.runs_here = last.runs_here;
+      measure.measured_here = true;
+      if (last.measured_here && last.slices == measure.slices &&
+          last.elements == measure.elements) {
+        measure.took_ns = (3 * last.took_ns + measure.took_ns) / 4;
+      }
+    }
+    last = measure;
     return;
   }
   if (measures_.size() >= kMaxJobs) measures_.clear();
-  measures_.emplace(std::move(key), measure);
+  measures_.emplace(std::move(*key), measure);
 }
 
 }  // namespace pymar::detail

@@ -7,7 +7,12 @@
 // quickest job the workers have returned to this producer. The first run of a job always goes
 // to the workers, and so does one run in kProbeEvery of a job computed here: that run measures
 // the workers again, so that a first job slowed by workers still joining cannot set the bar for
-// good, and a job that grows costlier is seen to.
+// good, and a job that grows costlier is seen to. A job whose code threw here is never computed
+// here again.
+//
+// A job is known by its producer, source and source parameters; with data from memory, by the
+// data's bytes too (a hash of at most kMaxHashedBytes: larger data is never computed here, and
+// neither is data encoded element by element, whose size is not known before it is encoded).
 #pragma once
 
 #include <cstddef>
@@ -28,6 +33,9 @@ class SmallJobs {
   static constexpr std::size_t kMaxJobs = 256;
   /// Of a job's runs computed here in a row, the one after this many goes to the workers.
   static constexpr std::uint64_t kProbeEvery = 64;
+  /// Data from memory larger than this is never computed here: hashing it would cost more than
+  /// the round trip it could save.
+  static constexpr std::size_t kMaxHashedBytes = 64 * 1024;
 
   /// What a job is expected to take here, when it is small enough to be computed here: its
   /// slices' time one after another, in nanoseconds, as last measured and scaled to this run's
@@ -38,10 +46,11 @@ class SmallJobs {
   /// compute time its slices reported (`kernel_ns`, the counted results only).
   void ran_on_workers(const JobRequest& job, std::size_t slices, std::int64_t wall_ns,
                       std::int64_t kernel_ns);
-  /// After a job computed here, one slice after another: what they took.
+  /// After a job computed here, one slice after another: what they took. Runs here are averaged
+  /// (a quarter of the weight to the newest), so that one preempted run does not decide the next.
   void ran_here(const JobRequest& job, std::size_t slices, std::int64_t took_ns);
-  /// After a job that failed here: its next run goes to the workers.
-  void forget(const JobRequest& job);
+  /// After a job whose code threw here: it goes to the workers from now on.
+  void threw_here(const JobRequest& job);
 
   /// The quickest job the workers have returned, in nanoseconds; nullopt before the first.
   std::optional<std::int64_t> quickest_on_workers() const;
@@ -52,9 +61,12 @@ class SmallJobs {
     std::size_t slices = 0;
     std::size_t elements = 0;
     std::uint64_t runs_here = 0;  // in a row since the workers last computed it
+    bool threw_here = false;      // for good
+    bool measured_here = false;   // took_ns is from a run here, not the workers'
   };
-  /// Producer, source and parameters: the same job, whose cost the last run tells.
-  static std::string key_of(const JobRequest& job);
+  /// Producer, source, parameters (and data from memory): the same job, whose cost the last run
+  /// tells. nullopt: a job that is never computed here.
+  static std::optional<std::string> key_of(const JobRequest& job);
   void remember(const JobRequest& job, Measure measure, bool here);
 
   mutable std::mutex mutex_;
