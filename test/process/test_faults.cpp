@@ -267,6 +267,21 @@ TEST_SUITE("faults") {
     CHECK(answer_of(*next) == "9900");
   }
 
+  TEST_CASE("Ctrl-C stops a small job the producer computes itself: map throws Interrupted") {
+    const unsigned port = free_port();
+    auto workers = pool(port, 2);
+    // The first run goes to the workers and measures the job as small; the second is computed
+    // here, where each of its 8 slices naps 1 s.
+    auto p =
+        producer(port, {{"TEST_JOB", "here"}, {"TEST_REPEAT", "2"}, {"TEST_NAP_HERE_MS", "1000"}});
+    REQUIRE(p->wait_for_stderr("job 2: DoubleSumHere over NapsHere.*computed here", 60s));
+    p->signal(SIGINT);
+    CHECK(p->wait(10s) == 130);
+    INFO("producer stderr:\n" << p->err());
+    CHECK(p->count_stderr("map threw pymar::Interrupted") == 1);
+    CHECK(line_after(p->out(), "Answer: ") == "9900");  // the first run's
+  }
+
   TEST_CASE("a straggling slice is copied to an idle worker and the first result counts") {
     const unsigned port = free_port();
     auto workers = pool(port, 2);

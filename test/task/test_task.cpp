@@ -240,6 +240,38 @@ struct WordCount : pymar::Producer<WordCount> {
 };
 REGISTER_PRODUCER(WordCount);
 
+// --- a small job computed by the producer itself (COMPUTE_SMALL_JOBS_HERE) --------------------
+
+// Each slice naps when computed in the producer's process (its pid travels in the parameters):
+// quick on the workers, so the job is measured as small, and slow here, so that a test can
+// interrupt it there.
+struct NapsHere : pymar::DataSource {
+  struct Params {
+    std::size_t length = 0;
+    std::int64_t producer_pid = 0;
+    std::int64_t nap_here_ms = 0;
+    MSGPACK_DEFINE(length, producer_pid, nap_here_ms)
+  };
+  explicit NapsHere(const Params& p) : params(p) {}
+  static std::size_t full_length(const Params& p) { return p.length; }
+  auto items() const {
+    if (getpid() == params.producer_pid) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(params.nap_here_ms));
+    }
+    return indices();
+  }
+  Params params;
+};
+REGISTER_DATASOURCE(NapsHere);
+
+struct DoubleSumHere : pymar::Producer<DoubleSumHere> {
+  static constexpr std::size_t WORKERS_NUMBER = 8;
+  static constexpr bool COMPUTE_SMALL_JOBS_HERE = true;
+  static auto map_fn(auto&& elements) { return DoubleSum<8>::map_fn(elements); }
+  static std::int64_t reduce_fn(auto&& values) { return DoubleSum<8>::reduce_fn(values); }
+};
+REGISTER_PRODUCER(DoubleSumHere);
+
 // --- the jobs ---------------------------------------------------------------------------------
 
 namespace {
@@ -290,6 +322,15 @@ int run_job(const pymar::Arguments& arguments) {
       std::vector<std::int64_t> numbers(static_cast<std::size_t>(env_int("TEST_LENGTH", 1000)));
       std::iota(numbers.begin(), numbers.end(), 0);
       fmt::print("Answer: {}\n", DoubleSum<16>().map(pymar::factory(numbers)));
+    } else if (job == "here") {
+      const NapsHere::Params params{static_cast<std::size_t>(env_int("TEST_LENGTH", 100)), getpid(),
+                                    env_int("TEST_NAP_HERE_MS", 0)};
+      try {
+        fmt::print("Answer: {}\n", DoubleSumHere().map(pymar::factory<NapsHere>(params)));
+      } catch (const pymar::Interrupted&) {
+        fmt::print(stderr, "test_task: map threw pymar::Interrupted\n");
+        throw;
+      }
     } else if (job == "words") {
       std::vector<std::string> words;
       for (int i = 1; i <= 6; ++i) {
