@@ -991,3 +991,47 @@ TEST_CASE("no batch holds more slices than a worker accepts, whatever max_batch 
   }
   CHECK(largest == kMaxSlicesPerBatch);
 }
+
+TEST_CASE("slice records: a live snapshot holds the most recently counted, oldest first") {
+  RecordingOutbox out;
+  SchedulerConfig c = config();
+  c.max_batch = 100;
+  Scheduler s(c, out);
+  s.on_ready("w1", ready(1), t0);
+  s.on_ready("w2", ready(1), t0);
+  const JobRequest request = job(3000, 3000);
+  s.start_job(request, {7, 1}, 1s, t0, true);
+  // Answer batches, the two workers in turn, until 2,500 slices have counted.
+  std::vector<std::uint64_t> counted;  // in the order their results counted
+  std::uint64_t step = 0;
+  while (counted.size() < 2500) {
+    for (const std::string worker : {"w1", "w2"}) {
+      for (const Assign& a : out.taken<Assign>(worker)) {
+        answer(s, worker, a, t0 + std::chrono::microseconds(++step));
+        for (const SliceRange& slice : a.slices) counted.push_back(slice.index);
+      }
+    }
+  }
+  const pymar::JobStats live = s.snapshot_stats(t0 + 1s, 1024);
+  REQUIRE(live.slices.size() == 1024);
+  for (std::size_t i = 0; i < live.slices.size(); ++i) {
+    const pymar::SliceStats& record = live.slices[i];
+    CAPTURE(i);
+    CHECK(record.index == counted[counted.size() - 1024 + i]);
+    CHECK(record.attempts == 1);
+    CHECK(record.worker >= 0);
+    CHECK(record.start_ns >= 0);
+    CHECK(record.end_ns > record.start_ns);
+    if (i > 0) CHECK(record.end_ns >= live.slices[i - 1].end_ns);
+  }
+  // Once taken, every slice has its record, in slice order; those not yet counted say so.
+  const pymar::JobStats taken = s.take_stats(t0 + 1s);
+  REQUIRE(taken.slices.size() == 3000);
+  std::size_t with_worker = 0;
+  for (std::size_t i = 0; i < taken.slices.size(); ++i) {
+    CHECK(taken.slices[i].index == i);
+    CHECK(taken.slices[i].length == 1);
+    if (taken.slices[i].worker >= 0) ++with_worker;
+  }
+  CHECK(with_worker == counted.size());
+}
