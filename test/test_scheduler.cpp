@@ -999,7 +999,9 @@ TEST_CASE("slice records: a live snapshot holds the most recently counted, oldes
   Scheduler s(c, out);
   s.on_ready("w1", ready(1), t0);
   s.on_ready("w2", ready(1), t0);
-  const JobRequest request = job(3000, 3000);
+  JobRequest request = job(3000, 3000);
+  pymar::JobStats wanted;  // the caller asks for the statistics
+  request.stats = &wanted;
   s.start_job(request, {7, 1}, 1s, t0, true);
   // Answer batches, the two workers in turn, until 2,500 slices have counted.
   std::vector<std::uint64_t> counted;  // in the order their results counted

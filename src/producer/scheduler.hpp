@@ -148,7 +148,8 @@ class Scheduler {
     if (text.size() > kMaxFaultDetail) text.resize(kMaxFaultDetail);
     stats_.faults.push_back({since_start(now), kind, std::move(text)});
   }
-  /// The running (or last) job's statistics so far; slices as recorded. Moves them out.
+  /// The running (or last) job's statistics so far, moved out; with every slice's record when
+  /// slices were recorded and the job's caller asked for statistics (JobRequest::stats).
   JobStats take_stats(Clock::time_point now);
   /// A bounded copy of the running job's statistics: its most recently finished slices only.
   JobStats snapshot_stats(Clock::time_point now, std::size_t max_slices) const;

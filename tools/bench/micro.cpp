@@ -161,6 +161,8 @@ void scheduler_job(benchmark::State& state, bool wire, bool record) {
   request.length = slices;
   request.parts = slices;
   request.check_partial = [](std::string_view bytes) { (void)decode<std::uint64_t>(bytes); };
+  pymar::JobStats wanted;  // recorded: as for map_with_stats or --stats, every slice's record
+  if (record) request.stats = &wanted;
   const std::string value = encode(std::uint64_t{7});
   std::vector<std::string_view> values;
   std::string header;
