@@ -278,17 +278,20 @@ TEST_SUITE("small jobs") {
     CHECK(small.small_here(request("a", 1000), 10) == ns(microseconds(300)));
   }
 
-  TEST_CASE("SmallJobs: the memory of jobs is bounded") {
+  TEST_CASE("SmallJobs: the memory of jobs is bounded, and forgets the least recently run") {
     pymar::detail::SmallJobs small;
-    const auto first = request("0", 10);
-    small.ran_on_workers(first, 10, ns(milliseconds(1)), ns(microseconds(1)));
-    for (std::size_t i = 1; i < pymar::detail::SmallJobs::kMaxJobs; ++i) {
+    for (std::size_t i = 0; i < pymar::detail::SmallJobs::kMaxJobs; ++i) {
       small.ran_on_workers(request(std::to_string(i), 10), 10, ns(milliseconds(1)),
                            ns(microseconds(1)));
     }
-    CHECK(small.small_here(first, 10));  // full, and still there
+    CHECK(small.small_here(request("0", 10), 10));  // full, all there; "0" is now the most recent
     small.ran_on_workers(request("one more", 10), 10, ns(milliseconds(1)), ns(microseconds(1)));
-    CHECK_FALSE(small.small_here(first, 10));  // it started again
+    CHECK_FALSE(small.small_here(request("1", 10), 10));  // the least recently run, forgotten
+    for (std::size_t i = 2; i < pymar::detail::SmallJobs::kMaxJobs; ++i) {
+      CAPTURE(i);
+      CHECK(small.small_here(request(std::to_string(i), 10), 10));
+    }
+    CHECK(small.small_here(request("0", 10), 10));
     CHECK(small.small_here(request("one more", 10), 10));
   }
 }

@@ -39,6 +39,7 @@ std::optional<std::int64_t> SmallJobs::small_here(const JobRequest& job, std::si
   const auto found = measures_.find(*key);
   if (found == measures_.end() || found->second.threw_here) return std::nullopt;
   Measure& last = found->second;
+  last.last_run = ++clock_;
   // Scaled by whichever grew more, slices or elements: a measure is never stretched thin.
   const double scale = std::max(
       {1.0,
@@ -96,10 +97,17 @@ void SmallJobs::remember(const JobRequest& job, Measure measure, bool here) {
         measure.took_ns = (3 * last.took_ns + measure.took_ns) / 4;
       }
     }
+    measure.last_run = ++clock_;
     last = measure;
     return;
   }
-  if (measures_.size() >= kMaxJobs) measures_.clear();
+  if (measures_.size() >= kMaxJobs) {
+    // A scan of kMaxJobs entries, once per new job when full: cheaper than keeping an order.
+    measures_.erase(std::min_element(
+        measures_.begin(), measures_.end(),
+        [](const auto& a, const auto& b) { return a.second.last_run < b.second.last_run; }));
+  }
+  measure.last_run = ++clock_;
   measures_.emplace(std::move(*key), measure);
 }
 

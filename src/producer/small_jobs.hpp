@@ -28,8 +28,8 @@ struct JobRequest;
 
 class SmallJobs {
  public:
-  /// Jobs remembered at most; when full, the memory starts again (each job's next run measures
-  /// it anew, on the workers).
+  /// Jobs remembered at most; when full, the one least recently run is forgotten (its next run
+  /// measures it anew, on the workers).
   static constexpr std::size_t kMaxJobs = 256;
   /// Of a job's runs computed here in a row, the one after this many goes to the workers.
   static constexpr std::uint64_t kProbeEvery = 64;
@@ -63,6 +63,7 @@ class SmallJobs {
     std::uint64_t runs_here = 0;  // in a row since the workers last computed it
     bool threw_here = false;      // for good
     bool measured_here = false;   // took_ns is from a run here, not the workers'
+    std::uint64_t last_run = 0;   // on the clock_ below, for forgetting the least recent
   };
   /// Producer, source, parameters (and data from memory): the same job, whose cost the last run
   /// tells. nullopt: a job that is never computed here.
@@ -71,6 +72,7 @@ class SmallJobs {
 
   mutable std::mutex mutex_;
   std::unordered_map<std::string, Measure> measures_;
+  std::uint64_t clock_ = 0;  // counts runs: small_here and remember
   std::optional<std::int64_t> quickest_on_workers_ns_;
 };
 
