@@ -164,9 +164,10 @@ TEST_SUITE("small jobs") {
     pymar::test::LocalCluster cluster(2);
     CHECK(run_doubling<DoublingHere>(10) == "");
     CHECK(run_doubling<DoublingHere>(10) == "small job");
-    // 8 elements of 10 ms: 80 ms of slices, over the few ms of the quickest job on the workers.
-    CHECK(run_doubling<DoublingHere>(8, 10) == "");
-    CHECK(run_doubling<DoublingHere>(8, 10) == "");
+    // 4 elements of 200 ms: 800 ms of slices, far over the quickest job on the workers (a few ms,
+    // or tens on a loaded host).
+    CHECK(run_doubling<DoublingHere>(4, 200) == "");
+    CHECK(run_doubling<DoublingHere>(4, 200) == "");
     CHECK(run_doubling<DoublingHere>(10) == "small job");
   }
 
@@ -255,15 +256,21 @@ TEST_SUITE("small jobs") {
     CHECK_FALSE(small.small_here(job, 10));  // for good
   }
 
-  TEST_CASE("SmallJobs: runs here are averaged, a quarter of the weight to the newest") {
+  TEST_CASE("SmallJobs: a job's cost here is the least of its last runs here") {
     pymar::detail::SmallJobs small;
     const auto job = request("a", 1000);
     small.ran_on_workers(job, 10, ns(milliseconds(1)), ns(microseconds(100)));
     REQUIRE(small.small_here(job, 10));
     small.ran_here(job, 10, ns(microseconds(40)));  // the first run here replaces the workers'
     REQUIRE(small.small_here(job, 10) == ns(microseconds(40)));
-    small.ran_here(job, 10, ns(microseconds(2000)));            // one preempted run
-    CHECK(small.small_here(job, 10) == ns(microseconds(530)));  // (3 x 40 + 2000) / 4
+    small.ran_here(job, 10, ns(microseconds(2000)));  // one preempted run changes nothing
+    REQUIRE(small.small_here(job, 10) == ns(microseconds(40)));
+    // A job grown costlier: once its last kRunsHereKept runs all say so.
+    for (std::size_t run = 1; run < pymar::detail::SmallJobs::kRunsHereKept; ++run) {
+      small.ran_here(job, 10, ns(microseconds(1500)));
+      if (run + 1 < pymar::detail::SmallJobs::kRunsHereKept) REQUIRE(small.small_here(job, 10));
+    }
+    CHECK_FALSE(small.small_here(job, 10));  // 1.5 ms here, over the quickest 1 ms there
   }
 
   TEST_CASE("SmallJobs: a measure is scaled by what grew, slices or elements") {

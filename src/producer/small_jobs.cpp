@@ -89,13 +89,16 @@ void SmallJobs::remember(const JobRequest& job, Measure measure, bool here) {
     measure.threw_here = measure.threw_here || last.threw_here;
     if (here) {
       // The count of runs here goes on (small_here made it) until the workers run the job again;
-      // the time is averaged with the runs here before it.
+      // the cost is the least of the last runs here (of the same size).
       measure.runs_here = last.runs_here;
-      measure.measured_here = true;
-      if (last.measured_here && last.slices == measure.slices &&
-          last.elements == measure.elements) {
-        measure.took_ns = (3 * last.took_ns + measure.took_ns) / 4;
+      if (last.slices == measure.slices && last.elements == measure.elements) {
+        measure.here_ns = last.here_ns;
+        measure.here_count = last.here_count;
       }
+      measure.here_ns[measure.here_count++ % kRunsHereKept] = measure.took_ns;
+      const std::size_t kept = std::min(measure.here_count, kRunsHereKept);
+      measure.took_ns = *std::min_element(
+          measure.here_ns.begin(), measure.here_ns.begin() + static_cast<std::ptrdiff_t>(kept));
     }
     measure.last_run = ++clock_;
     last = measure;

@@ -15,6 +15,7 @@
 // neither is data encoded element by element, whose size is not known before it is encoded).
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <mutex>
@@ -36,6 +37,7 @@ class SmallJobs {
   /// Data from memory larger than this is never computed here: hashing it would cost more than
   /// the round trip it could save.
   static constexpr std::size_t kMaxHashedBytes = 64 * 1024;
+  static constexpr std::size_t kRunsHereKept = 4;
 
   /// What a job is expected to take here, when it is small enough to be computed here: its
   /// slices' time one after another, in nanoseconds, as last measured and scaled to this run's
@@ -46,8 +48,9 @@ class SmallJobs {
   /// compute time its slices reported (`kernel_ns`, the counted results only).
   void ran_on_workers(const JobRequest& job, std::size_t slices, std::int64_t wall_ns,
                       std::int64_t kernel_ns);
-  /// After a job computed here, one slice after another: what they took. Runs here are averaged
-  /// (a quarter of the weight to the newest), so that one preempted run does not decide the next.
+  /// After a job computed here, one slice after another: what they took. The job's cost is then
+  /// the least of its last kRunsHereKept runs here, so that a preempted run does not send the
+  /// next to the workers, while a job grown costlier is seen within as many runs.
   void ran_here(const JobRequest& job, std::size_t slices, std::int64_t took_ns);
   /// After a job whose code threw here: it goes to the workers from now on.
   void threw_here(const JobRequest& job);
@@ -62,8 +65,9 @@ class SmallJobs {
     std::size_t elements = 0;
     std::uint64_t runs_here = 0;  // in a row since the workers last computed it
     bool threw_here = false;      // for good
-    bool measured_here = false;   // took_ns is from a run here, not the workers'
-    std::uint64_t last_run = 0;   // on the clock_ below, for forgetting the least recent
+    std::array<std::int64_t, kRunsHereKept> here_ns{};  // the last runs here, a ring
+    std::size_t here_count = 0;                         // runs here in the ring, in all
+    std::uint64_t last_run = 0;  // on the clock_ below, for forgetting the least recent
   };
   /// Producer, source, parameters (and data from memory): the same job, whose cost the last run
   /// tells. nullopt: a job that is never computed here.
