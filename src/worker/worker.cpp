@@ -25,6 +25,7 @@
 
 #include "common/build_id.hpp"
 #include "common/clock.hpp"
+#include "common/compute_slice.hpp"
 #include "common/doorbell.hpp"
 #include "common/endpoint_record.hpp"
 #include "common/log.hpp"
@@ -110,6 +111,7 @@ class ComputeThread {
         crash_record_(crash_record) {}
 
   void run() {
+    request_long_time_slice();  // the I/O thread's wake-ups preempt this one
     while (true) {
       Task task;
       {

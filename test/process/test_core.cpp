@@ -4,6 +4,7 @@
 
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -14,12 +15,15 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
 
 #include <pymar/codec.hpp>
 
+#include "common/compute_slice.hpp"
 #include "common/doorbell.hpp"
 #include "support/process.hpp"
 #include "wire/protocol.hpp"
@@ -490,6 +494,40 @@ TEST_SUITE("command line") {
         CHECK(mapped.find(library) == std::string::npos);
       }
     }
+  }
+
+  TEST_CASE("a worker's compute thread, and only it, runs with a long time slice") {
+    // Where the kernel keeps a time slice per thread (EEVDF, Linux 6.12 and later), the worker's
+    // I/O thread preempts its compute thread as soon as a message wakes it.
+    std::uint64_t probe = 0;
+    std::thread([&] {
+      if (pymar::detail::request_long_time_slice()) {
+        probe = pymar::detail::time_slice_of(static_cast<int>(::syscall(SYS_gettid)));
+      }
+    }).join();
+    if (probe != pymar::detail::kComputeSliceNs) {
+      MESSAGE("skipped: this kernel keeps no time slice per thread");
+      return;
+    }
+    const unsigned port = free_port();
+    auto pool = start_pool("test/test_task", port, 1, {"-v"});
+    const auto started = pool->wait_for_stderr("started worker process [0-9]+", scaled(30s));
+    REQUIRE_MESSAGE(started, pool->err());
+    std::smatch m;
+    REQUIRE(std::regex_search(*started, m, std::regex("started worker process ([0-9]+)")));
+    REQUIRE(pool->wait_for_stderr("worker\\[" + m[1].str() + "\\] .*waiting for a producer",
+                                  scaled(30s)));
+    std::vector<std::string> long_sliced, threads;
+    for (const auto& task : std::filesystem::directory_iterator("/proc/" + m[1].str() + "/task")) {
+      const std::string tid = task.path().filename();
+      threads.push_back(tid);
+      if (pymar::detail::time_slice_of(std::stoi(tid)) == pymar::detail::kComputeSliceNs) {
+        long_sliced.push_back(tid);
+      }
+    }
+    CAPTURE(threads.size());
+    CHECK(threads.size() >= 3);  // the I/O thread, the compute thread, libzmq's own
+    CHECK(long_sliced.size() == 1);
   }
 
   TEST_CASE("--list shows what the binary registered") {
