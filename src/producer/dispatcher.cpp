@@ -17,6 +17,7 @@
 #include "common/doorbell.hpp"
 #include "common/log.hpp"
 #include "common/printable.hpp"
+#include "common/time_slice.hpp"
 #include "producer/inbound.hpp"
 #include "pymar/codec.hpp"
 #include "pymar/error.hpp"
@@ -85,6 +86,9 @@ Dispatcher::Dispatcher(DispatcherOptions options)
     : options_(with_session(std::move(options))),
       context_(1),
       scheduler_(options_.scheduler, *this) {
+  // libzmq starts its I/O threads with the first socket; they and the dispatcher's thread pass
+  // messages, and get the short slice that lets them run as soon as they wake.
+  const MessagingThreadsStart messaging;
   if (options_.keys) {
     std::set<std::string> allowed = options_.keys->allowed;
     // The producer's own key too: its embedded pool (--produce -w N) uses the producer's pair.

@@ -25,13 +25,13 @@
 
 #include "common/build_id.hpp"
 #include "common/clock.hpp"
-#include "common/compute_slice.hpp"
 #include "common/doorbell.hpp"
 #include "common/endpoint_record.hpp"
 #include "common/log.hpp"
 #include "common/log_budget.hpp"
 #include "common/printable.hpp"
 #include "common/registry.hpp"
+#include "common/time_slice.hpp"
 #include "common/unique_fd.hpp"
 #include "pymar/error.hpp"
 #include "worker/session.hpp"
@@ -111,7 +111,7 @@ class ComputeThread {
         crash_record_(crash_record) {}
 
   void run() {
-    request_long_time_slice();  // the I/O thread's wake-ups preempt this one
+    request_time_slice(kComputeSliceNs);  // the I/O thread's wake-ups preempt this one
     while (true) {
       Task task;
       {
@@ -655,6 +655,8 @@ class IoThread final : private WorkerActions {
 }  // namespace
 
 int run_worker(const WorkerOptions& options) {
+  // This thread and libzmq's pass messages; the compute thread asks for its own slice.
+  request_time_slice(kMessagingSliceNs);
   IoThread worker(options);
   return worker.run();
 }

@@ -1,4 +1,4 @@
-#include "common/compute_slice.hpp"
+#include "common/time_slice.hpp"
 
 #include <sched.h>
 #include <sys/resource.h>
@@ -6,7 +6,6 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstdint>
 
 namespace pymar::detail {
 namespace {
@@ -19,28 +18,22 @@ struct SchedAttr {
   std::uint64_t sched_flags;
   std::int32_t sched_nice;
   std::uint32_t sched_priority;
-  std::uint64_t sched_runtime;  // for SCHED_OTHER since 6.12: the task's time slice
+  std::uint64_t sched_runtime;  // for SCHED_OTHER and SCHED_BATCH since 6.12: the time slice
   std::uint64_t sched_deadline;
   std::uint64_t sched_period;
 };
 
-}  // namespace
-
-std::uint64_t time_slice_of(int tid) {
-#ifdef SYS_sched_getattr
-  SchedAttr attr{};
-  if (::syscall(SYS_sched_getattr, tid, &attr, sizeof attr, 0U) != 0) return 0;
-  return attr.sched_runtime;
-#else
-  return 0;
-#endif
+int own_tid() {
+  return static_cast<int>(::syscall(SYS_gettid));
 }
 
-bool request_long_time_slice() {
+}  // namespace
+
+bool request_time_slice(std::uint64_t ns) {
 #ifdef SYS_sched_setattr
-  const pid_t tid = static_cast<pid_t>(::syscall(SYS_gettid));
+  const int tid = own_tid();
   const int policy = ::sched_getscheduler(tid);
-  if (policy != SCHED_OTHER && policy != SCHED_BATCH) return false;  // real-time or idle: as set
+  if (policy != SCHED_OTHER && policy != SCHED_BATCH) return false;
   errno = 0;
   const int nice = ::getpriority(PRIO_PROCESS, static_cast<id_t>(tid));  // per thread on Linux
   if (nice == -1 && errno != 0) return false;
@@ -48,11 +41,30 @@ bool request_long_time_slice() {
   attr.size = sizeof attr;
   attr.sched_policy = static_cast<std::uint32_t>(policy);
   attr.sched_nice = nice;
-  attr.sched_runtime = kComputeSliceNs;
+  attr.sched_runtime = ns;
   return ::syscall(SYS_sched_setattr, tid, &attr, 0U) == 0;
 #else
+  (void)ns;
   return false;
 #endif
+}
+
+std::uint64_t time_slice_of(int tid) {
+#ifdef SYS_sched_getattr
+  SchedAttr attr{};
+  if (::syscall(SYS_sched_getattr, tid, &attr, sizeof attr, 0U) != 0) return 0;
+  return attr.sched_runtime;
+#else
+  (void)tid;
+  return 0;
+#endif
+}
+
+MessagingThreadsStart::MessagingThreadsStart()
+    : previous_(time_slice_of(own_tid())), changed_(request_time_slice(kMessagingSliceNs)) {}
+
+MessagingThreadsStart::~MessagingThreadsStart() {
+  if (changed_) request_time_slice(previous_);
 }
 
 }  // namespace pymar::detail
