@@ -10,7 +10,9 @@
 //
 // MODE slices (integration only) is the serial loop over each of the example's 4 slices on its
 // own, split as Pymar splits them: one "BENCH slice_ms X" line per slice and repetition, the
-// baseline of a worker's time per slice.
+// baseline of a worker's time per slice. MODE slices-busy times the same slices on two threads
+// at once, slices 0 and 2 on one and 1 and 3 on the other, as two workers compute them: the
+// baseline with both cores busy.
 #include <omp.h>
 
 #include <chrono>
@@ -110,28 +112,35 @@ std::string text(int128 value) {
 int usage() {
   fmt::print(stderr,
              "usage: bench_baseline integration|squaredsum|squaredsum2 serial|omp [REPS]\n"
-             "       bench_baseline integration slices [REPS]\n");
+             "       bench_baseline integration slices|slices-busy [REPS]\n");
   return 2;
 }
 
-// Each of the integration example's 4 slices timed alone, as a worker computes them.
-int integration_slices(int reps) {
+// Each of the integration example's 4 slices timed as a worker computes them: one after another
+// on one thread (`slices`), or two threads at once taking slices 0 and 2, 1 and 3 (`slices-busy`),
+// as two workers on two cores do.
+int integration_slices(int reps, int threads) {
   constexpr std::size_t parts = 4;
   const std::size_t n = integration_points();
+  std::vector<std::size_t> offsets{0}, limits;
+  for (std::size_t part = 0; part < parts; ++part) {
+    limits.push_back(n / parts + (part < n % parts ? 1 : 0));
+    offsets.push_back(offsets.back() + limits.back());
+  }
   double total = 0;
   std::vector<double> times;
   for (int rep = -1; rep < reps; ++rep) {  // the first, untimed, warms the caches
-    total = 0;
-    std::size_t offset = 0;
+    std::vector<double> sums(parts), took(parts);
+#pragma omp parallel for schedule(static, 1) num_threads(threads)
     for (std::size_t part = 0; part < parts; ++part) {
-      const std::size_t limit = n / parts + (part < n % parts ? 1 : 0);
       const auto start = std::chrono::steady_clock::now();
-      total += integration_part(offset, limit);
-      const std::chrono::duration<double, std::milli> took =
-          std::chrono::steady_clock::now() - start;
-      if (rep >= 0) times.push_back(took.count());
-      offset += limit;
+      sums[part] = integration_part(offsets[part], limits[part]);
+      took[part] =
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+              .count();
     }
+    total = sums[0] + sums[1] + sums[2] + sums[3];
+    if (rep >= 0) times.insert(times.end(), took.begin(), took.end());
   }
   fmt::print("Answer: {:.10f}\n", total);
   for (double ms : times) fmt::print("BENCH slice_ms {:.4f}\n", ms);
@@ -146,7 +155,8 @@ int main(int argc, char** argv) {
   const std::string_view mode = argv[2];
   const int reps = argc > 3 ? std::atoi(argv[3]) : 1;
   if (reps < 1) return usage();
-  if (job == "integration" && mode == "slices") return integration_slices(reps);
+  if (job == "integration" && mode == "slices") return integration_slices(reps, 1);
+  if (job == "integration" && mode == "slices-busy") return integration_slices(reps, 2);
   if (mode != "serial" && mode != "omp") return usage();
   const bool parallel = mode == "omp";
   if (parallel && std::getenv("OMP_NUM_THREADS") == nullptr) omp_set_num_threads(2);
