@@ -166,7 +166,7 @@ TEST_CASE("the dashboard's state shows the last job once none runs, and escapes 
   odd.host = "a\"b\\c\x01\xff";
   last.workers.push_back(odd);
   o.current.reset();
-  o.last = last;
+  o.last = std::make_shared<const JobStats>(last);
   const std::string json = dashboard_state_json(o);
   CHECK(json.find("\"running\":false") != std::string::npos);
   CHECK(json.find("\"ending\":\"done\"") != std::string::npos);

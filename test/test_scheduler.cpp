@@ -1037,3 +1037,72 @@ TEST_CASE("slice records: a live snapshot holds the most recently counted, oldes
   }
   CHECK(with_worker == counted.size());
 }
+
+// Drives one job of 10,007 elements in 1,000 slices (the first 7 one element longer) over
+// three workers, of which one leaves with its first batch, and stops with slices not counted.
+static pymar::JobStats job_with_a_rerun(JobRequest& request, std::size_t& reruns) {
+  RecordingOutbox out;
+  SchedulerConfig c = config();
+  c.max_batch = 64;
+  Scheduler s(c, out);
+  for (const char* worker : {"w1", "w2", "leaving"}) s.on_ready(worker, ready(1), t0);
+  s.start_job(request, {7, 1}, 1s, t0, true);
+  s.on_bye("leaving", "SIGTERM", t0 + 1ms);
+  std::uint64_t step = 0;
+  for (std::size_t counted = 0; counted < 800;) {
+    for (const std::string worker : {"w1", "w2"}) {
+      for (const Assign& a : out.taken<Assign>(worker)) {
+        answer(s, worker, a, t0 + std::chrono::microseconds(++step));
+        counted += a.slices.size();
+      }
+    }
+  }
+  reruns = s.reruns();
+  return s.take_stats(t0 + 1s);
+}
+
+TEST_CASE("slice records as runs (the --stats file's own) say what the records say") {
+  JobRequest with_records = job(10'007, 1000);
+  pymar::JobStats wanted;
+  with_records.stats = &wanted;
+  std::size_t reruns = 0;
+  const pymar::JobStats records = job_with_a_rerun(with_records, reruns);
+  REQUIRE(records.slices.size() == 1000);
+  CHECK(reruns > 0);
+
+  JobRequest with_runs = job(10'007, 1000);
+  pymar::JobStats file_only;
+  std::vector<SliceRun> runs;
+  with_runs.stats = &file_only;
+  with_runs.slice_runs = &runs;
+  const pymar::JobStats from_runs = job_with_a_rerun(with_runs, reruns);
+  CHECK(from_runs.slices.empty());
+  // A run per batch, give or take: the re-run slices, the longer first 7 and the uncounted ones
+  // each start one.
+  CHECK(runs.size() < 40);
+  std::size_t next = 0;
+  for (const SliceRun& run : runs) {
+    REQUIRE(run.count > 0);
+    for (std::uint64_t k = 0; k < run.count; ++k, ++next) {
+      REQUIRE(next < records.slices.size());
+      const pymar::SliceStats& r = records.slices[next];
+      CAPTURE(next);
+      CHECK(run.index + k == r.index);
+      CHECK(run.offset + k * run.length == r.offset);
+      CHECK(run.length == r.length);
+      CHECK(run.worker == r.worker);
+      CHECK(run.attempts == r.attempts);
+      CHECK(run.start_ns == r.start_ns);
+      CHECK(run.end_ns == r.end_ns);
+    }
+  }
+  CHECK(next == records.slices.size());
+  // Neighbours that are alike are one run, never two.
+  for (std::size_t i = 1; i < runs.size(); ++i) {
+    const SliceRun& a = runs[i - 1];
+    const SliceRun& b = runs[i];
+    CAPTURE(i);
+    CHECK_FALSE((a.length == b.length && a.worker == b.worker && a.attempts == b.attempts &&
+                 a.start_ns == b.start_ns && a.end_ns == b.end_ns));
+  }
+}

@@ -125,8 +125,12 @@ struct Producer {
       options.speculate = Derived::SPECULATIVE;
       options.compute_small_jobs_here = Derived::COMPUTE_SMALL_JOBS_HERE;
       request.options = options;
-      std::optional<JobStats> own_stats;  // for the --stats file when the caller wants none
-      if (stats == nullptr && detail::job_stats_wanted()) stats = &own_stats.emplace();
+      std::optional<JobStats> own_stats;       // for the --stats file when the caller wants none
+      std::vector<detail::SliceRun> own_runs;  // its slices, as the file holds them
+      if (stats == nullptr && detail::job_stats_wanted()) {
+        stats = &own_stats.emplace();
+        request.slice_runs = &own_runs;
+      }
       request.stats = stats;
       if (stats == nullptr) return reduce<Value>(detail::run_job(request));
 
@@ -138,12 +142,12 @@ struct Producer {
                                std::chrono::steady_clock::now() - reduce_started)
                                .count();
         stats->wall_ns += stats->reduce_ns;
-        detail::job_stats_done(own_stats ? std::move(*own_stats) : *stats);
+        detail::job_stats_done(own_stats ? std::move(*own_stats) : *stats, std::move(own_runs));
         return value;
       } catch (...) {
         // run_job said how the job ended; a reduce_fn that threw ends it as failed.
         if (stats->ending == JobEnding::done) stats->ending = JobEnding::failed;
-        detail::job_stats_done(own_stats ? std::move(*own_stats) : *stats);
+        detail::job_stats_done(own_stats ? std::move(*own_stats) : *stats, std::move(own_runs));
         throw;
       }
     }

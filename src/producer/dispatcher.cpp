@@ -548,17 +548,23 @@ void Dispatcher::check_job(Clock::time_point now) {
   outcome.partials = scheduler_.take_partials();
   outcome.seconds = std::chrono::duration<double>(now - job_started_).count();
   outcome.started = job_started_;
-  if (observing_) last_job_ = scheduler_.snapshot_stats(now, Observation::kMaxRecentSlices);
+  // A new record each job, never changed once published: observations share it.
+  std::shared_ptr<JobStats> last;
+  if (observing_) {
+    last =
+        std::make_shared<JobStats>(scheduler_.snapshot_stats(now, Observation::kMaxRecentSlices));
+  }
   outcome.stats = scheduler_.take_stats(now);
   static constexpr JobEnding kEndings[] = {JobEnding::done,        JobEnding::failed,
                                            JobEnding::done,        JobEnding::timed_out,
                                            JobEnding::interrupted, JobEnding::broken};
-  for (JobStats* stats : {&outcome.stats, last_job_ ? &*last_job_ : nullptr}) {
+  for (JobStats* stats : {&outcome.stats, last.get()}) {
     if (stats == nullptr) continue;
     stats->ending = kEndings[static_cast<int>(end)];
     stats->bytes_in = bytes_in_ - job_bytes_in_;
     stats->bytes_out = bytes_out_ - job_bytes_out_;
   }
+  if (last) last_job_ = std::move(last);
   ++(end == JobEnd::done || end == JobEnd::no_workers ? jobs_done_ : jobs_failed_);
   const DropCounts drops = scheduler_.drops();
   const std::size_t reruns = scheduler_.reruns();

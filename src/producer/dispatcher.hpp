@@ -198,7 +198,7 @@ class Dispatcher final : private Outbox {
   bool observing_ = false;  // someone called observe(): publish at job start and end
   std::uint64_t published_ = 0;
   Clock::time_point next_publish_;
-  std::optional<JobStats> last_job_;  // bounded, as Observation::last
+  std::shared_ptr<const JobStats> last_job_;  // bounded, as Observation::last
 
   // Snapshots for other threads (observe()).
   mutable std::mutex observation_mutex_;

@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -64,8 +65,9 @@ struct Observation {
   /// first observe() (or that run with map_with_stats or --stats): before, `slices` is empty.
   std::optional<JobStats> current;
   /// The last job that ended, as it ended on the I/O thread (reduce_ns is 0: the reduce runs
-  /// after, in the caller of `map`). Its `slices` is bounded as `current`'s is.
-  std::optional<JobStats> last;
+  /// after, in the caller of `map`). Its `slices` is bounded as `current`'s is. Shared by every
+  /// observation published until the next job ends: publishing does not copy it.
+  std::shared_ptr<const JobStats> last;
 };
 
 }  // namespace pymar::detail

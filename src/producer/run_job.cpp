@@ -323,6 +323,19 @@ Partials run_job_recorded(const JobRequest& request, Dispatcher* dispatcher, boo
                                kernel_ns);
   }
   if (stats != nullptr) *stats = std::move(outcome.stats);
+  // Slices computed here are recorded one by one, into the records: a job whose records were
+  // made as runs (only the --stats file reads them) has them made into records again first.
+  auto record_each_slice = [&] {
+    if (stats == nullptr || request.slice_runs == nullptr || request.slice_runs->empty()) return;
+    stats->slices.clear();
+    for (const SliceRun& run : *request.slice_runs) {
+      for (std::uint64_t k = 0; k < run.count; ++k) {
+        stats->slices.push_back({run.index + k, run.offset + k * run.length, run.length, run.worker,
+                                 run.attempts, run.start_ns, run.end_ns});
+      }
+    }
+    request.slice_runs->clear();
+  };
   // The I/O thread's wall time, plus what is computed here after it.
   auto finish_stats = [&] {
     if (stats != nullptr) stats->wall_ns += nanoseconds_between(returned, Clock::now());
@@ -343,6 +356,7 @@ Partials run_job_recorded(const JobRequest& request, Dispatcher* dispatcher, boo
                    request.producer, request.source, dispatcher->endpoint(), outcome.missing.size(),
                    std::thread::hardware_concurrency());
       if (stats != nullptr) stats->local_reason = "no workers";
+      record_each_slice();
       compute_locally(request, outcome.missing, outcome.partials, stats, outcome.started,
                       interrupted);
       finish_stats();
@@ -357,6 +371,7 @@ Partials run_job_recorded(const JobRequest& request, Dispatcher* dispatcher, boo
         stats->local_reason = "timeout";
         stats->ending = JobEnding::done;  // the timeout is handled: the job gives its value
       }
+      record_each_slice();
       compute_locally(request, outcome.missing, outcome.partials, stats, outcome.started,
                       interrupted);
       finish_stats();

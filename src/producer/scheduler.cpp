@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <tuple>
 #include <utility>
 
@@ -921,6 +922,39 @@ SliceStats Scheduler::slice_record(SliceIndex slice) const {
   return record;
 }
 
+void Scheduler::slice_runs(std::vector<SliceRun>& runs) {
+  constexpr std::uint32_t kUncounted = std::numeric_limits<std::uint32_t>::max();
+  batch_of_.assign(slices_.size(), kUncounted);
+  std::size_t begin = 0;
+  for (std::size_t b = 0; b < counted_batches_.size(); ++b) {
+    for (std::size_t k = begin; k < counted_batches_[b].end; ++k) {
+      batch_of_[counted_slices_[k]] = static_cast<std::uint32_t>(b);
+    }
+    begin = counted_batches_[b].end;
+  }
+  runs.clear();
+  for (SliceIndex i = 0; i < slices_.size(); ++i) {
+    const SliceState& s = slices_[i];
+    SliceRun next{i, 1, s.part.offset, s.part.limit, SliceStats::kNone, s.attempts, -1, -1};
+    if (batch_of_[i] != kUncounted) {
+      const CountedBatch& batch = counted_batches_[batch_of_[i]];
+      next.worker = batch.worker;
+      next.start_ns = batch.start_ns;
+      next.end_ns = batch.end_ns;
+    }
+    if (!runs.empty()) {
+      SliceRun& last = runs.back();
+      if (next.length == last.length && next.offset == last.offset + last.count * last.length &&
+          next.worker == last.worker && next.attempts == last.attempts &&
+          next.start_ns == last.start_ns && next.end_ns == last.end_ns) {
+        ++last.count;
+        continue;
+      }
+    }
+    runs.push_back(next);
+  }
+}
+
 JobStats Scheduler::take_stats(Clock::time_point now) {
   stats_.slices_done = done_count_;
   stats_.reruns = reruns_;
@@ -932,7 +966,9 @@ JobStats Scheduler::take_stats(Clock::time_point now) {
   // Every slice's record, for the caller (map_with_stats, --stats) only: an observer sees the
   // most recent ones, through snapshot_stats, and a job of 10^4 slices would otherwise make
   // 560 KB of records that nobody reads.
-  if (record_slices_ && job_ != nullptr && job_->stats != nullptr) {
+  if (record_slices_ && job_ != nullptr && job_->stats != nullptr && job_->slice_runs != nullptr) {
+    slice_runs(*job_->slice_runs);
+  } else if (record_slices_ && job_ != nullptr && job_->stats != nullptr) {
     // Every slice in order, then who computed each whose result counted, batch by batch.
     stats_.slices = reuse_slice_records();
     stats_.slices.reserve(slices_.size());

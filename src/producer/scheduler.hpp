@@ -149,7 +149,8 @@ class Scheduler {
     stats_.faults.push_back({since_start(now), kind, std::move(text)});
   }
   /// The running (or last) job's statistics so far, moved out; with every slice's record when
-  /// slices were recorded and the job's caller asked for statistics (JobRequest::stats).
+  /// slices were recorded and the job's caller asked for statistics (JobRequest::stats), or
+  /// their runs in JobRequest::slice_runs when only the --stats file wants them.
   JobStats take_stats(Clock::time_point now);
   /// A bounded copy of the running job's statistics: its most recently finished slices only.
   JobStats snapshot_stats(Clock::time_point now, std::size_t max_slices) const;
@@ -238,6 +239,8 @@ class Scheduler {
                    Clock::time_point sent, Clock::time_point now, bool& batch_recorded);
   /// A slice's SliceStats as far as its state tells: where it lies, how often handed out.
   SliceStats slice_record(SliceIndex slice) const;
+  /// Every slice of the job as runs of alike neighbours, from the counted batches.
+  void slice_runs(std::vector<SliceRun>& runs);
   void count_sent(Worker& w, std::size_t bytes);
 
   SchedulerConfig config_;
@@ -293,6 +296,7 @@ class Scheduler {
   };
   std::vector<SliceIndex> counted_slices_;  // in the order their results counted
   std::vector<CountedBatch> counted_batches_;
+  std::vector<std::uint32_t> batch_of_;  // slice_runs' scratch: each slice's counted batch
   std::array<std::uint64_t, kFaultKinds> job_faults_{};
   std::array<std::uint64_t, kFaultKinds> lifetime_faults_{};
   std::uint64_t lifetime_slices_done_ = 0;  // of finished jobs; the running one's added on read

@@ -111,27 +111,33 @@ std::string_view to_string(FaultKind kind) {
 
 namespace {
 
-/// How many slices from `first` on make one run: consecutive, of one length, each beginning
-/// where the one before ends, and alike in everything else recorded. The slices of one batch
-/// share their worker and times, so a job of 10^4 slices in batches of hundreds is a few dozen
-/// runs instead of 10^4 records (its JSON was ~1 MB, and writing it cost the producer's CPU
-/// beside the running job).
-std::size_t run_length(const std::vector<SliceStats>& slices, std::size_t first) {
-  const SliceStats& head = slices[first];
-  std::size_t count = 1;
-  for (std::size_t i = first + 1; i < slices.size(); ++i, ++count) {
-    const SliceStats& s = slices[i];
-    const bool continues =
-        s.index == head.index + count && s.offset == head.offset + count * head.length &&
-        s.length == head.length && s.worker == head.worker && s.attempts == head.attempts &&
-        s.start_ns == head.start_ns && s.end_ns == head.end_ns;
-    if (!continues) break;
+/// The slices as runs: consecutive, of one length, each beginning where the one before ends,
+/// and alike in everything else recorded. The slices of one batch share their worker and times,
+/// so a job of 10^4 slices in batches of hundreds is a few dozen runs instead of 10^4 records
+/// (its JSON was ~1 MB, and writing it cost the producer's CPU beside the running job). A job
+/// whose only reader is the --stats file has its runs made by the scheduler
+/// (Scheduler::slice_runs), without the records.
+std::vector<detail::SliceRun> runs_of(const std::vector<SliceStats>& slices) {
+  std::vector<detail::SliceRun> runs;
+  for (const SliceStats& s : slices) {
+    if (!runs.empty()) {
+      detail::SliceRun& last = runs.back();
+      if (s.index == last.index + last.count &&
+          s.offset == last.offset + last.count * last.length && s.length == last.length &&
+          s.worker == last.worker && s.attempts == last.attempts && s.start_ns == last.start_ns &&
+          s.end_ns == last.end_ns) {
+        ++last.count;
+        continue;
+      }
+    }
+    runs.push_back({s.index, 1, s.offset, s.length, s.worker, s.attempts, s.start_ns, s.end_ns});
   }
-  return count;
+  return runs;
 }
 
-/// Appends `stats` as JSON to `out`.
-void append_json(std::string& out, const JobStats& stats) {
+/// Appends `stats` as JSON to `out`, with `runs` for its slices.
+void append_json(std::string& out, const JobStats& stats,
+                 const std::vector<detail::SliceRun>& runs) {
   out.reserve(out.size() + 1024 + stats.faults.size() * 120);
   auto put = std::back_inserter(out);
   fmt::format_to(put, "{{\"job\":{},\"producer\":", stats.job);
@@ -173,14 +179,13 @@ void append_json(std::string& out, const JobStats& stats) {
     out += '}';
   }
   fmt::format_to(put, "],\"workers_left_out\":{},\"slice_runs\":[", stats.workers_left_out);
-  for (std::size_t i = 0; i < stats.slices.size();) {
-    const std::size_t count = run_length(stats.slices, i);
-    const SliceStats& s = stats.slices[i];
+  for (std::size_t i = 0; i < runs.size(); ++i) {
+    const detail::SliceRun& s = runs[i];
     if (i > 0) out += ',';
     out += "{\"index\":";
     append_int(out, s.index);
     out += ",\"count\":";
-    append_int(out, count);
+    append_int(out, s.count);
     out += ",\"offset\":";
     append_int(out, s.offset);
     out += ",\"length\":";
@@ -200,7 +205,6 @@ void append_json(std::string& out, const JobStats& stats) {
     out += ",\"end_ns\":";
     append_time(out, s.end_ns);
     out += '}';
-    i += count;
   }
   out += "],\"faults\":[";
   for (std::size_t i = 0; i < stats.faults.size(); ++i) {
@@ -226,7 +230,7 @@ void append_json(std::string& out, const JobStats& stats) {
 
 std::string to_json(const JobStats& stats) {
   std::string out;
-  append_json(out, stats);
+  append_json(out, stats, runs_of(stats.slices));
   return out;
 }
 
@@ -251,8 +255,8 @@ constexpr std::string_view kTrailer = "\n]}\n";
 struct StatsFile {
   std::mutex mutex;
   std::condition_variable changed;
-  std::deque<JobStats> pending;  // handed over, not yet written
-  bool writing = false;          // the writer holds a job
+  std::deque<std::pair<JobStats, std::vector<SliceRun>>> pending;  // handed over, not written
+  bool writing = false;                                            // the writer holds a job
   bool stop = false;
   std::thread writer;
   std::optional<std::string> path;
@@ -372,12 +376,12 @@ bool job_stats_wanted() noexcept {
   return file.path.has_value();
 }
 
-void job_stats_done(JobStats stats) {
+void job_stats_done(JobStats stats, std::vector<SliceRun> runs) {
   StatsFile& file = stats_file();
   std::unique_lock lock(file.mutex);
   if (!file.path) return;
   file.changed.wait(lock, [&] { return file.pending.size() < kMaxPending; });
-  file.pending.push_back(std::move(stats));
+  file.pending.emplace_back(std::move(stats), std::move(runs));
   if (!file.writer.joinable()) file.writer = std::thread([&file] { write_pending(file); });
   file.changed.notify_all();
 }
@@ -404,7 +408,7 @@ void write_pending(StatsFile& file) {
   while (true) {
     file.changed.wait(lock, [&] { return file.stop || !file.pending.empty(); });
     if (file.pending.empty()) return;
-    JobStats stats = std::move(file.pending.front());
+    auto [stats, runs] = std::move(file.pending.front());
     file.pending.pop_front();
     file.writing = true;
     file.changed.notify_all();  // room for the next job
@@ -416,7 +420,8 @@ void write_pending(StatsFile& file) {
     const bool first = file.fd < 0;
     bytes.clear();
     bytes.append(first ? kHeader : std::string_view(",\n"));
-    append_json(bytes, stats);
+    if (runs.empty()) runs = runs_of(stats.slices);
+    append_json(bytes, stats, runs);
     bytes.append(kTrailer);
     file.cost.bytes_written = 0;  // read only once `writing` is false again, under the lock
     const bool written = first ? start_file(file, bytes) : append_job(file, bytes);

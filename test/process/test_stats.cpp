@@ -300,6 +300,33 @@ TEST_SUITE("stats") {
     }
   }
 
+  TEST_CASE("--stats: a job that found no workers records every slice as computed locally") {
+    // Only the file asks for statistics here: the I/O thread records the slices as runs, and the
+    // slices computed locally after it are recorded one by one over them.
+    const std::string stats = temporary("pymar-stats-no-workers-" + std::to_string(free_port()));
+    Process p({binary("test/test_task"), "--produce", "-q", queue(free_port()), "--grace", "0.2",
+               "--stats", stats},
+              {{"TEST_JOB", "doubled"}, {"TEST_LENGTH", "1000"}});
+    REQUIRE(p.wait() == 0);
+    CHECK(p.out().find("Answer: 999000\n") == 0);
+    REQUIRE(validates(stats));
+    const std::vector<std::string> jobs = jobs_of(read_file(stats));
+    REQUIRE(jobs.size() == 1);
+    const std::string& record = jobs[0];
+    INFO("record: " << record);
+    CHECK(text(record, "local_reason") == "no workers");
+    CHECK(number(record, "local_slices") == 4);
+    CHECK(number(record, "slices_done") == 4);
+    const auto slice_records = slices_of(record);
+    REQUIRE(slice_records.size() == 4);
+    for (std::size_t i = 0; i < slice_records.size(); ++i) {
+      CAPTURE(i);
+      CHECK(slice_records[i].index == static_cast<long>(i));
+      CHECK(slice_records[i].worker == "\"local\"");
+      CHECK(slice_records[i].attempts == 1);
+    }
+  }
+
   TEST_CASE("--stats: two hundred jobs in one run make one valid file with every job") {
     const std::string stats = temporary("pymar-stats-many-" + std::to_string(free_port()));
     Process p({binary("test/test_task"), "--local", "--stats", stats},

@@ -140,9 +140,13 @@ wire::Ready ready_worker() {
 
 // Runs one job of `slices` trivial slices over 2 workers that answer every batch at once (850 ns
 // of compute per slice), FIFO. With `wire`, every ASSIGN and RESULT is encoded and decoded, as
-// between a real producer and worker; with `record`, each slice is recorded and the job's
+// between a real producer and worker; with `recorded`, each slice is recorded and the job's
 // statistics taken, as for map_with_stats, --stats and the observers.
-void scheduler_job(benchmark::State& state, bool wire, bool record) {
+/// How a job's slices are recorded: not at all, every slice's record (map_with_stats), or runs
+/// of alike slices (the --stats file alone).
+enum class Recorded { none, records, runs };
+
+void scheduler_job(benchmark::State& state, bool wire, Recorded recorded) {
   const auto slices = static_cast<std::size_t>(state.range(0));
   SchedulerConfig config;
   config.max_batch = static_cast<std::size_t>(state.range(1));
@@ -161,15 +165,18 @@ void scheduler_job(benchmark::State& state, bool wire, bool record) {
   request.length = slices;
   request.parts = slices;
   request.check_partial = [](std::string_view bytes) { (void)decode<std::uint64_t>(bytes); };
-  pymar::JobStats wanted;  // recorded: as for map_with_stats or --stats, every slice's record
-  if (record) request.stats = &wanted;
+  pymar::JobStats wanted;
+  std::vector<SliceRun> runs;
+  if (recorded != Recorded::none) request.stats = &wanted;
+  if (recorded == Recorded::runs) request.slice_runs = &runs;
   const std::string value = encode(std::uint64_t{7});
   std::vector<std::string_view> values;
   std::string header;
   std::uint64_t seq = 0;
   std::size_t messages = 0;
   for (auto _ : state) {
-    scheduler.start_job(request, {1, ++seq}, std::chrono::seconds(1), now, record);
+    scheduler.start_job(request, {1, ++seq}, std::chrono::seconds(1), now,
+                        recorded != Recorded::none);
     while (scheduler.state() == JobState::running && !outbox.assigns.empty()) {
       auto [worker, assign] = std::move(outbox.assigns.front());
       outbox.assigns.pop_front();
@@ -194,7 +201,7 @@ void scheduler_job(benchmark::State& state, bool wire, bool record) {
     }
     if (scheduler.state() != JobState::done) state.SkipWithError("the job did not finish");
     benchmark::DoNotOptimize(scheduler.take_partials());
-    if (record) benchmark::DoNotOptimize(scheduler.take_stats(now));
+    if (recorded != Recorded::none) benchmark::DoNotOptimize(scheduler.take_stats(now));
     scheduler.finish_job();
     outbox.assigns.clear();
   }
@@ -202,21 +209,26 @@ void scheduler_job(benchmark::State& state, bool wire, bool record) {
   state.counters["messages/job"] =
       static_cast<double>(messages) / static_cast<double>(state.iterations());
 }
-BENCHMARK_CAPTURE(scheduler_job, alone, false, false)
+BENCHMARK_CAPTURE(scheduler_job, alone, false, Recorded::none)
     ->Name("scheduler/job")
     ->ArgNames({"slices", "max_batch"})
     ->Args({100'000, 1024})
     ->Args({10'000, 1})
     ->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(scheduler_job, with_wire, true, false)
+BENCHMARK_CAPTURE(scheduler_job, with_wire, true, Recorded::none)
     ->Name("scheduler/job+wire")
     ->ArgNames({"slices", "max_batch"})
     ->Args({100'000, 1024})
     ->Args({10'000, 1024})
     ->Args({10'000, 1})
     ->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(scheduler_job, with_wire_recorded, true, true)
+BENCHMARK_CAPTURE(scheduler_job, with_wire_recorded, true, Recorded::records)
     ->Name("scheduler/job+wire+slices recorded")
+    ->ArgNames({"slices", "max_batch"})
+    ->Args({10'000, 1024})
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(scheduler_job, with_wire_runs, true, Recorded::runs)
+    ->Name("scheduler/job+wire+slice runs recorded")
     ->ArgNames({"slices", "max_batch"})
     ->Args({10'000, 1024})
     ->Unit(benchmark::kMillisecond);
