@@ -289,11 +289,12 @@ class Suite:
 
     def section_integration(self):
         log("1. integration over a warm pool of 2 workers, time inside map")
-        reps = self.reps(30, 5)
+        reps = self.reps(60, 5)
         port = free_port()
-        # In steps: the OpenMP program, the serial loop over each slice, then one `map`, again and
-        # again. The host's speed changes from one second to the next (the same loop took 15 or
-        # 24 ms): a baseline measured before the framework compares two different machines.
+        # In steps: the OpenMP program, the serial loop over each slice (alone, then two at once)
+        # and one `map`, again and again. The host's speed changes from one second to the next
+        # (the same loop took 15 or 24 ms): a baseline measured before the framework compares two
+        # different machines.
         omp_runs, serial_slices, busy_slices, maps = [], [], [], []
         with Pool(self.task, port, 2, verbose=True) as pool:
             self.produce(port, {"BENCH_JOB": "integration", "BENCH_REPS": "1"})  # joins the pool
@@ -302,7 +303,11 @@ class Suite:
             producer = StepProducer(self.task, port, {"BENCH_JOB": "integration",
                                                       "BENCH_WARMUP": str(warmup)}, ["-v"])
             try:
-                for _ in range(reps):
+                for step in range(reps):
+                    # The `map` goes last in even steps and first in odd ones: whatever the
+                    # order favours falls on both sides alike.
+                    if step % 2 == 1:
+                        maps.append(producer.step())
                     omp_runs += self.baseline("integration", "omp", 1)
                     # Each of the 4 slices as a plain serial loop, timed alone, and timed on
                     # two threads at once as two workers compute them.
@@ -312,7 +317,8 @@ class Suite:
                     busy_slices.append(parse_bench(self.run(
                         [self.bench / "bench_baseline", "integration", "slices-busy", 1]
                     ).stdout)["slice_ms"])
-                    maps.append(producer.step())
+                    if step % 2 == 0:
+                        maps.append(producer.step())
             finally:
                 values, err = producer.finish()
             slice_log = pool.log_since(offset)
