@@ -130,6 +130,17 @@ void check_computed_by_workers(Process& producer) {
   CHECK(producer.count_stderr("computing .* locally") == 0);
 }
 
+/// The pid of a -v pool's one worker process, once it waits for a producer.
+std::string waiting_worker_pid(Process& pool) {
+  const auto started = pool.wait_for_stderr("started worker process [0-9]+", scaled(30s));
+  REQUIRE_MESSAGE(started, pool.err());
+  std::smatch m;
+  REQUIRE(std::regex_search(*started, m, std::regex("started worker process ([0-9]+)")));
+  const std::string pid = m[1].str();
+  REQUIRE(pool.wait_for_stderr("worker\\[" + pid + "\\] .*waiting for a producer", scaled(30s)));
+  return pid;
+}
+
 }  // namespace
 
 TEST_SUITE("examples") {
@@ -477,13 +488,8 @@ TEST_SUITE("command line") {
     // zlib and Brotli): everything else starts without them.
     const unsigned port = free_port();
     auto pool = start_pool("test/test_task", port, 1, {"-v"});
-    const auto started = pool->wait_for_stderr("started worker process [0-9]+", scaled(30s));
-    REQUIRE_MESSAGE(started, pool->err());
-    std::smatch m;
-    REQUIRE(std::regex_search(*started, m, std::regex("started worker process ([0-9]+)")));
-    REQUIRE(pool->wait_for_stderr("worker\\[" + m[1].str() + "\\] .*waiting for a producer",
-                                  scaled(30s)));
-    for (const std::string& pid : {std::to_string(pool->pid()), m[1].str()}) {
+    const std::string worker = waiting_worker_pid(*pool);
+    for (const std::string& pid : {std::to_string(pool->pid()), worker}) {
       std::ifstream maps("/proc/" + pid + "/maps");
       const std::string mapped{std::istreambuf_iterator<char>(maps), {}};
       CAPTURE(pid);
@@ -511,14 +517,9 @@ TEST_SUITE("command line") {
     }
     const unsigned port = free_port();
     auto pool = start_pool("test/test_task", port, 1, {"-v"});
-    const auto started = pool->wait_for_stderr("started worker process [0-9]+", scaled(30s));
-    REQUIRE_MESSAGE(started, pool->err());
-    std::smatch m;
-    REQUIRE(std::regex_search(*started, m, std::regex("started worker process ([0-9]+)")));
-    REQUIRE(pool->wait_for_stderr("worker\\[" + m[1].str() + "\\] .*waiting for a producer",
-                                  scaled(30s)));
+    const std::string worker = waiting_worker_pid(*pool);
     std::map<std::uint64_t, int> threads_by_slice;
-    for (const auto& task : std::filesystem::directory_iterator("/proc/" + m[1].str() + "/task")) {
+    for (const auto& task : std::filesystem::directory_iterator("/proc/" + worker + "/task")) {
       ++threads_by_slice[pymar::detail::time_slice_of(std::stoi(task.path().filename()))];
     }
     CHECK(threads_by_slice[pymar::detail::kComputeSliceNs] == 1);
