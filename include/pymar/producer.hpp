@@ -134,6 +134,7 @@ struct Producer {
       request.stats = stats;
       if (stats == nullptr) return reduce<Value>(detail::run_job(request));
 
+      bool handed_over = false;  // job_stats_done took the statistics, even if it threw
       try {
         const detail::Partials partials = detail::run_job(request);
         const auto reduce_started = std::chrono::steady_clock::now();
@@ -142,9 +143,11 @@ struct Producer {
                                std::chrono::steady_clock::now() - reduce_started)
                                .count();
         stats->wall_ns += stats->reduce_ns;
+        handed_over = true;
         detail::job_stats_done(own_stats ? std::move(*own_stats) : *stats, std::move(own_runs));
         return value;
       } catch (...) {
+        if (handed_over) throw;
         // run_job said how the job ended; a reduce_fn that threw ends it as failed.
         if (stats->ending == JobEnding::done) stats->ending = JobEnding::failed;
         detail::job_stats_done(own_stats ? std::move(*own_stats) : *stats, std::move(own_runs));

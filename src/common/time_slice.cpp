@@ -64,7 +64,11 @@ MessagingThreadsStart::MessagingThreadsStart()
     : previous_(time_slice_of(own_tid())), changed_(request_time_slice(kMessagingSliceNs)) {}
 
 MessagingThreadsStart::~MessagingThreadsStart() {
-  if (changed_) request_time_slice(previous_);
+  if (!changed_) return;
+  // The kernel reports a default slice as a number, and setting that number would pin it:
+  // the default is asked for first, and the number only when it differs.
+  request_time_slice(0);
+  if (time_slice_of(own_tid()) != previous_) request_time_slice(previous_);
 }
 
 }  // namespace pymar::detail

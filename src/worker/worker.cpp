@@ -111,7 +111,6 @@ class ComputeThread {
         crash_record_(crash_record) {}
 
   void run() {
-    request_time_slice(kComputeSliceNs);  // the I/O thread's wake-ups preempt this one
     while (true) {
       Task task;
       {
@@ -279,10 +278,13 @@ class IoThread final : private WorkerActions {
   }
 
   int run() {
+    // Born with its long slice (threads inherit it), not given it once it first runs.
+    request_time_slice(kComputeSliceNs);
     compute_ = std::thread(
         [compute = ComputeThread(shared_, served(producer_names(), options_.only_producers),
                                  served(source_names(), options_.only_sources),
                                  options_.crash_record)]() mutable { compute.run(); });
+    request_time_slice(kMessagingSliceNs);
     int status = 1;
     try {
       if (endpoint_.empty()) {

@@ -522,10 +522,15 @@ TEST_SUITE("command line") {
     for (const auto& task : std::filesystem::directory_iterator("/proc/" + worker + "/task")) {
       ++threads_by_slice[pymar::detail::time_slice_of(std::stoi(task.path().filename()))];
     }
-    CHECK(threads_by_slice[pymar::detail::kComputeSliceNs] == 1);
-    // The I/O thread and libzmq's I/O and reaper threads.
-    CHECK(threads_by_slice[pymar::detail::kMessagingSliceNs] >= 3);
+    CAPTURE(threads_by_slice.size());
+    CHECK(threads_by_slice.count(pymar::detail::kComputeSliceNs) == 1);
+    CHECK(threads_by_slice.count(pymar::detail::kMessagingSliceNs) == 1);
     CHECK(threads_by_slice.size() == 2);
+    if (threads_by_slice.size() == 2) {
+      CHECK(threads_by_slice.at(pymar::detail::kComputeSliceNs) == 1);
+      // The I/O thread and libzmq's I/O and reaper threads.
+      CHECK(threads_by_slice.at(pymar::detail::kMessagingSliceNs) >= 3);
+    }
   }
 
   TEST_CASE("--list shows what the binary registered") {

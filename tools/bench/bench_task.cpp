@@ -8,7 +8,8 @@
 //   BENCH_REPS         timed `map` calls (default 10), each printed as "BENCH map_ms X"
 //   BENCH_WARMUP       untimed `map` calls first, so that the workers have joined (default 2)
 //   BENCH_SETTLE_MS    pause after the warm-up, for late joiners (default 0)
-//   BENCH_STEP         1: wait for a line on stdin before each timed call (none left: stop), so
+//   BENCH_STEP         1: print "BENCH ready" after the warm-up, then wait for a line on stdin
+//                      before each timed call (none left: stop), so
 //                      that the suite can run its baseline between two calls (default 0)
 //   BENCH_SLICES       trivial: slices in the job, one element each (default 4); or a list of
 //                      sizes each with a count, "1000*20,1000000": each timed repetition is then
@@ -142,6 +143,11 @@ int repeat(Once once) {
   for (std::int64_t i = 0; i < warmup; ++i) ok &= once();
   std::this_thread::sleep_for(std::chrono::milliseconds(env_int("BENCH_SETTLE_MS", 0)));
   const bool step = env_int("BENCH_STEP", 0) != 0;
+  if (step) {
+    // Warmed up: from here on this producer runs only when asked to.
+    fmt::print("BENCH ready\n");
+    std::fflush(stdout);
+  }
   std::string line;
   for (std::int64_t i = 0; i < reps; ++i) {
     if (step && !std::getline(std::cin, line)) break;

@@ -185,19 +185,25 @@ class StepProducer:
             env=full_env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err,
             text=True, bufsize=1)
         self.lines = []
+        # Its warm-up calls run at once: nothing is timed beside them.
+        self.read_until("ready")
 
-    def step(self):
-        """One timed call; its "BENCH map_ms" value."""
-        self.process.stdin.write("\n")
-        self.process.stdin.flush()
+    def read_until(self, what):
+        """The words after "BENCH <what>" in the producer's next such line."""
         while True:
             line = self.process.stdout.readline()
             if not line:
                 raise RuntimeError("the stepped producer ended early: " + self.stderr()[-2000:])
             self.lines.append(line)
             parts = line.split()
-            if parts[:2] == ["BENCH", "map_ms"]:
-                return float(parts[2])
+            if parts[:2] == ["BENCH", what]:
+                return parts[2:]
+
+    def step(self):
+        """One timed call; its "BENCH map_ms" value."""
+        self.process.stdin.write("\n")
+        self.process.stdin.flush()
+        return float(self.read_until("map_ms")[0])
 
     def stderr(self):
         self.err.seek(0)
@@ -314,9 +320,10 @@ class Suite:
                     serial_slices.append(parse_bench(self.run(
                         [self.bench / "bench_baseline", "integration", "slices", 1]
                     ).stdout)["slice_ms"])
+                    # A thread done first waits idle, as a worker does, not spinning.
                     busy_slices.append(parse_bench(self.run(
-                        [self.bench / "bench_baseline", "integration", "slices-busy", 1]
-                    ).stdout)["slice_ms"])
+                        [self.bench / "bench_baseline", "integration", "slices-busy", 1],
+                        env={"OMP_WAIT_POLICY": "passive"}).stdout)["slice_ms"])
                     if step % 2 == 0:
                         maps.append(producer.step())
             finally:
