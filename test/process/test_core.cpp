@@ -389,7 +389,7 @@ TEST_SUITE("pool") {
 
   TEST_CASE("a worker added while a job runs takes slices") {
     const unsigned port = free_port();
-    const std::string marker = "/tmp/pymar-test-" + std::to_string(port);
+    const std::string marker = fresh_temp_path("pymar-test-" + std::to_string(port));
     auto first = start_pool("test/test_task", port, 1, {"-v"});
     // Slice 0 sleeps long; the other 15 slices wait for a worker.
     auto producer = start_producer("test/test_task", port, {},

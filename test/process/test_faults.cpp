@@ -67,10 +67,7 @@ void check_integration(Process& p) {
 
 // A marker file that makes a scripted misbehaviour happen only once across processes.
 std::string marker(unsigned port, const char* what) {
-  const auto path = std::filesystem::temp_directory_path() /
-                    ("pymar-test-" + std::string(what) + "-" + std::to_string(port));
-  std::filesystem::remove(path);
-  return path.string();
+  return fresh_temp_path("pymar-test-" + std::string(what) + "-" + std::to_string(port));
 }
 
 // The pid of the worker process that logged `slice N of job J started`.

@@ -101,9 +101,10 @@ std::unique_ptr<Process> start_producer(unsigned port, std::vector<std::string> 
   std::vector<std::pair<std::string, std::string>> env = {
       {"TEST_JOB", "doubled"}, {"TEST_LENGTH", "1000"}, {"TEST_PARTS", "16"}};
   if (slow) {
-    env.insert(env.end(), {{"TEST_SLOW_AT", "0"},
-                           {"TEST_SLOW_MS", "3000"},
-                           {"TEST_SLOW_MARKER", "/tmp/pymar-keys-" + std::to_string(port)}});
+    env.insert(env.end(),
+               {{"TEST_SLOW_AT", "0"},
+                {"TEST_SLOW_MS", "3000"},
+                {"TEST_SLOW_MARKER", fresh_temp_path("pymar-keys-" + std::to_string(port))}});
   }
   return std::make_unique<Process>(argv, env);
 }

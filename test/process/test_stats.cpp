@@ -48,12 +48,6 @@ std::unique_ptr<Process> producer(unsigned port, const std::string& stats, Env e
   return std::make_unique<Process>(argv, env);
 }
 
-std::string temporary(const std::string& name) {
-  const fs::path path = fs::temp_directory_path() / name;
-  fs::remove(path);
-  return path.string();
-}
-
 std::string read_file(const std::string& path) {
   std::ifstream in(path);
   std::stringstream text;
@@ -158,7 +152,7 @@ std::map<long, long> slices_started_by_pid(Process& pool, int job) {
 TEST_SUITE("stats") {
   TEST_CASE("--stats: each worker's slices are the ones its log says it computed") {
     const unsigned port = free_port();
-    const std::string stats = temporary("pymar-stats-" + std::to_string(port) + ".json");
+    const std::string stats = fresh_temp_path("pymar-stats-" + std::to_string(port) + ".json");
     auto workers = pool(port, 2);
     // Two jobs of 1000 elements in 16 slices: a plain map, then map_with_stats.
     auto p = producer(port, stats,
@@ -223,8 +217,8 @@ TEST_SUITE("stats") {
 
   TEST_CASE("--stats: a worker killed mid-slice shows as a drop, and its slice as re-run") {
     const unsigned port = free_port();
-    const std::string stats = temporary("pymar-stats-kill-" + std::to_string(port) + ".json");
-    const std::string marker = temporary("pymar-stats-kill-marker-" + std::to_string(port));
+    const std::string stats = fresh_temp_path("pymar-stats-kill-" + std::to_string(port) + ".json");
+    const std::string marker = fresh_temp_path("pymar-stats-kill-marker-" + std::to_string(port));
     auto workers = pool(port, 2);
     // Slice 1 (elements 25 to 49) takes a minute the first time, so the kill lands inside it.
     auto p = producer(port, stats,
@@ -278,7 +272,7 @@ TEST_SUITE("stats") {
   }
 
   TEST_CASE("--local --stats: every slice is recorded as computed locally") {
-    const std::string stats = temporary("pymar-stats-local-" + std::to_string(free_port()));
+    const std::string stats = fresh_temp_path("pymar-stats-local-" + std::to_string(free_port()));
     Process p({binary("test/test_task"), "--local", "--stats", stats}, {{"TEST_JOB", "doubled"},
                                                                         {"TEST_LENGTH", "1000"},
                                                                         {"TEST_REPEAT", "2"},
@@ -303,7 +297,8 @@ TEST_SUITE("stats") {
   TEST_CASE("--stats: a job that found no workers records every slice as computed locally") {
     // Only the file asks for statistics here: the I/O thread records the slices as runs, and the
     // slices computed locally after it are recorded one by one over them.
-    const std::string stats = temporary("pymar-stats-no-workers-" + std::to_string(free_port()));
+    const std::string stats =
+        fresh_temp_path("pymar-stats-no-workers-" + std::to_string(free_port()));
     Process p({binary("test/test_task"), "--produce", "-q", queue(free_port()), "--grace", "0.2",
                "--stats", stats},
               {{"TEST_JOB", "doubled"}, {"TEST_LENGTH", "1000"}});
@@ -328,7 +323,7 @@ TEST_SUITE("stats") {
   }
 
   TEST_CASE("--stats: two hundred jobs in one run make one valid file with every job") {
-    const std::string stats = temporary("pymar-stats-many-" + std::to_string(free_port()));
+    const std::string stats = fresh_temp_path("pymar-stats-many-" + std::to_string(free_port()));
     Process p({binary("test/test_task"), "--local", "--stats", stats},
               {{"TEST_JOB", "doubled"}, {"TEST_LENGTH", "100"}, {"TEST_REPEAT", "200"}});
     REQUIRE(p.wait() == 0);
@@ -344,7 +339,7 @@ TEST_SUITE("stats") {
   }
 
   TEST_CASE("--stats: a failed job is written too, ending failed") {
-    const std::string stats = temporary("pymar-stats-failed-" + std::to_string(free_port()));
+    const std::string stats = fresh_temp_path("pymar-stats-failed-" + std::to_string(free_port()));
     Process p({binary("test/test_task"), "--local", "--stats", stats},
               {{"TEST_JOB", "doubled"}, {"TEST_LENGTH", "100"}, {"TEST_THROW_AT", "7"}});
     CHECK(p.wait() == 1);

@@ -44,7 +44,7 @@ std::unique_ptr<Process> start_slow_producer(unsigned port, std::vector<std::str
                 {"TEST_PARTS", "16"},
                 {"TEST_SLOW_AT", "0"},
                 {"TEST_SLOW_MS", "4000"},
-                {"TEST_SLOW_MARKER", "/tmp/pymar-status-" + std::to_string(port)}});
+                {"TEST_SLOW_MARKER", fresh_temp_path("pymar-status-" + std::to_string(port))}});
 }
 
 std::unique_ptr<Process> start_pool(unsigned port, unsigned workers,
@@ -237,20 +237,21 @@ namespace {
 /// The slow job of start_slow_producer with its own pool of 2, whose slice 0 takes `slow_ms`.
 std::vector<std::string> slow_job_command(unsigned port, const std::string& slow_ms,
                                           std::vector<std::string> extra) {
-  std::vector<std::string> argv = {"/usr/bin/env",
-                                   "TEST_JOB=doubled",
-                                   "TEST_LENGTH=1000",
-                                   "TEST_PARTS=16",
-                                   "TEST_SLOW_AT=0",
-                                   "TEST_SLOW_MS=" + slow_ms,
-                                   "TEST_SLOW_MARKER=/tmp/pymar-progress-" + std::to_string(port),
-                                   binary("test/test_task"),
-                                   "--produce",
-                                   "-q",
-                                   queue(port),
-                                   "-w",
-                                   "2",
-                                   "--no-speculation"};
+  std::vector<std::string> argv = {
+      "/usr/bin/env",
+      "TEST_JOB=doubled",
+      "TEST_LENGTH=1000",
+      "TEST_PARTS=16",
+      "TEST_SLOW_AT=0",
+      "TEST_SLOW_MS=" + slow_ms,
+      "TEST_SLOW_MARKER=" + fresh_temp_path("pymar-progress-" + std::to_string(port)),
+      binary("test/test_task"),
+      "--produce",
+      "-q",
+      queue(port),
+      "-w",
+      "2",
+      "--no-speculation"};
   argv.insert(argv.end(), extra.begin(), extra.end());
   return argv;
 }

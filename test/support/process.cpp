@@ -292,6 +292,12 @@ std::chrono::milliseconds scaled(std::chrono::milliseconds timeout) {
       static_cast<std::chrono::milliseconds::rep>(static_cast<double>(timeout.count()) * scale));
 }
 
+std::string fresh_temp_path(const std::string& name) {
+  const std::filesystem::path path = std::filesystem::temp_directory_path() / name;
+  std::filesystem::remove(path);
+  return path.string();
+}
+
 unsigned free_port() {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in address{};

@@ -96,6 +96,10 @@ std::chrono::milliseconds scaled(std::chrono::milliseconds timeout);
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 unsigned free_port();
 
+/// A path in the temporary directory, with nothing there: a marker named by a port must not be
+/// one an earlier run left with the same port (a once-only slowdown would not happen).
+std::string fresh_temp_path(const std::string& name);
+
 /// Path of a binary of this build, relative to the build root ("examples/integration").
 std::string binary(const std::string& relative);
 /// A file of the source tree, by its path from the project's root.
